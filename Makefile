@@ -1,0 +1,39 @@
+# shopstream: `make demo` to see it work, `make test` to prove it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo test lint bench clean
+
+install: $(INSTALLED)
+
+# Reinstalled whenever pyproject.toml changes.
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+DEMO := demo
+demo: install
+	rm -rf $(DEMO)
+	$(BIN)/shopstream generate --output $(DEMO)/sample --events 50000 --days 3
+	$(BIN)/shopstream run --runner-config runner_configs/direct.yaml \
+	  --source events-jsonl='$(DEMO)/sample/events-*.jsonl.gz' \
+	  --source access-log=$(DEMO)/sample/access.log \
+	  --output $(DEMO)/tables
+
+test: install
+	$(BIN)/ruff check transforms beam_pipelines tests benchmarks
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: install
+	$(BIN)/ruff check transforms beam_pipelines tests benchmarks
+	$(BIN)/ruff format --check transforms beam_pipelines tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/batch_throughput.py --events 200000
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache *.egg-info

@@ -1,0 +1,58 @@
+"""ShopstreamOptions: the one PipelineOptions class of every shopstream pipeline.
+
+Runner YAML files (runner_configs/) and the CLI both expand into these flags;
+each flag also accepts its underscore spelling, the form YAML keys use.
+"""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.sessionize import DEFAULT_GAP_S, DEFAULT_MAX_DURATION_S
+
+
+def _positive_float(text: str) -> float:
+  value = float(text)
+  if not value > 0:
+    raise ValueError(f'must be positive, got {text}')
+  return value
+
+
+def _positive_int(text: str) -> int:
+  value = int(text)
+  if value < 1:
+    raise ValueError(f'must be at least 1, got {text}')
+  return value
+
+
+class ShopstreamOptions(PipelineOptions):
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    def flag(name: str, **kwargs):
+      spellings = dict.fromkeys([f'--{name}', f'--{name.replace("-", "_")}'])
+      parser.add_argument(*spellings, dest=name.replace('-', '_'), **kwargs)
+
+    flag('source', action='append', default=None, metavar='KIND=PATH_OR_GLOB',
+         help='An input: kind events-jsonl (JSON lines, optionally .gz) or access-log '
+              '(Apache/NGINX combined). Repeat for several inputs; globs allowed.')
+    flag('output', default=None, metavar='DIR',
+         help='Where the tables go (local path). Partitions a run writes are replaced whole.')
+    flag('session-gap-minutes', type=_positive_float, default=DEFAULT_GAP_S / 60,
+         help='Inactivity that starts a new session (default: %(default)s).')
+    flag('max-session-hours', type=_positive_float, default=DEFAULT_MAX_DURATION_S / 3600,
+         help='A session is cut when it reaches this length (default: %(default)s).')
+    flag('default-currency', default='EUR', metavar='ISO4217',
+         help='Currency of prices that come without one (default: %(default)s).')
+    flag('site-host', default=None, metavar='HOST',
+         help='Your shop\'s host name: referrers from it count as internal, not referral.')
+    flag('num-buckets', type=_positive_int, default=16,
+         help='Hash buckets of the batch shuffles; the unit of parallelism after them '
+              '(default: %(default)s).')
+    flag('run-id', default=None,
+         help='Names the run\'s staging area (default: time + random suffix).')
+    flag('reference-time', default=None, metavar='ISO8601',
+         help='"Now" for rejecting future timestamps (default: the wall clock). Set it '
+              'to reproduce a run exactly.')
+    flag('progress', default='auto', choices=('auto', 'never'),
+         help='Progress bars on a terminal (default: %(default)s).')

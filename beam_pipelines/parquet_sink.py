@@ -1,0 +1,192 @@
+"""Hive-partitioned Parquet tables, written to staging and published at the end.
+
+Each bundle writes its rows, per partition day, to files with unique names
+under ``<output>/_staging/<run_id>/``. Only files of bundles that finished
+reach the publish step, so a retried bundle leaves no duplicate rows behind.
+Publishing replaces every partition the run wrote as a whole (partition
+overwrite): rerunning the same input gives the same tables, and partitions
+the run did not touch stay as they were.
+
+    rows | WriteTable(tables.EVENTS, output, run_id)  -> WrittenFile records
+    written | PublishTables(output, run_id)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from typing import NamedTuple
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from beam_pipelines.tables import PARTITION_COLUMN, TableSpec, column_indices, to_arrow
+from transforms import accounting
+
+_LOGGER = logging.getLogger(__name__)
+
+STAGING_DIR = '_staging'
+# Rows buffered per partition before a row group is written.
+ROW_GROUP_ROWS = 100_000
+
+
+class WrittenFile(NamedTuple):
+  table: str
+  day: str
+  path: str
+  rows: int
+
+
+def staging_root(output: str, run_id: str) -> str:
+  return FileSystems.join(output, STAGING_DIR, run_id)
+
+
+def partition_dir(root: str, table: str, day: str) -> str:
+  return FileSystems.join(root, table, f'{PARTITION_COLUMN}={day}')
+
+
+class _WriteStagedParquet(accounting.CountingDoFn):
+  def __init__(self, spec: TableSpec, staging: str):
+    self._spec = spec
+    self._staging = staging
+
+  def setup(self):
+    self._indices = column_indices(self._spec)
+
+  def start_bundle(self):
+    super().start_bundle()
+    self._buffers: dict[str, list] = {}
+    self._writers: dict[str, tuple] = {}  # day -> (writer, stream, path, rows)
+
+  def process(self, row):
+    day = self._spec.partition_day(row)
+    buffer = self._buffers.setdefault(day, [])
+    buffer.append(row)
+    if len(buffer) >= ROW_GROUP_ROWS:
+      self._flush(day)
+
+  def _flush(self, day: str) -> None:
+    rows = self._buffers.pop(day, None)
+    if not rows:
+      return
+    if day not in self._writers:
+      directory = partition_dir(self._staging, self._spec.name, day)
+      path = FileSystems.join(directory, f'part-{uuid.uuid4().hex}.parquet')
+      if not FileSystems.exists(directory):
+        FileSystems.mkdirs(directory)
+      stream = FileSystems.create(path)
+      writer = pq.ParquetWriter(stream, self._spec.schema, compression='zstd')
+      self._writers[day] = (writer, stream, path, 0)
+    writer, stream, path, count = self._writers[day]
+    writer.write_table(to_arrow(self._spec, rows, self._indices))
+    self._writers[day] = (writer, stream, path, count + len(rows))
+    self.count(accounting.TABLE_ROWS, self._spec.name, len(rows))
+
+  def finish_bundle(self):
+    for day in list(self._buffers):
+      self._flush(day)
+    for day, (writer, stream, path, count) in self._writers.items():
+      writer.close()
+      stream.close()
+      yield WindowedValue(
+          WrittenFile(self._spec.name, day, path, count), MIN_TIMESTAMP, [GlobalWindow()])
+    self._writers = {}
+    super().finish_bundle()
+
+
+class WriteTable(beam.PTransform):
+  """Rows of one table to staged Parquet files; outputs the WrittenFiles."""
+
+  def __init__(self, spec: TableSpec, output: str, run_id: str):
+    super().__init__()
+    self._spec = spec
+    self._staging = staging_root(output, run_id)
+
+  def expand(self, rows):
+    return rows | 'WriteStagedParquet' >> beam.ParDo(
+        _WriteStagedParquet(self._spec, self._staging)).with_output_types(WrittenFile)
+
+
+def publish(output: str, run_id: str, written: list[WrittenFile]) -> None:
+  """Moves the staged partitions into place, replacing each one whole."""
+  staging = staging_root(output, run_id)
+  partitions = sorted({(f.table, f.day) for f in written})
+  for table, day in partitions:
+    staged = partition_dir(staging, table, day)
+    final = partition_dir(output, table, day)
+    committed = {f.path for f in written if (f.table, f.day) == (table, day)}
+    _replace_partition(staged, final, committed)
+  _remove_tree(staging)
+  _LOGGER.info('published %d partitions to %s', len(partitions), output)
+
+
+def _replace_partition(staged: str, final: str, committed: set[str]) -> None:
+  # Files from failed bundle attempts are in staging too: only committed move.
+  if FileSystems.get_scheme(final) in (None, 'file'):
+    # Two renames: readers see the old partition or the new one, never a mix.
+    _remove_uncommitted(staged, committed)
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    trash = os.path.join(os.path.dirname(final), f'.{os.path.basename(final)}.old-{uuid.uuid4().hex}')
+    if os.path.exists(final):
+      os.rename(final, trash)
+    os.rename(staged, final)
+    shutil.rmtree(trash, ignore_errors=True)
+    return
+  # Object stores have no directory rename: move files in, then drop the old ones.
+  old = [m.path for r in FileSystems.match([FileSystems.join(final, '*')]) for m in r.metadata_list]
+  sources = sorted(committed)
+  targets = [FileSystems.join(final, os.path.basename(p)) for p in sources]
+  FileSystems.rename(sources, targets)
+  stale = [p for p in old if p not in set(targets)]
+  if stale:
+    FileSystems.delete(stale)
+
+
+def _remove_uncommitted(staged: str, committed: set[str]) -> None:
+  for name in os.listdir(staged):
+    path = os.path.join(staged, name)
+    if path not in committed:
+      os.remove(path)
+
+
+def _remove_tree(path: str) -> None:
+  if FileSystems.get_scheme(path) in (None, 'file'):
+    shutil.rmtree(path, ignore_errors=True)
+    parent = os.path.dirname(path)
+    if os.path.isdir(parent) and not os.listdir(parent):
+      os.rmdir(parent)
+    return
+  leftovers = [m.path for r in FileSystems.match([FileSystems.join(path, '**')]) for m in r.metadata_list]
+  if leftovers:
+    FileSystems.delete(leftovers)
+
+
+class _Publish(beam.DoFn):
+  def __init__(self, output: str, run_id: str):
+    self._output = output
+    self._run_id = run_id
+
+  def process(self, written: list[WrittenFile]):
+    publish(self._output, self._run_id, written)
+    yield len(written)
+
+
+class PublishTables(beam.PTransform):
+  """Waits for every WrittenFile of the run, then publishes them together."""
+
+  def __init__(self, output: str, run_id: str):
+    super().__init__()
+    self._output = output
+    self._run_id = run_id
+
+  def expand(self, written_files):
+    return (
+        written_files
+        | 'CollectWrittenFiles' >> beam.combiners.ToList()
+        | 'PublishPartitions' >> beam.ParDo(_Publish(self._output, self._run_id)))

@@ -1,0 +1,72 @@
+"""Runner configs: one YAML per runner, expanded into PipelineOptions flags.
+
+A config is a mapping with a ``pipeline_options:`` block whose keys are
+PipelineOptions names (``runner``, ``direct_num_workers``, ...). A key that is
+no known option is an error, so a typo cannot silently fall back to a default.
+
+    flags = load_runner_config('runner_configs/direct.yaml')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import yaml
+from apache_beam.options.pipeline_options import PipelineOptions
+
+# Importing registers ShopstreamOptions with PipelineOptions.
+from beam_pipelines import options as _shopstream_options  # noqa: F401
+
+PIPELINE_OPTIONS_KEY = 'pipeline_options'
+# runner_configs/ beside the packages, for a relative path used outside the checkout.
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def resolve(path: str) -> str:
+  """The path as given if it exists, else relative to the project root."""
+  if os.path.exists(path) or os.path.isabs(path):
+    return path
+  candidate = os.path.join(PROJECT_ROOT, path)
+  return candidate if os.path.exists(candidate) else path
+
+
+def known_option_names() -> set[str]:
+  return set(PipelineOptions([]).get_all_options(drop_default=False).keys())
+
+
+def option_flags(values: dict[str, Any]) -> list[str]:
+  """PipelineOptions flags for a mapping of option name to value."""
+  flags = []
+  for name, value in values.items():
+    if value is None or value is False:
+      continue
+    if value is True:
+      flags.append(f'--{name}')
+    elif isinstance(value, list):
+      flags.extend(f'--{name}={item}' for item in value)
+    elif isinstance(value, dict):
+      flags.append(f'--{name}={json.dumps(value)}')
+    else:
+      flags.append(f'--{name}={value}')
+  return flags
+
+
+def load_runner_config(path: str) -> list[str]:
+  """The flags a runner YAML stands for; ValueError names the problem."""
+  path = resolve(path)
+  try:
+    with open(path, encoding='utf-8') as f:
+      config = yaml.safe_load(f)
+  except OSError as e:
+    raise ValueError(f'cannot read runner config {path}: {e.strerror}') from e
+  except yaml.YAMLError as e:
+    raise ValueError(f'runner config {path} is not valid YAML: {e}') from e
+  if not isinstance(config, dict) or not isinstance(config.get(PIPELINE_OPTIONS_KEY), dict):
+    raise ValueError(f'runner config {path} needs a mapping under "{PIPELINE_OPTIONS_KEY}:"')
+  values = config[PIPELINE_OPTIONS_KEY]
+  unknown = sorted(set(values) - known_option_names())
+  if unknown:
+    raise ValueError(f'runner config {path}: unknown pipeline options {unknown}')
+  return option_flags(values)

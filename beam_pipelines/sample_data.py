@@ -1,0 +1,285 @@
+"""Realistic sample inputs with the dirt real exports have (``shopstream generate``).
+
+Visitors browse in sessions (landing page from a channel, product views,
+cart actions, sometimes a purchase); some sessions pause longer than the gap,
+bots crawl for more than a day. Part of the traffic is written as canonical
+JSON event lines (gzipped, one file per day), part as the legacy web server's
+combined access log with static assets, redirects and errors around the pages.
+
+Dirt, at realistic rates: exact duplicate lines and retries across files,
+missing event ids, event-type synonyms and odd casing, timestamps as ISO with
+offsets or epoch seconds/milliseconds, prices as strings, e-mail addresses as
+user ids and in URLs, and broken lines (truncated JSON, binary garbage, JSON
+that is not an object, missing identity, naive or absurd timestamps,
+unknown event types, malformed log lines).
+
+    generate(GeneratorConfig(output_dir='sample', events=50_000))
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import os
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+import orjson
+
+SITE_HOST = 'shop.example'
+ACCESS_LOG_FILE = 'access.log'
+
+USER_AGENTS = {
+    'desktop': (
+        'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) '
+        'Chrome/124.0.0.0 Safari/537.36',
+        'Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) '
+        'Version/17.4 Safari/605.1.15',
+        'Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0',
+        'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) '
+        'Chrome/124.0.0.0 Safari/537.36 Edg/124.0.2478.67',
+    ),
+    'mobile': (
+        'Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 '
+        '(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1',
+        'Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) '
+        'Chrome/124.0.6367.82 Mobile Safari/537.36',
+    ),
+    'tablet': (
+        'Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) '
+        'Version/17.4 Mobile/15E148 Safari/604.1',
+    ),
+    'bot': (
+        'Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)',
+        'Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)',
+        'Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)',
+        'python-requests/2.31.0',
+    ),
+}
+# (referrer, utm query) of a landing page, with weights.
+ENTRANCES = (
+    (None, '', 30),
+    ('https://www.google.com/', '', 25),
+    ('https://www.google.com/', 'utm_source=google&utm_medium=cpc&utm_campaign=spring_sale', 10),
+    ('https://www.bing.com/', '', 4),
+    ('https://www.facebook.com/', 'utm_source=facebook&utm_medium=paid_social&utm_campaign=retarget', 6),
+    ('https://www.instagram.com/', '', 4),
+    (None, 'utm_source=newsletter&utm_medium=email&utm_campaign=weekly', 8),
+    ('https://blog.example.org/best-gifts', '', 5),
+    ('https://partner.example.net/deals', 'utm_source=partner&utm_medium=affiliate', 3),
+)
+STATIC_ASSETS = ('/static/app.css', '/static/app.js', '/static/logo.svg', '/favicon.ico')
+SYNONYMS = {'product_view': ('view', 'ProductView', 'product-view'),
+            'add_to_cart': ('cart', 'AddToCart'), 'page_view': ('pageview', 'PAGE_VIEW')}
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+  output_dir: str
+  events: int = 50_000
+  days: int = 3
+  start: dt.date = dt.date(2026, 3, 1)
+  seed: int = 7
+  access_log_share: float = 0.3  # of visitors, seen only through the web server's log
+  dirty_rate: float = 0.01  # broken lines, per line
+  duplicate_rate: float = 0.02
+  products: int = 2000
+
+
+class _Writer:
+  """Collects lines per output file, each with the time it belongs at."""
+
+  def __init__(self):
+    self.files: dict[str, list[tuple[float, int, bytes]]] = {}
+    self._sequence = 0
+
+  def add(self, name: str, line: bytes, t: float) -> None:
+    self._sequence += 1
+    self.files.setdefault(name, []).append((t, self._sequence, line))
+
+
+def _visitor(rng: random.Random, n: int) -> dict:
+  device = rng.choices(('desktop', 'mobile', 'tablet', 'bot'), (50, 38, 7, 5))[0]
+  ip = '.'.join(str(x) for x in (rng.choice((24, 31, 46, 62, 77, 81, 88, 90, 95, 109, 151, 176,
+                                             185, 188, 193, 212, 213, 217)),
+                                 rng.randrange(256), rng.randrange(256), rng.randrange(1, 255)))
+  user_id = None
+  if device != 'bot' and rng.random() < 0.35:
+    user_id = f'jane.doe{n}@example.com' if rng.random() < 0.1 else f'C{100000 + n}'
+  return {'anonymous_id': f'anon-{n:07d}-{rng.randrange(16**6):06x}', 'user_id': user_id,
+          'device': device, 'ua': rng.choice(USER_AGENTS[device]), 'ip': ip}
+
+
+def _session_events(rng: random.Random, visitor: dict, start_s: float, products: int) -> list[dict]:
+  """One visit: a landing page, browsing, cart actions, maybe a purchase."""
+  referrer, utm, _ = rng.choices(ENTRANCES, [w for *_, w in ENTRANCES])[0]
+  landing = f'https://{SITE_HOST}/' + (f'?{utm}' if utm else '')
+  if rng.random() < 0.02:
+    landing += f'{"&" if utm else "?"}email=jane.doe{rng.randrange(999)}%40example.com'
+  events = [{'event_type': 'page_view', 'page_url': landing, 'referrer': referrer, 't': start_s}]
+  t = start_s
+  bot = visitor['device'] == 'bot'
+  length = rng.randint(20, 80) if bot else min(int(rng.expovariate(1 / 6)) + 1, 60)
+  cart: list[str] = []
+  for _ in range(length - 1):
+    t += rng.expovariate(1 / (1200 if bot else 90))
+    if not bot and rng.random() < 0.03:
+      t += rng.uniform(1800, 5400)  # a pause longer than the session gap
+    product = f'SKU-{int(rng.paretovariate(1.2)) % products:05d}'
+    roll = rng.random()
+    if bot or roll < 0.55:
+      events.append({'event_type': 'product_view', 'product_id': product,
+                     'page_url': f'https://{SITE_HOST}/product/{product}', 't': t})
+    elif roll < 0.70:
+      events.append({'event_type': 'page_view', 't': t,
+                     'page_url': f'https://{SITE_HOST}/category/{rng.randrange(40)}'})
+    elif roll < 0.80:
+      events.append({'event_type': 'search', 't': t,
+                     'page_url': f'https://{SITE_HOST}/search?q=gift+{rng.randrange(50)}'})
+    elif roll < 0.93:
+      cart.append(product)
+      events.append({'event_type': 'add_to_cart', 'product_id': product, 't': t,
+                     'quantity': rng.choice((1, 1, 1, 2, 3)),
+                     'page_url': f'https://{SITE_HOST}/cart/add?product={product}'})
+    elif cart:
+      events.append({'event_type': 'remove_from_cart', 'product_id': cart.pop(), 't': t,
+                     'page_url': f'https://{SITE_HOST}/cart/remove?product={product}'})
+  if cart and not bot and rng.random() < 0.35:
+    t += rng.expovariate(1 / 120)
+    order = f'ORD-{rng.randrange(10**8):08d}'
+    for product in cart:
+      events.append({'event_type': 'purchase', 'product_id': product, 'order_id': order,
+                     'price': f'{rng.choice((4.99, 9.5, 19.99, 24.0, 49.9, 129.0))}',
+                     'quantity': 1, 't': t,
+                     'page_url': f'https://{SITE_HOST}/checkout/complete?order={order}'})
+  return events
+
+
+def _time_value(rng: random.Random, t: float):
+  roll = rng.random()
+  if roll < 0.6:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec='milliseconds').replace(
+        '+00:00', 'Z')
+  if roll < 0.75:
+    tz = dt.timezone(dt.timedelta(hours=rng.choice((-5, 1, 2, 9))))
+    return dt.datetime.fromtimestamp(t, tz).isoformat(timespec='seconds')
+  if roll < 0.9:
+    return int(t * 1000)
+  return int(t)
+
+
+def _json_line(rng: random.Random, visitor: dict, event: dict, n: int) -> bytes:
+  record = {'event_id': f'evt-{n:09d}' if rng.random() < 0.9 else None,
+            'event_type': event['event_type'],
+            'event_time': _time_value(rng, event['t']),
+            'anonymous_id': visitor['anonymous_id'], 'user_id': visitor['user_id']}
+  if event['event_type'] in SYNONYMS and rng.random() < 0.1:
+    record['event_type'] = rng.choice(SYNONYMS[event['event_type']])
+  for field in ('product_id', 'order_id', 'price', 'quantity', 'page_url', 'referrer'):
+    if event.get(field) is not None:
+      record[field] = event[field]
+  if event['event_type'] == 'purchase':
+    record['currency'] = 'EUR'
+  if rng.random() < 0.3:
+    record['user_agent'] = visitor['ua']
+    record['ip'] = visitor['ip']
+  if rng.random() < 0.05:
+    record['app_version'] = rng.choice(('4.2.0', '4.3.1'))  # unknown field: kept in properties
+  return orjson.dumps({k: v for k, v in record.items() if v is not None})
+
+
+def _log_line(visitor: dict, t: float, method: str, path: str, status: int,
+              referrer: Optional[str]) -> bytes:
+  stamp = dt.datetime.fromtimestamp(t, dt.timezone(dt.timedelta(hours=1))).strftime(
+      '%d/%b/%Y:%H:%M:%S %z')
+  user = visitor['user_id'] if visitor['user_id'] and '@' not in visitor['user_id'] else '-'
+  return (f'{visitor["ip"]} - {user} [{stamp}] "{method} {path} HTTP/1.1" {status} '
+          f'{2000 + len(path) * 7} "{referrer or "-"}" "{visitor["ua"]}"').encode()
+
+
+def _log_lines(rng: random.Random, visitor: dict, event: dict) -> list[tuple[float, bytes]]:
+  path = event['page_url'].split(SITE_HOST, 1)[1]
+  t = event['t']
+  referrer = event.get('referrer')
+  if event['event_type'] in ('add_to_cart', 'remove_from_cart'):
+    if event.get('quantity', 1) > 1:
+      path += f'&qty={event["quantity"]}'
+    return [(t, _log_line(visitor, t, 'POST', path, 303, referrer))]
+  lines = [(t, _log_line(visitor, t, 'GET', path, 200, referrer))]
+  if visitor['device'] != 'bot':
+    page = f'https://{SITE_HOST}{path}'
+    for asset in STATIC_ASSETS[:rng.randint(1, len(STATIC_ASSETS))]:
+      status = rng.choice((200, 200, 304))
+      lines.append((t + 0.2, _log_line(visitor, t + 0.2, 'GET', asset, status, page)))
+  if rng.random() < 0.02:
+    lines.append((t + 1, _log_line(visitor, t + 1, 'GET', '/old-page', 301, referrer)))
+  if rng.random() < 0.01:
+    lines.append((t + 1, _log_line(visitor, t + 1, 'GET', '/product/GONE', 404, referrer)))
+  return lines
+
+
+BROKEN_JSON_LINES = (
+    b'{"event_type": "page_view", "event_time": "2026-03-01T10:00:00Z", "anonymous_id": "tr',
+    b'\x00\x9f\x92\x96\xff binary garbage \xfe',
+    b'["not", "an", "object"]',
+    b'{"event_type": "page_view", "event_time": "2026-03-01T10:00:00Z"}',
+    b'{"event_type": "page_view", "event_time": "2026-03-01 10:00:00", "anonymous_id": "x1"}',
+    b'{"event_type": "page_view", "event_time": "2999-01-01T00:00:00Z", "anonymous_id": "x2"}',
+    b'{"event_type": "teleport", "event_time": 1772359200, "anonymous_id": "x3"}',
+    b'{"event_time": 1772359200, "anonymous_id": "x4", "price": "free"}',
+    b'{"event_type": "purchase", "event_time": 1772359200, "user_id": "x5", "price": "-3"}',
+    b'',
+)
+BROKEN_LOG_LINES = (
+    b'this is not a log line',
+    b'81.2.69.142 - - [31/Feb/2026:10:00:00 +0100] "GET / HTTP/1.1" 200 512 "-" "curl/8.4.0"',
+    b'81.2.69.142 - - [01/Mar/2026:10:00:00 +0100] "\\x16\\x03\\x01\\x02" 400 0 "-" "-"',
+    b'81.2.69.142 - - [01/Mar/2026:10:00:00 +0100] "GET /product/SKU-1 HTTP/1.1" 200',
+)
+
+
+def generate(config: GeneratorConfig) -> dict[str, int]:
+  """Writes the sample files; returns lines written per file name."""
+  rng = random.Random(config.seed)
+  writer = _Writer()
+  start_s = dt.datetime.combine(config.start, dt.time(), dt.UTC).timestamp()
+  span_s = config.days * 86_400
+  produced = visitor_no = 0
+  while produced < config.events:
+    visitor_no += 1
+    visitor = _visitor(rng, visitor_no)
+    in_log = rng.random() < config.access_log_share
+    for _ in range(1 + int(rng.expovariate(1 / 1.5))):
+      session_start = start_s + rng.uniform(0, span_s - 3600)
+      for event in _session_events(rng, visitor, session_start, config.products):
+        if event['t'] >= start_s + span_s:
+          break
+        produced += 1
+        day = dt.datetime.fromtimestamp(event['t'], dt.UTC).date().isoformat()
+        t = event['t']
+        if in_log:
+          for line_time, line in _log_lines(rng, visitor, event):
+            writer.add(ACCESS_LOG_FILE, line, line_time)
+          if rng.random() < config.dirty_rate:
+            writer.add(ACCESS_LOG_FILE, rng.choice(BROKEN_LOG_LINES), t)
+          continue
+        line = _json_line(rng, visitor, event, produced)
+        name = f'events-{day}.jsonl.gz'
+        writer.add(name, line, t)
+        if rng.random() < config.duplicate_rate:
+          # A tracker retry: the same line again, a little later in the export.
+          writer.add(name, line, t + rng.uniform(0, 600))
+        if rng.random() < config.dirty_rate:
+          writer.add(name, rng.choice(BROKEN_JSON_LINES), t)
+  os.makedirs(config.output_dir, exist_ok=True)
+  written = {}
+  for name, entries in sorted(writer.files.items()):
+    # Exports and logs are written in time order; visitors interleave.
+    entries.sort()
+    path = os.path.join(config.output_dir, name)
+    opener = gzip.open if name.endswith('.gz') else open
+    with opener(path, 'wb') as f:
+      f.write(b'\n'.join(line for _, _, line in entries) + b'\n')
+    written[name] = len(entries)
+  return written

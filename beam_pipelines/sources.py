@@ -1,0 +1,135 @@
+"""Batch inputs: ``--source KIND=PATH_OR_GLOB`` specs and reading them line by line.
+
+    specs = [parse_source_spec('access-log=/data/access.log*')]
+    files = expand_inputs(specs)            # fails fast when nothing matches
+    records = p | ReadLines(files)          # RawRecords, one per line
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import sys
+import zlib
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import accounting
+from transforms.event_time import US_PER_SECOND
+from transforms.records import DEAD_LETTER_TAG, DeadLetter, RawRecord
+
+_LOGGER = logging.getLogger(__name__)
+
+EVENTS_JSONL = 'events-jsonl'
+ACCESS_LOG = 'access-log'
+KINDS = (EVENTS_JSONL, ACCESS_LOG)
+STEP = 'read_lines'
+_PROGRESS_EVERY_LINES = 20_000
+
+
+class SourceSpec(NamedTuple):
+  kind: str
+  pattern: str
+
+
+class InputFile(NamedTuple):
+  kind: str
+  path: str
+  size: int
+  mtime_us: int
+
+  @property
+  def source(self) -> str:
+    """The run summary's key for this input."""
+    return f'{self.kind}:{self.path}'
+
+
+def parse_source_spec(text: str) -> SourceSpec:
+  """``KIND=PATH_OR_GLOB`` to a SourceSpec; ValueError says what is wrong."""
+  kind, sep, pattern = text.partition('=')
+  if not sep or not pattern.strip():
+    raise ValueError(f'--source {text!r} must look like KIND=PATH_OR_GLOB')
+  kind = kind.strip()
+  if kind not in KINDS:
+    raise ValueError(f'--source {text!r}: unknown kind {kind!r}; known kinds: {", ".join(KINDS)}')
+  return SourceSpec(kind, pattern.strip())
+
+
+def expand_inputs(specs: list[SourceSpec]) -> list[InputFile]:
+  """The files each spec matches, sorted; ValueError when a spec matches none."""
+  files: dict[tuple[str, str], InputFile] = {}
+  for spec in specs:
+    try:
+      metadata = FileSystems.match([spec.pattern])[0].metadata_list
+    except Exception as e:  # Beam wraps every filesystem error in its own types
+      raise ValueError(f'--source {spec.kind}={spec.pattern}: cannot list input: {e}') from e
+    matched = [m for m in metadata if not m.path.endswith('/')]
+    if not matched:
+      raise ValueError(f'--source {spec.kind}={spec.pattern}: no file matches')
+    for m in matched:
+      files[(spec.kind, m.path)] = InputFile(
+          spec.kind, m.path, m.size_in_bytes, int(m.last_updated_in_seconds * US_PER_SECOND))
+  return sorted(files.values())
+
+
+def _open(path: str):
+  raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+  return raw, (gzip.GzipFile(fileobj=raw, mode='rb') if path.endswith('.gz') else raw)
+
+
+class _ReadFileLines(beam.DoFn):
+  """One InputFile to one RawRecord per line; an unreadable rest is a dead letter."""
+
+  def __init__(self, show_progress: bool):
+    self._show_progress = show_progress
+
+  def process(self, file: InputFile) -> Iterator:
+    source = file.source
+    raw, stream = _open(file.path)
+    progress = self._progress_bar(file)
+    position = 0
+    try:
+      for position, line in enumerate(stream, 1):
+        yield RawRecord(source, position, line.rstrip(b'\r\n'), file.mtime_us)
+        if progress is not None and position % _PROGRESS_EVERY_LINES == 0:
+          progress.update(raw.tell() - progress.n)
+    except (EOFError, OSError, zlib.error) as e:
+      # A truncated or corrupt compressed file: keep what was read, report the rest.
+      accounting.count(accounting.READ, source)
+      yield pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
+          payload=b'', reason='unreadable_input',
+          detail=f'input unreadable after line {position}: {e}', step=STEP,
+          source=source, position=position + 1, event_time=None, input_time=file.mtime_us))
+    finally:
+      stream.close()
+      if progress is not None:
+        progress.update(file.size - progress.n)
+        progress.close()
+
+  def _progress_bar(self, file: InputFile):
+    if not (self._show_progress and sys.stderr.isatty()):
+      return None
+    from tqdm import tqdm
+    return tqdm(total=file.size, desc=file.path.rsplit('/', 1)[-1][-30:], unit='B',
+                unit_scale=True, leave=False, file=sys.stderr)
+
+
+class ReadLines(beam.PTransform):
+  """PBegin to RawRecords (main) and DeadLetters (DEAD_LETTER_TAG) of the files."""
+
+  def __init__(self, files: list[InputFile], show_progress: bool = False):
+    super().__init__()
+    self._files = files
+    self._show_progress = show_progress
+
+  def expand(self, pbegin):
+    return (
+        pbegin
+        | 'ListFiles' >> beam.Create(self._files)
+        | 'ReadFileLines' >> beam.ParDo(_ReadFileLines(self._show_progress)).with_output_types(
+            RawRecord, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(DEAD_LETTER_TAG, main='records'))

@@ -1,0 +1,123 @@
+"""The output tables: one pyarrow schema each, defined once, and row conversion.
+
+A table's rows are NamedTuples whose fields carry the schema's column names
+(extra fields, such as an Event's raw ip, are not written). Money arrives as
+decimal strings and is cast to decimal128; times are UTC microseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Optional
+
+import pyarrow as pa
+
+from transforms.event_time import utc_day
+from transforms.records import DeadLetter, Event, SessionRow
+
+TIME = pa.timestamp('us', tz='UTC')
+MONEY = pa.decimal128(18, 4)
+PARTITION_COLUMN = 'dt'
+
+EVENTS_SCHEMA = pa.schema([
+    ('event_id', pa.string()),
+    ('event_type', pa.string()),
+    ('event_time', TIME),
+    ('user_id', pa.string()),
+    ('anonymous_id', pa.string()),
+    ('session_id', pa.string()),
+    ('product_id', pa.string()),
+    ('category_id', pa.string()),
+    ('category_path', pa.string()),
+    ('price', MONEY),
+    ('currency', pa.string()),
+    ('quantity', pa.int64()),
+    ('order_id', pa.string()),
+    ('page_url', pa.string()),
+    ('referrer', pa.string()),
+    ('browser', pa.string()),
+    ('os', pa.string()),
+    ('device_class', pa.string()),
+    ('is_bot', pa.bool_()),
+    ('country', pa.string()),
+    ('channel', pa.string()),
+    ('utm_source', pa.string()),
+    ('utm_medium', pa.string()),
+    ('utm_campaign', pa.string()),
+    ('utm_term', pa.string()),
+    ('utm_content', pa.string()),
+    ('properties', pa.string()),
+    ('source', pa.string()),
+])
+
+SESSIONS_SCHEMA = pa.schema([
+    ('session_id', pa.string()),
+    ('session_key', pa.string()),
+    ('user_id', pa.string()),
+    ('session_start', TIME),
+    ('session_end', TIME),
+    ('duration_s', pa.float64()),
+    ('event_count', pa.int64()),
+    ('product_views', pa.int64()),
+    ('add_to_carts', pa.int64()),
+    ('purchases', pa.int64()),
+    ('revenue', MONEY),
+    ('currency', pa.string()),
+    ('landing_page', pa.string()),
+    ('exit_page', pa.string()),
+    ('channel', pa.string()),
+    ('device_class', pa.string()),
+    ('country', pa.string()),
+    ('is_bounce', pa.bool_()),
+    ('is_bot', pa.bool_()),
+])
+
+DEAD_LETTER_SCHEMA = pa.schema([
+    ('payload', pa.binary()),
+    ('reason', pa.string()),
+    ('detail', pa.string()),
+    ('step', pa.string()),
+    ('source', pa.string()),
+    ('position', pa.int64()),
+    ('event_time', TIME),
+    ('input_time', TIME),
+])
+
+
+class TableSpec(NamedTuple):
+  name: str
+  schema: pa.Schema
+  row_type: type
+  partition_day: Callable[[NamedTuple], str]
+
+
+EVENTS = TableSpec('events', EVENTS_SCHEMA, Event, lambda e: utc_day(e.event_time))
+SESSIONS = TableSpec('sessions', SESSIONS_SCHEMA, SessionRow, lambda s: utc_day(s.session_start))
+DEAD_LETTER = TableSpec(
+    'dead_letter', DEAD_LETTER_SCHEMA, DeadLetter,
+    lambda d: utc_day(d.event_time if d.event_time is not None else d.input_time))
+
+TABLES = {spec.name: spec for spec in (EVENTS, SESSIONS, DEAD_LETTER)}
+
+
+def column_indices(spec: TableSpec) -> list[int]:
+  fields = spec.row_type._fields  # type: ignore[attr-defined]
+  missing = [name for name in spec.schema.names if name not in fields]
+  if missing:
+    raise ValueError(f'{spec.row_type.__name__} lacks columns {missing} of table {spec.name}')
+  return [fields.index(name) for name in spec.schema.names]
+
+
+def to_arrow(spec: TableSpec, rows: Sequence[tuple], indices: Optional[list[int]] = None) -> pa.Table:
+  """Rows of ``spec.row_type`` as a pyarrow Table in the table's schema."""
+  indices = indices if indices is not None else column_indices(spec)
+  columns = list(zip(*rows, strict=True)) if rows else [()] * len(spec.row_type._fields)  # type: ignore[attr-defined]
+  arrays = []
+  for field, index in zip(spec.schema, indices, strict=True):
+    values = columns[index]
+    if pa.types.is_decimal(field.type):
+      arrays.append(pa.array(values, pa.string()).cast(field.type))
+    else:
+      arrays.append(pa.array(values, field.type))
+  return pa.Table.from_arrays(arrays, schema=spec.schema)
+

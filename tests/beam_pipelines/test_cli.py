@@ -1,0 +1,50 @@
+import pytest
+
+from beam_pipelines import cli
+
+
+def run(argv, capsys):
+  code = cli.main(argv)
+  captured = capsys.readouterr()
+  return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['run', '--output', 'x'], 'at least one --source'),
+    (['run', '--source', 'events-jsonl=/nope/*.jsonl', '--output', 'x'], 'no file matches'),
+    (['run', '--source', 'csv=/tmp/x', '--output', 'x'], "unknown kind 'csv'"),
+    (['run', '--source', 'events-jsonl=x'], '--output DIR is needed'),
+    (['run', '--runner-config', '/nope.yaml', '--source', 'events-jsonl=x', '--output', 'x'],
+     'cannot read runner config'),
+    (['generate', '--output', 'x', '--events', '0'], 'at least 1'),
+])
+def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # the default runner config is found from anywhere
+  code, _, err = run(argv, capsys)
+  assert code == cli.EXIT_BAD_ARGUMENTS
+  assert message in err
+
+
+def test_bad_option_values_are_refused_by_the_parser(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(['run', '--session-gap-minutes', '-5', '--source', 'events-jsonl=x'])
+  assert e.value.code == 2
+  assert 'session-gap-minutes' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('command', [[], ['run'], ['generate']])
+def test_help(command, capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(command + ['--help'])
+  assert e.value.code == 0
+  assert 'usage: shopstream' in capsys.readouterr().out
+
+
+def test_generate_then_run(tmp_path, capsys):
+  assert cli.main(['generate', '--output', str(tmp_path / 'in'), '--events', '300', '--days', '1']) == 0
+  assert 'access.log' in capsys.readouterr().out
+  code, out, _ = run(['run', '--source', f'events-jsonl={tmp_path}/in/*.gz',
+                      '--output', str(tmp_path / 'out'), '--progress', 'never'], capsys)
+  assert code == 0
+  assert '"totals"' in out and 'records read' in out
+  assert (tmp_path / 'out' / '_summary.json').exists()

@@ -1,0 +1,52 @@
+import gzip
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_pipelines.sources import ReadLines, expand_inputs, parse_source_spec
+from tests.conftest import beam_pipeline
+from transforms.records import DEAD_LETTER_TAG
+
+
+def test_source_specs():
+  assert parse_source_spec('access-log=/x/*.log') == ('access-log', '/x/*.log')
+  with pytest.raises(ValueError, match='unknown kind'):
+    parse_source_spec('parquet=/x')
+  with pytest.raises(ValueError, match='KIND=PATH_OR_GLOB'):
+    parse_source_spec('/just/a/path')
+
+
+def test_expand_inputs_lists_files_and_fails_on_no_match(tmp_path):
+  (tmp_path / 'b.jsonl').write_bytes(b'{}\n')
+  (tmp_path / 'a.jsonl').write_bytes(b'{}\n')
+  files = expand_inputs([parse_source_spec(f'events-jsonl={tmp_path}/*.jsonl')])
+  assert [f.path.rsplit('/', 1)[1] for f in files] == ['a.jsonl', 'b.jsonl']
+  assert files[0].source == f'events-jsonl:{tmp_path}/a.jsonl'
+  with pytest.raises(ValueError, match='no file matches'):
+    expand_inputs([parse_source_spec(f'events-jsonl={tmp_path}/*.gz')])
+
+
+def test_lines_of_plain_and_gzip_files_with_positions(tmp_path):
+  (tmp_path / 'a.jsonl').write_bytes(b'one\r\ntwo\nthree')
+  with gzip.open(tmp_path / 'b.jsonl.gz', 'wb') as f:
+    f.write(b'four\n\nsix\n')
+  files = expand_inputs([parse_source_spec(f'events-jsonl={tmp_path}/*')])
+  with beam_pipeline() as p:
+    read = p | ReadLines(files)
+    assert_that(read['records'] | beam.Map(lambda r: (r.source.rsplit('/', 1)[1], r.position, r.payload)),
+                equal_to([('a.jsonl', 1, b'one'), ('a.jsonl', 2, b'two'), ('a.jsonl', 3, b'three'),
+                          ('b.jsonl.gz', 1, b'four'), ('b.jsonl.gz', 2, b''),
+                          ('b.jsonl.gz', 3, b'six')]))
+
+
+def test_a_truncated_gzip_keeps_what_was_read_and_reports_the_rest(tmp_path):
+  data = gzip.compress(b''.join(b'line %d\n' % n for n in range(5000)))
+  (tmp_path / 'cut.jsonl.gz').write_bytes(data[:len(data) // 2])
+  files = expand_inputs([parse_source_spec(f'events-jsonl={tmp_path}/cut.jsonl.gz')])
+  with beam_pipeline() as p:
+    read = p | ReadLines(files)
+    assert_that(read['records'] | beam.combiners.Count.Globally()
+                | beam.Map(lambda n: 0 < n < 5000), equal_to([True]), label='some lines')
+    assert_that(read[DEAD_LETTER_TAG] | beam.Map(lambda d: (d.reason, d.step)),
+                equal_to([('unreadable_input', 'read_lines')]), label='dead letter')

@@ -1,0 +1,39 @@
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import FixedWindows
+
+from tests.conftest import beam_pipeline
+from tests.transforms.helpers import make_event
+from transforms.bucketed_grouping import GroupIntoBuckets, bucket_of, bucket_records
+from transforms.records import Event
+
+
+def test_bucket_is_stable_across_processes():
+  # CRC-32 values are fixed: a salted hash() would differ between workers.
+  assert bucket_of('a1', 16) == 3  # zlib.crc32(b'a1') % 16
+  assert all(0 <= bucket_of(str(n), 7) < 7 for n in range(100))
+
+
+def test_equal_keys_meet_in_one_bucket():
+  events = [make_event(f'e{n}', n, key=f'k{n % 5}') for n in range(40)]
+
+  def keys_per_bucket(bucket):
+    number, batches = bucket
+    return number, sorted({e.anonymous_id for e in bucket_records(batches, Event)})
+
+  with beam_pipeline() as p:
+    grouped = (p | 'A' >> beam.Create(events[:20]), p | 'B' >> beam.Create(events[20:])) | \
+        GroupIntoBuckets(lambda e: e.anonymous_id, num_buckets=3)
+    expected = {}
+    for n in range(5):
+      expected.setdefault(bucket_of(f'k{n}', 3), []).append(f'k{n}')
+    assert_that(grouped | beam.Map(keys_per_bucket),
+                equal_to([(b, sorted(keys)) for b, keys in expected.items()]))
+
+
+def test_windowed_input_is_refused():
+  with pytest.raises(ValueError, match='global window'):
+    with beam_pipeline() as p:
+      _ = (p | beam.Create([1]) | beam.WindowInto(FixedWindows(60))
+           | GroupIntoBuckets(str, num_buckets=2))

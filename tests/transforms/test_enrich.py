@@ -1,0 +1,72 @@
+import apache_beam as beam
+from apache_beam.testing.util import assert_that, equal_to
+
+from tests.conftest import beam_pipeline
+from tests.transforms.helpers import make_event
+from transforms.enrich import EnrichEvents, enrich_event
+from transforms.geo import country_for_ip
+from transforms.marketing import Utm, classify_channel, referrer_host, utm_parameters
+from transforms.user_agent import parse_user_agent
+
+IPHONE = ('Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 '
+          '(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1')
+IPAD = ('Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) '
+        'Version/17.4 Mobile/15E148 Safari/604.1')
+CHROME = ('Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) '
+          'Chrome/124.0.0.0 Safari/537.36')
+
+
+def test_user_agents():
+  assert parse_user_agent(IPHONE) == ('Mobile Safari', 'iOS', 'mobile', False)
+  assert parse_user_agent(IPAD).device_class == 'tablet'
+  assert parse_user_agent(CHROME)[::2] == ('Chrome', 'desktop')
+  assert parse_user_agent('python-requests/2.31.0').is_bot
+  assert parse_user_agent('Mozilla/5.0 (compatible; bingbot/2.0)').device_class == 'bot'
+  assert parse_user_agent(None) == (None, None, None, None)
+
+
+def test_countries():
+  assert country_for_ip('81.2.69.142') == 'GB'
+  assert country_for_ip('8.8.8.8') == 'US'
+  assert country_for_ip('192.168.1.1') is None
+  assert country_for_ip('not an ip') is None
+
+
+def test_utm_and_channels():
+  utm = utm_parameters('https://s.example/?utm_source=Google&utm_medium=CPC&utm_campaign=x')
+  assert utm == Utm('google', 'cpc', 'x', None, None)
+  assert utm_parameters('https://s.example/p/1') == Utm()
+  assert referrer_host('https://www.Google.com/search?q=1') == 'google.com'
+  assert referrer_host('-') is None
+  assert classify_channel(utm, 'google.com', 's.example') == 'paid_search'
+  assert classify_channel(Utm(), 'google.co.uk', 's.example') == 'organic_search'
+  assert classify_channel(Utm(), 'facebook.com', 's.example') == 'social'
+  assert classify_channel(Utm(), None, 's.example') == 'direct'
+  assert classify_channel(Utm(), 's.example', 's.example') == 'internal'
+  assert classify_channel(Utm(), 'blog.example.org', 's.example') == 'referral'
+  assert classify_channel(Utm(medium='email'), None, None) == 'email'
+
+
+def test_enrichment_fills_columns_and_removes_raw_pii(pseudonymizer):
+  raw = make_event(
+      'e1', 0, user_id='Jane.Doe@example.com', ip='81.2.69.142', user_agent=IPHONE,
+      page_url='https://shop.example/?utm_source=newsletter&utm_medium=email&e=jane%40example.com',
+      properties='{"contact":"jane@example.com","ip":"81.2.69.142"}')
+  event = enrich_event(raw, pseudonymizer, 'shop.example')
+  assert (event.browser, event.os, event.device_class, event.is_bot) == (
+      'Mobile Safari', 'iOS', 'mobile', False)
+  assert (event.country, event.channel, event.utm_source, event.utm_medium) == (
+      'GB', 'email', 'newsletter', 'email')
+  assert event.ip is None and event.user_agent is None
+  assert event.user_id == pseudonymizer.token('jane.doe@example.com')
+  text = repr(event)
+  assert '@' not in text and '%40' not in text and '81.2.69.142' not in text
+  assert event.event_id == raw.event_id and event.event_time == raw.event_time
+
+
+def test_pipeline(pseudonymizer):
+  with beam_pipeline() as p:
+    out = p | beam.Create([make_event('e1', 0, ip='8.8.8.8', user_agent=CHROME)]) | \
+        EnrichEvents(pseudonymizer)
+    assert_that(out | beam.Map(lambda e: (e.country, e.device_class, e.ip)),
+                equal_to([('US', 'desktop', None)]))

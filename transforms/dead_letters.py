@@ -1,0 +1,94 @@
+"""Rejected records: the errors parsers raise and the DoFn that routes them.
+
+A parse function turns one RawRecord into an Event, or raises RecordError
+(unusable: becomes a dead letter with every reason) or RecordFiltered
+(deliberately left out: counted by reason). ParseRecords wraps such a
+function so that every parser counts and routes records the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Optional, Union
+
+from apache_beam import pvalue
+
+from transforms import accounting
+from transforms.records import DEAD_LETTER_TAG, DeadLetter, Event, RawRecord
+
+# Payloads above this are not parsed; the dead letter keeps their first bytes.
+MAX_RECORD_BYTES = 1 << 20
+KEPT_PAYLOAD_BYTES = 1 << 16
+
+
+class FieldError(ValueError):
+  """One field of a record is wrong; ``code`` is the machine-readable reason."""
+
+  def __init__(self, code: str, message: str):
+    super().__init__(message)
+    self.code = code
+
+
+class RecordError(ValueError):
+  """A record is unusable; ``problems`` lists every (code, message) found."""
+
+  def __init__(self, problems: list[tuple[str, str]], event_time: Optional[int] = None):
+    super().__init__('; '.join(message for _, message in problems))
+    self.problems = problems
+    self.event_time = event_time
+
+  @classmethod
+  def single(cls, code: str, message: str, event_time: Optional[int] = None) -> RecordError:
+    return cls([(code, message)], event_time)
+
+  @property
+  def reason(self) -> str:
+    return ','.join(dict.fromkeys(code for code, _ in self.problems))
+
+
+class RecordFiltered(Exception):
+  """A record deliberately left out (a static asset, a blank line)."""
+
+  def __init__(self, reason: str):
+    super().__init__(reason)
+    self.reason = reason
+
+
+def make_dead_letter(record: RawRecord, error: RecordError, step: str) -> DeadLetter:
+  payload = record.payload
+  detail = str(error)
+  if len(payload) > MAX_RECORD_BYTES:
+    detail += f' (payload of {len(payload)} bytes cut to its first {KEPT_PAYLOAD_BYTES})'
+    payload = payload[:KEPT_PAYLOAD_BYTES]
+  return DeadLetter(
+      payload=payload, reason=error.reason, detail=detail, step=step,
+      source=record.source, position=record.position,
+      event_time=error.event_time, input_time=record.input_time)
+
+
+def check_size(record: RawRecord) -> None:
+  if len(record.payload) > MAX_RECORD_BYTES:
+    raise RecordError.single(
+        'record_too_large', f'record is {len(record.payload)} bytes (max {MAX_RECORD_BYTES})')
+
+
+ParseFn = Callable[[RawRecord], Event]
+
+
+class ParseRecords(accounting.CountingDoFn):
+  """Applies a parse function; events go to the main output, the rest is accounted."""
+
+  def __init__(self, parse: ParseFn, step: str):
+    self._parse = parse
+    self._step = step
+
+  def process(self, record: RawRecord) -> Iterator[Union[Event, pvalue.TaggedOutput]]:
+    self.count(accounting.READ, record.source)
+    try:
+      check_size(record)
+      yield self._parse(record)
+    except RecordFiltered as filtered:
+      self.count(accounting.FILTERED, record.source)
+      self.count(accounting.FILTERED_REASON, filtered.reason)
+    except RecordError as error:
+      yield pvalue.TaggedOutput(DEAD_LETTER_TAG, make_dead_letter(record, error, self._step))

@@ -1,0 +1,92 @@
+"""Event-time parsing: ISO-8601 with offset or epoch numbers to UTC microseconds.
+
+    >>> parse_event_time('2026-03-01T12:00:00+01:00')
+    1772362800000000
+    >>> parse_event_time(1772362800)
+    1772362800000000
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+
+US_PER_SECOND = 1_000_000
+US_PER_DAY = 86_400 * US_PER_SECOND
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EPOCH_DATE = dt.date(1970, 1, 1)
+# Epoch numbers above this are milliseconds: as seconds it would be year 5138.
+_MILLIS_THRESHOLD = 100_000_000_000
+
+# Anything outside [MIN_PLAUSIBLE, now + MAX_FUTURE] is an absurd timestamp:
+# web commerce did not exist before 1995, and clocks a day ahead are broken.
+MIN_PLAUSIBLE_US = 788_918_400 * US_PER_SECOND  # 1995-01-01T00:00:00Z
+MAX_FUTURE_US = 86_400 * US_PER_SECOND
+
+
+class EventTimeError(ValueError):
+  """The value is not a usable event time; ``code`` names the reason."""
+
+  def __init__(self, code: str, message: str):
+    super().__init__(message)
+    self.code = code
+
+
+def parse_event_time(value: object) -> int:
+  """Returns UTC microseconds for an ISO-8601 string or epoch s/ms number.
+
+  Raises EventTimeError for types, formats and naive (offset-less) strings.
+  """
+  if isinstance(value, bool):
+    raise EventTimeError('invalid_event_time', f'event_time is a boolean: {value!r}')
+  if isinstance(value, (int, float)):
+    if value != value or value in (float('inf'), float('-inf')):
+      raise EventTimeError('invalid_event_time', f'event_time is not finite: {value!r}')
+    seconds = value / 1000 if abs(value) >= _MILLIS_THRESHOLD else value
+    return round(seconds * US_PER_SECOND)
+  if isinstance(value, str):
+    text = value.strip()
+    try:
+      parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+      # A number sent as a string is common in legacy feeds.
+      try:
+        return parse_event_time(float(text))
+      except ValueError:
+        raise EventTimeError(
+            'invalid_event_time', f'event_time is not ISO-8601 or epoch: {value!r}'
+        ) from None
+    if parsed.tzinfo is None:
+      raise EventTimeError(
+          'event_time_without_offset',
+          f'event_time has no UTC offset, so its instant is unknown: {value!r}')
+    delta = parsed - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * US_PER_SECOND + delta.microseconds
+  raise EventTimeError(
+      'invalid_event_time', f'event_time must be a string or number, got {type(value).__name__}')
+
+
+def check_plausible(time_us: int, now_us: int) -> None:
+  """Raises EventTimeError when a parsed time is before 1995 or in the future."""
+  if time_us < MIN_PLAUSIBLE_US or time_us > now_us + MAX_FUTURE_US:
+    raise EventTimeError(
+        'event_time_out_of_range',
+        f'event_time {format_us(time_us)} is before 1995 or more than a day ahead')
+
+
+def format_us(time_us: int) -> str:
+  """ISO-8601 text of a UTC microsecond time (for messages and partition days)."""
+  try:
+    return (_EPOCH + dt.timedelta(microseconds=time_us)).isoformat()
+  except OverflowError:
+    return f'{time_us}us'
+
+
+def utc_day(time_us: int) -> str:
+  """The ``YYYY-MM-DD`` UTC day a time falls in: the partition value."""
+  return _day_text(time_us // US_PER_DAY)
+
+
+@functools.lru_cache(maxsize=8192)
+def _day_text(day_number: int) -> str:
+  return (_EPOCH_DATE + dt.timedelta(days=day_number)).isoformat()

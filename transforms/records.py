@@ -1,0 +1,123 @@
+"""The typed records that flow between shopstream's transforms.
+
+Each record is a ``NamedTuple`` of Beam primitives with a RecordCoder, so it
+crosses a stage boundary as a compact field tuple, never as a pickled object.
+Money travels as a canonical decimal string and becomes ``decimal128`` only
+in the Parquet sink.
+
+Times are integers: UTC microseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+from apache_beam import coders
+
+from transforms.record_coder import RecordCoder
+
+# Tags of the tagged outputs that every parser and stage shares.
+DEAD_LETTER_TAG = 'dead_letter'
+EVENTS_TAG = 'events'
+SESSIONS_TAG = 'sessions'
+
+
+class RawRecord(NamedTuple):
+  """One unparsed record of an input: a line of a file, a Kinesis record."""
+  source: str  # "KIND:PATH", the run summary's key for this input
+  position: int  # 1-based line number (or record sequence) in the source
+  payload: bytes
+  input_time: int  # when the input was produced (file mtime); dead-letter day
+
+
+class Event(NamedTuple):
+  """A canonical event; the first ``len(EVENT_COLUMNS)`` fields are its row.
+
+  Parsers fill the identity, time and commerce fields plus ``ip`` and
+  ``user_agent``; enrichment fills the derived columns and clears ``ip`` and
+  ``user_agent`` (raw PII never reaches a table); sessionization fills
+  ``session_id``.
+  """
+  event_id: str
+  event_type: str
+  event_time: int
+  user_id: Optional[str]
+  anonymous_id: Optional[str]
+  session_id: Optional[str]
+  product_id: Optional[str]
+  category_id: Optional[str]
+  category_path: Optional[str]
+  price: Optional[str]
+  currency: Optional[str]
+  quantity: Optional[int]
+  order_id: Optional[str]
+  page_url: Optional[str]
+  referrer: Optional[str]
+  browser: Optional[str]
+  os: Optional[str]
+  device_class: Optional[str]
+  is_bot: Optional[bool]
+  country: Optional[str]
+  channel: Optional[str]
+  utm_source: Optional[str]
+  utm_medium: Optional[str]
+  utm_campaign: Optional[str]
+  utm_term: Optional[str]
+  utm_content: Optional[str]
+  properties: Optional[str]  # JSON object text, keys sorted
+  source: str
+  # Raw inputs of enrichment; never written.
+  ip: Optional[str] = None
+  user_agent: Optional[str] = None
+
+  @property
+  def session_key(self) -> str:
+    """The key sessions are built on: the device when known, else the user."""
+    return self.anonymous_id or self.user_id  # type: ignore[return-value]
+
+
+EVENT_COLUMNS: tuple[str, ...] = Event._fields[:Event._fields.index('ip')]
+_SESSION_ID = Event._fields.index('session_id')
+
+
+def with_session_id(event: Event, session_id: str) -> Event:
+  """The event with its session_id set (tuple slicing: _replace is ~5x slower)."""
+  return Event._make(event[:_SESSION_ID] + (session_id,) + event[_SESSION_ID + 1:])
+
+
+class SessionRow(NamedTuple):
+  session_id: str
+  session_key: str
+  user_id: Optional[str]
+  session_start: int
+  session_end: int
+  duration_s: float
+  event_count: int
+  product_views: int
+  add_to_carts: int
+  purchases: int
+  revenue: Optional[str]
+  currency: Optional[str]
+  landing_page: Optional[str]
+  exit_page: Optional[str]
+  channel: Optional[str]
+  device_class: Optional[str]
+  country: Optional[str]
+  is_bounce: bool
+  is_bot: bool
+
+
+class DeadLetter(NamedTuple):
+  """A record that could not be used, with everything needed to replay it."""
+  payload: bytes  # the raw bytes as read, even when they are not UTF-8
+  reason: str  # comma-separated reason codes, e.g. "missing_identity"
+  detail: str  # a human-readable sentence per problem
+  step: str  # the transform that rejected it
+  source: str
+  position: int
+  event_time: Optional[int]  # the record's own time when it could be read
+  input_time: int  # fallback partition day: when the input was produced
+
+
+for _record in (RawRecord, Event, SessionRow, DeadLetter):
+  coders.registry.register_coder(_record, RecordCoder)

@@ -1,0 +1,56 @@
+"""User-agent classification: browser, OS, device class and bot flag.
+
+Parsing is delegated to maintained rule sets: ``user-agents`` (on top of
+ua-parser's regexes) for browser, OS and device, and ``crawlerdetect`` for
+bots, which also knows the HTTP libraries and scrapers that ua-parser calls
+"Other". Results are cached: a site sees few distinct user agents.
+
+    >>> parse_user_agent('Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)')
+    UserAgentInfo(browser='Googlebot', os='Other', device_class='bot', is_bot=True)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Optional
+
+import user_agents
+from crawlerdetect import CrawlerDetect
+
+DESKTOP = 'desktop'
+MOBILE = 'mobile'
+TABLET = 'tablet'
+BOT = 'bot'
+OTHER = 'other'
+
+_CRAWLERS = CrawlerDetect()
+
+
+class UserAgentInfo(NamedTuple):
+  browser: Optional[str]
+  os: Optional[str]
+  device_class: Optional[str]
+  is_bot: Optional[bool]
+
+
+UNKNOWN = UserAgentInfo(None, None, None, None)
+
+
+@functools.lru_cache(maxsize=65_536)
+def parse_user_agent(text: Optional[str]) -> UserAgentInfo:
+  """Classifies a User-Agent header; an absent header gives all-None."""
+  if not text or text == '-':
+    return UNKNOWN
+  agent = user_agents.parse(text)
+  is_bot = bool(agent.is_bot or _CRAWLERS.isCrawler(text))
+  if is_bot:
+    device_class = BOT
+  elif agent.is_tablet:
+    device_class = TABLET
+  elif agent.is_mobile:
+    device_class = MOBILE
+  elif agent.is_pc:
+    device_class = DESKTOP
+  else:
+    device_class = OTHER
+  return UserAgentInfo(agent.browser.family, agent.os.family, device_class, is_bot)
