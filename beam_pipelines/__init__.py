@@ -1,0 +1,1 @@
+"""Pipeline assembly: options, runner configs, sources, sinks and the shopstream CLI."""

@@ -1,0 +1,1 @@
+"""Runner-agnostic Beam transforms of shopstream and the pure functions under them."""
