@@ -14,9 +14,12 @@ or from Python: ``run(['--source', 'access-log=a.log', '--output', 'out'])``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import logging
 import uuid
+from collections.abc import Iterator
 from typing import Optional
 
 import apache_beam as beam
@@ -130,6 +133,27 @@ def build_pipeline(
   return outputs
 
 
+@contextlib.contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+  """Pauses Python's cyclic garbage collector, collecting once at the end.
+
+  A batch run allocates millions of short-lived tuples while holding hundreds
+  of thousands of live ones; the collector then re-traverses the live ones
+  again and again (~9% of the run time measured at 200k events). The
+  pipeline's records form no reference cycles, and reference counting frees
+  them as usual, so memory stays the same (peak RSS measured equal). Affects
+  the runner in this process; worker processes of other runners keep theirs.
+  """
+  was_enabled = gc.isenabled()
+  gc.disable()
+  try:
+    yield
+  finally:
+    if was_enabled:
+      gc.enable()
+    gc.collect()
+
+
 def run(argv: Optional[list[str]] = None) -> dict:
   """Runs the batch pipeline to completion; returns the run summary.
 
@@ -139,8 +163,9 @@ def run(argv: Optional[list[str]] = None) -> dict:
   opts = options.view_as(ShopstreamOptions)
   pipeline = beam.Pipeline(options=options)
   build_pipeline(pipeline, options)
-  result = pipeline.run()
-  result.wait_until_finish()
+  with cyclic_gc_paused():
+    result = pipeline.run()
+    result.wait_until_finish()
   counters = run_summary.committed_counters(result)
   summary = run_summary.build_summary(counters, tables.TABLES)
   run_summary.write_json(f'{opts.output.rstrip("/")}/{run_summary.SUMMARY_FILE}', summary)

@@ -66,11 +66,11 @@ class Pseudonymizer:
     """Text with every e-mail address and IP address in it replaced by a token."""
     if not text:
       return text
-    # Cheap tests first: most URLs and ids hold none of the three shapes.
-    if ('@' not in text and '%40' not in text and text.count(':') < 2
-        and not _DIGIT_DOT_DIGIT.search(text)):
-      return text
-    return _PII.sub(self._replace_match, text)
+    # Cheap substring tests first: most ids and URLs hold none of the shapes.
+    if ('@' in text or '%40' in text or text.count(':') >= 2
+        or ('.' in text and _DIGIT_DOT_DIGIT.search(text))):
+      return _PII.sub(self._replace_match, text)
+    return text
 
   def _replace_match(self, match: re.Match) -> str:
     found = match.group(0)
