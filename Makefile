@@ -22,6 +22,7 @@ demo: install
 	$(BIN)/shopstream run --runner-config runner_configs/direct.yaml \
 	  --source events-jsonl='$(DEMO)/sample/events-*.jsonl.gz' \
 	  --source access-log=$(DEMO)/sample/access.log \
+	  --source orders-csv=$(DEMO)/sample/orders.csv --orders-timezone Europe/London \
 	  --output $(DEMO)/tables
 
 test: install

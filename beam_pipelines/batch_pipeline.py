@@ -1,7 +1,8 @@
 """The batch pipeline: legacy exports to the events, sessions and dead_letter tables.
 
-    read (per kind) -> parse -> enrich -> deduplicate -> sessionize -> Parquet
-                         \\-> dead letters -----------------------------^
+    events:  read (per kind) -> parse -> enrich -> deduplicate -> sessionize -> Parquet
+    orders:  read (per kind) -> parse -> group per order, number, sum --------> Parquet
+    every parse step -> dead letters ------------------------------------------> Parquet
 
 Run it through the CLI::
 
@@ -29,7 +30,10 @@ from beam_pipelines import parquet_sink, run_summary, tables
 from beam_pipelines.options import ShopstreamOptions
 from beam_pipelines.sources import (
   ACCESS_LOG,
+  EVENT_KINDS,
   EVENTS_JSONL,
+  ORDER_KINDS,
+  ORDERS_CSV,
   ReadLines,
   expand_inputs,
   parse_source_spec,
@@ -38,10 +42,21 @@ from transforms import accounting
 from transforms.deduplicate import DeduplicateEvents
 from transforms.enrich import EnrichEvents
 from transforms.event_time import parse_event_time
+from transforms.orders import BuildOrders
 from transforms.parse_access_log import ParseAccessLog
 from transforms.parse_events import ParseEventsJsonl
+from transforms.parse_orders import ParseOrdersCsv
 from transforms.pseudonymize import Pseudonymizer, salt_from_environment
-from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, SESSIONS_TAG, DeadLetter, Event
+from transforms.records import (
+  DEAD_LETTER_TAG,
+  EVENTS_TAG,
+  ORDER_LINES_TAG,
+  ORDERS_TAG,
+  SESSIONS_TAG,
+  DeadLetter,
+  Event,
+  OrderLine,
+)
 from transforms.sessionize import Sessionize
 
 _LOGGER = logging.getLogger(__name__)
@@ -61,11 +76,11 @@ def new_run_id() -> str:
 
 
 class CountClean(accounting.CountingDoFn):
-  """Counts the events that reach the events table, per source."""
+  """Counts the records that reach their table (events, order lines), per source."""
 
-  def process(self, event: Event):
-    self.count(accounting.CLEAN, event.source)
-    yield event
+  def process(self, record):
+    self.count(accounting.CLEAN, record.source)
+    yield record
 
 
 class CountDeadLetters(accounting.CountingDoFn):
@@ -81,7 +96,7 @@ class CountDeadLetters(accounting.CountingDoFn):
 def build_pipeline(
     p: beam.Pipeline, options: PipelineOptions, pseudonymizer: Optional[Pseudonymizer] = None
 ) -> dict[str, beam.PCollection]:
-  """Adds the batch graph to ``p``; returns the events, sessions and dead_letter rows.
+  """Adds the batch graph to ``p``; returns the rows of each table it writes.
 
   Raises ValueError for unusable options (no source, unknown kind, no match).
   """
@@ -98,39 +113,49 @@ def build_pipeline(
   parsers = {
       EVENTS_JSONL: lambda: ParseEventsJsonl(opts.default_currency, now_us),
       ACCESS_LOG: lambda: ParseAccessLog(pseudonymizer, now_us),
+      ORDERS_CSV: lambda: ParseOrdersCsv(
+          pseudonymizer, opts.orders_timezone, opts.default_currency, now_us),
   }
 
-  # Each kind is read, parsed and enriched on its own branch; the branches
-  # meet in deduplication's shuffle (see GroupIntoBuckets: no per-event Flatten).
-  enriched_events, dead_letters = [], []
+  # Each kind is read and parsed on its own branch; the branches meet in a
+  # bucketed shuffle (see GroupIntoBuckets: no per-record Flatten).
+  parsed, dead_letters = {}, []
   for kind in sorted({f.kind for f in files}):
     read = p | f'Read {kind}' >> ReadLines([f for f in files if f.kind == kind], show_progress)
-    parsed = read['records'] | f'Parse {kind}' >> parsers[kind]()
-    enriched_events.append(
-        parsed[EVENTS_TAG] | f'Enrich {kind}' >> EnrichEvents(pseudonymizer, opts.site_host))
-    dead_letters.extend([read[DEAD_LETTER_TAG], parsed[DEAD_LETTER_TAG]])
+    outputs = read['records'] | f'Parse {kind}' >> parsers[kind]()
+    parsed[kind] = outputs[EVENTS_TAG if kind in EVENT_KINDS else ORDER_LINES_TAG]
+    dead_letters.extend([read[DEAD_LETTER_TAG], outputs[DEAD_LETTER_TAG]])
 
-  sessionized = (
-      tuple(enriched_events)
-      | 'Deduplicate' >> DeduplicateEvents(opts.num_buckets)
-      | 'Sessionize' >> Sessionize(
-          opts.session_gap_minutes * 60, opts.max_session_hours * 3600, opts.num_buckets))
-  events = sessionized[EVENTS_TAG] | 'CountClean' >> beam.ParDo(CountClean()).with_output_types(Event)
-  sessions = sessionized[SESSIONS_TAG]
-  dead = (
+  rows: dict[str, beam.PCollection] = {}
+  events = [parsed[kind] | f'Enrich {kind}' >> EnrichEvents(pseudonymizer, opts.site_host)
+            for kind in EVENT_KINDS if kind in parsed]
+  if events:
+    sessionized = (
+        tuple(events)
+        | 'Deduplicate' >> DeduplicateEvents(opts.num_buckets)
+        | 'Sessionize' >> Sessionize(
+            opts.session_gap_minutes * 60, opts.max_session_hours * 3600, opts.num_buckets))
+    rows[tables.EVENTS.name] = sessionized[EVENTS_TAG] | 'CountCleanEvents' >> beam.ParDo(
+        CountClean()).with_output_types(Event)
+    rows[tables.SESSIONS.name] = sessionized[SESSIONS_TAG]
+  order_lines = [parsed[kind] for kind in ORDER_KINDS if kind in parsed]
+  if order_lines:
+    orders = tuple(order_lines) | 'BuildOrders' >> BuildOrders(opts.num_buckets)
+    rows[tables.ORDER_LINES.name] = orders[ORDER_LINES_TAG] | 'CountCleanOrderLines' >> beam.ParDo(
+        CountClean()).with_output_types(OrderLine)
+    rows[tables.ORDERS.name] = orders[ORDERS_TAG]
+  rows[tables.DEAD_LETTER.name] = (
       dead_letters
       | 'FlattenDeadLetters' >> beam.Flatten()
       | 'CountDeadLetters' >> beam.ParDo(CountDeadLetters()).with_output_types(DeadLetter))
 
-  outputs = {tables.EVENTS.name: events, tables.SESSIONS.name: sessions,
-             tables.DEAD_LETTER.name: dead}
   written = [
-      rows | f'Write {name}' >> parquet_sink.WriteTable(tables.TABLES[name], opts.output, run_id)
-      for name, rows in outputs.items()]
+      table_rows | f'Write {name}' >> parquet_sink.WriteTable(tables.TABLES[name], opts.output, run_id)
+      for name, table_rows in rows.items()]
   _ = (written
        | 'FlattenWrittenFiles' >> beam.Flatten()
        | 'Publish' >> parquet_sink.PublishTables(opts.output, run_id))
-  return outputs
+  return rows
 
 
 @contextlib.contextmanager

@@ -100,7 +100,8 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         f'({totals["read"] / max(elapsed, 1e-9):,.0f}/s): {totals["clean"]:,} clean, '
         f'{totals["dead_letter"]:,} dead letters, {totals["duplicate"]:,} duplicates, '
         f'{totals["filtered"]:,} filtered.')
-  print(f'Tables: {os.path.abspath(args.output)}/{{events,sessions,dead_letter}}/dt=YYYY-MM-DD/')
+  written = ','.join(name for name, rows in summary['tables'].items() if rows)
+  print(f'Tables: {os.path.abspath(args.output)}/{{{written}}}/dt=YYYY-MM-DD/')
   return 0
 
 

@@ -34,8 +34,9 @@ class ShopstreamOptions(PipelineOptions):
       parser.add_argument(*spellings, dest=name.replace('-', '_'), **kwargs)
 
     flag('source', action='append', default=None, metavar='KIND=PATH_OR_GLOB',
-         help='An input: kind events-jsonl (JSON lines, optionally .gz) or access-log '
-              '(Apache/NGINX combined). Repeat for several inputs; globs allowed.')
+         help='An input: kind events-jsonl (JSON lines, optionally .gz), access-log '
+              '(Apache/NGINX combined) or orders-csv (legacy order lines). Repeat for '
+              'several inputs; globs allowed.')
     flag('output', default=None, metavar='DIR',
          help='Where the tables go (local path). Partitions a run writes are replaced whole.')
     flag('session-gap-minutes', type=_positive_float, default=DEFAULT_GAP_S / 60,
@@ -44,6 +45,9 @@ class ShopstreamOptions(PipelineOptions):
          help='A session is cut when it reaches this length (default: %(default)s).')
     flag('default-currency', default='EUR', metavar='ISO4217',
          help='Currency of prices that come without one (default: %(default)s).')
+    flag('orders-timezone', default='UTC', metavar='TZ',
+         help='Time zone of the local times in order exports, e.g. Europe/London '
+              '(default: %(default)s).')
     flag('site-host', default=None, metavar='HOST',
          help='Your shop\'s host name: referrers from it count as internal, not referral.')
     flag('num-buckets', type=_positive_int, default=16,

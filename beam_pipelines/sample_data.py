@@ -6,6 +6,11 @@ bots crawl for more than a day. Part of the traffic is written as canonical
 JSON event lines (gzipped, one file per day), part as the legacy web server's
 combined access log with static assets, redirects and errors around the pages.
 
+The order history (orders.csv, the legacy export's CSV) holds the web orders
+under their clickstream order_id plus phone orders, postage lines,
+cancellations, manual adjustments, stock write-offs, guest orders and the
+double lines legacy dumps are known for.
+
 Dirt, at realistic rates: exact duplicate lines and retries across files,
 missing event ids, event-type synonyms and odd casing, timestamps as ISO with
 offsets or epoch seconds/milliseconds, prices as strings, e-mail addresses as
@@ -24,11 +29,16 @@ import os
 import random
 from dataclasses import dataclass
 from typing import Optional
+from zoneinfo import ZoneInfo
 
 import orjson
 
 SITE_HOST = 'shop.example'
 ACCESS_LOG_FILE = 'access.log'
+ORDERS_FILE = 'orders.csv'
+ORDERS_HEADER = b'InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country'
+COUNTRIES = ('United Kingdom',) * 8 + ('EIRE', 'France', 'Germany', 'RSA', 'Unspecified')
+LEGACY_TZ = 'Europe/London'
 
 USER_AGENTS = {
     'desktop': (
@@ -106,7 +116,7 @@ def _visitor(rng: random.Random, n: int) -> dict:
                                  rng.randrange(256), rng.randrange(256), rng.randrange(1, 255)))
   user_id = None
   if device != 'bot' and rng.random() < 0.35:
-    user_id = f'jane.doe{n}@example.com' if rng.random() < 0.1 else f'C{100000 + n}'
+    user_id = f'jane.doe{n}@example.com' if rng.random() < 0.1 else f'{100000 + n}'
   return {'anonymous_id': f'anon-{n:07d}-{rng.randrange(16**6):06x}', 'user_id': user_id,
           'device': device, 'ua': rng.choice(USER_AGENTS[device]), 'ip': ip}
 
@@ -246,6 +256,7 @@ def generate(config: GeneratorConfig) -> dict[str, int]:
   start_s = dt.datetime.combine(config.start, dt.time(), dt.UTC).timestamp()
   span_s = config.days * 86_400
   produced = visitor_no = 0
+  orders: dict[str, tuple[float, dict, list[dict]]] = {}
   while produced < config.events:
     visitor_no += 1
     visitor = _visitor(rng, visitor_no)
@@ -258,6 +269,8 @@ def generate(config: GeneratorConfig) -> dict[str, int]:
         produced += 1
         day = dt.datetime.fromtimestamp(event['t'], dt.UTC).date().isoformat()
         t = event['t']
+        if event['event_type'] == 'purchase':
+          orders.setdefault(event['order_id'], (t, visitor, []))[2].append(event)
         if in_log:
           for line_time, line in _log_lines(rng, visitor, event):
             writer.add(ACCESS_LOG_FILE, line, line_time)
@@ -272,6 +285,8 @@ def generate(config: GeneratorConfig) -> dict[str, int]:
           writer.add(name, line, t + rng.uniform(0, 600))
         if rng.random() < config.dirty_rate:
           writer.add(name, rng.choice(BROKEN_JSON_LINES), t)
+  for t, line in _order_export(rng, orders, config):
+    writer.add(ORDERS_FILE, line, t)
   os.makedirs(config.output_dir, exist_ok=True)
   written = {}
   for name, entries in sorted(writer.files.items()):
@@ -279,7 +294,66 @@ def generate(config: GeneratorConfig) -> dict[str, int]:
     entries.sort()
     path = os.path.join(config.output_dir, name)
     opener = gzip.open if name.endswith('.gz') else open
+    header = [ORDERS_HEADER] if name == ORDERS_FILE else []
     with opener(path, 'wb') as f:
-      f.write(b'\n'.join(line for _, _, line in entries) + b'\n')
+      f.write(b'\n'.join(header + [line for _, _, line in entries]) + b'\n')
     written[name] = len(entries)
   return written
+
+
+def _legacy_time(t: float) -> str:
+  """The order system's local time, US style: 3/1/2026 9:05."""
+  local = dt.datetime.fromtimestamp(t, ZoneInfo(LEGACY_TZ))
+  return f'{local.month}/{local.day}/{local.year} {local.hour}:{local.minute:02d}'
+
+
+def _csv_line(invoice: str, code: str, description: str, quantity: int, t: float,
+              price: str, customer: str, country: str) -> bytes:
+  quoted = f'"{description}"' if ',' in description else description
+  return (f'{invoice},{code},{quoted},{quantity},{_legacy_time(t)},{price},{customer},'
+          f'{country}').encode('cp1252')
+
+
+BROKEN_ORDER_LINES = (
+    b'536999,22139,RETROSPOT TEA SET,6,12/1/2010 8:26,4.25,17850.0',  # a column short
+    b'537000,22139,RETROSPOT TEA SET,six,12/1/2010 8:26,4.25,17850.0,United Kingdom',
+    b'537001,22139,RETROSPOT TEA SET,6,31/31/2010 8:26,4.25,17850.0,United Kingdom',
+    b'537002,22139,RETROSPOT TEA SET,6,12/1/2010 8:26,4,25,17850.0,United Kingdom',
+    b'537003,22139,RETROSPOT TEA SET,-6,12/1/2010 8:26,4.25,17850.0,United Kingdom',
+)
+
+
+def _order_export(rng: random.Random, web_orders: dict, config: GeneratorConfig):
+  """The legacy order history: web orders, phone orders, cancellations and dirt."""
+  start_s = dt.datetime.combine(config.start, dt.time(), dt.UTC).timestamp()
+  orders = [(order_id, t, visitor, [(e['product_id'], e['price'], e.get('quantity', 1))
+                                    for e in events])
+            for order_id, (t, visitor, events) in web_orders.items()]
+  for n in range(max(1, len(orders) // 5)):  # phone and catalogue orders never seen online
+    t = start_s + rng.uniform(0, config.days * 86_400)
+    lines = [(f'SKU-{rng.randrange(config.products):05d}', rng.choice(('2.55', '3.39', '12.75')),
+              rng.randint(1, 24)) for _ in range(rng.randint(1, 6))]
+    orders.append((f'{580000 + n}', t, {'user_id': None}, lines))
+  for order_id, t, visitor, lines in orders:
+    user = visitor.get('user_id')
+    customer = f'{user}.0' if user and user.isdigit() else ''  # guests and e-mail logins
+    country = rng.choice(COUNTRIES)
+    for product, price, quantity in lines:
+      line = _csv_line(order_id, product, f'ITEM {product}', quantity, t, price, customer, country)
+      yield t, line
+      if rng.random() < config.duplicate_rate:
+        yield t, line  # the double export legacy dumps are known for
+    if rng.random() < 0.6:
+      yield t, _csv_line(order_id, 'POST', 'POSTAGE', 1, t, '18.00', customer, country)
+    if rng.random() < 0.04:
+      product, price, quantity = lines[0]
+      later = t + rng.uniform(3600, 86_400)
+      yield later, _csv_line(f'C{order_id}', product, f'ITEM {product}', -quantity, later, price,
+                             customer, country)
+    if rng.random() < 0.01:
+      yield t, _csv_line(order_id, 'M', 'Manual', 1, t, '-5.00', customer, country)
+    if rng.random() < 0.02:
+      yield t, _csv_line(f'{590000 + rng.randrange(9999)}', lines[0][0], 'damaged', -3, t, '0',
+                         '', 'United Kingdom')
+    if rng.random() < config.dirty_rate * 3:
+      yield t, rng.choice(BROKEN_ORDER_LINES)

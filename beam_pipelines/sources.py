@@ -27,7 +27,10 @@ _LOGGER = logging.getLogger(__name__)
 
 EVENTS_JSONL = 'events-jsonl'
 ACCESS_LOG = 'access-log'
-KINDS = (EVENTS_JSONL, ACCESS_LOG)
+ORDERS_CSV = 'orders-csv'
+EVENT_KINDS = (EVENTS_JSONL, ACCESS_LOG)
+ORDER_KINDS = (ORDERS_CSV,)
+KINDS = EVENT_KINDS + ORDER_KINDS
 STEP = 'read_lines'
 _PROGRESS_EVERY_LINES = 20_000
 

@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 import pyarrow as pa
 
 from transforms.event_time import utc_day
-from transforms.records import DeadLetter, Event, SessionRow
+from transforms.records import DeadLetter, Event, Order, OrderLine, SessionRow
 
 TIME = pa.timestamp('us', tz='UTC')
 MONEY = pa.decimal128(18, 4)
@@ -72,6 +72,41 @@ SESSIONS_SCHEMA = pa.schema([
     ('is_bot', pa.bool_()),
 ])
 
+ORDERS_SCHEMA = pa.schema([
+    ('order_id', pa.string()),
+    ('customer_id', pa.string()),
+    ('order_time', TIME),
+    ('country', pa.string()),
+    ('country_name', pa.string()),
+    ('is_cancellation', pa.bool_()),
+    ('line_count', pa.int64()),
+    ('total_amount', MONEY),
+    ('product_amount', MONEY),
+    ('service_amount', MONEY),
+    ('currency', pa.string()),
+])
+
+ORDER_LINES_SCHEMA = pa.schema([
+    ('order_id', pa.string()),
+    ('line_no', pa.int64()),
+    ('product_id', pa.string()),
+    ('description', pa.string()),
+    ('quantity', pa.int64()),
+    ('unit_price', MONEY),
+    ('amount', MONEY),
+    ('currency', pa.string()),
+    ('line_type', pa.string()),
+    ('is_cancellation', pa.bool_()),
+    ('order_time', TIME),
+    ('customer_id', pa.string()),
+    ('country', pa.string()),
+    ('category_id', pa.string()),
+    ('category_path', pa.string()),
+    ('brand', pa.string()),
+    ('product_title', pa.string()),
+    ('source', pa.string()),
+])
+
 DEAD_LETTER_SCHEMA = pa.schema([
     ('payload', pa.binary()),
     ('reason', pa.string()),
@@ -97,7 +132,11 @@ DEAD_LETTER = TableSpec(
     'dead_letter', DEAD_LETTER_SCHEMA, DeadLetter,
     lambda d: utc_day(d.event_time if d.event_time is not None else d.input_time))
 
-TABLES = {spec.name: spec for spec in (EVENTS, SESSIONS, DEAD_LETTER)}
+ORDERS = TableSpec('orders', ORDERS_SCHEMA, Order, lambda o: utc_day(o.order_time))
+ORDER_LINES = TableSpec(
+    'order_lines', ORDER_LINES_SCHEMA, OrderLine, lambda line: utc_day(line.order_time))
+
+TABLES = {spec.name: spec for spec in (EVENTS, SESSIONS, ORDERS, ORDER_LINES, DEAD_LETTER)}
 
 
 def column_indices(spec: TableSpec) -> list[int]:

@@ -20,6 +20,8 @@ from transforms.record_coder import RecordCoder
 DEAD_LETTER_TAG = 'dead_letter'
 EVENTS_TAG = 'events'
 SESSIONS_TAG = 'sessions'
+ORDERS_TAG = 'orders'
+ORDER_LINES_TAG = 'order_lines'
 
 
 class RawRecord(NamedTuple):
@@ -107,6 +109,44 @@ class SessionRow(NamedTuple):
   is_bot: bool
 
 
+class OrderLine(NamedTuple):
+  """One line of a legacy order export; amounts are decimal strings."""
+  order_id: str
+  line_no: Optional[int]  # numbered within the order once its lines are together
+  product_id: Optional[str]
+  description: Optional[str]
+  quantity: int  # negative on cancellations
+  unit_price: str
+  amount: str  # quantity * unit_price
+  currency: str
+  line_type: str  # product | service | adjustment (see parse_orders.SERVICE_CODES)
+  is_cancellation: bool
+  order_time: int
+  customer_id: Optional[str]
+  country: Optional[str]  # ISO 3166-1 alpha-2 when the name is known
+  country_name: Optional[str]  # as exported
+  category_id: Optional[str]
+  category_path: Optional[str]
+  brand: Optional[str]
+  product_title: Optional[str]
+  source: str
+  position: int  # line in the source file: fixes line_no order
+
+
+class Order(NamedTuple):
+  order_id: str
+  customer_id: Optional[str]
+  order_time: int
+  country: Optional[str]
+  country_name: Optional[str]
+  is_cancellation: bool
+  line_count: int
+  total_amount: str  # net of the lines' signs: negative for a cancellation
+  product_amount: str
+  service_amount: str  # postage, fees, manual adjustments, discounts
+  currency: str
+
+
 class DeadLetter(NamedTuple):
   """A record that could not be used, with everything needed to replay it."""
   payload: bytes  # the raw bytes as read, even when they are not UTF-8
@@ -119,5 +159,5 @@ class DeadLetter(NamedTuple):
   input_time: int  # fallback partition day: when the input was produced
 
 
-for _record in (RawRecord, Event, SessionRow, DeadLetter):
+for _record in (RawRecord, Event, SessionRow, OrderLine, Order, DeadLetter):
   coders.registry.register_coder(_record, RecordCoder)

@@ -45,6 +45,7 @@ def run_output(tmp_path_factory):
   output = base / 'tables'
   argv = ['run', '--runner-config', 'runner_configs/direct.yaml',
           '--source', f'events-jsonl={inputs}/*.jsonl*', '--source', f'access-log={inputs}/access.log',
+          '--source', f'orders-csv={inputs}/orders.csv', '--orders-timezone', 'Europe/London',
           '--output', str(output), '--reference-time', '2026-06-01T00:00:00Z',
           '--progress', 'never', '--num-buckets', '4']
   assert run_cli(argv) == 0
@@ -59,7 +60,7 @@ def run_cli(argv: list[str]) -> int:
 
 def sql(output, query: str) -> list[tuple]:
   con = duckdb.connect()
-  for table in ('events', 'sessions', 'dead_letter'):
+  for table in ('events', 'sessions', 'orders', 'order_lines', 'dead_letter'):
     con.execute(f"create view {table} as select * from read_parquet("
                 f"'{output}/{table}/*/*.parquet', hive_partitioning=true)")
   return con.execute(query).fetchall()
@@ -70,7 +71,7 @@ def input_lines(inputs) -> dict[str, int]:
   for path in sorted(glob.glob(f'{inputs}/*')):
     opener = gzip.open if path.endswith('.gz') else open
     with opener(path, 'rb') as f:
-      kind = 'access-log' if path.endswith('.log') else 'events-jsonl'
+      kind = {'.log': 'access-log', '.csv': 'orders-csv'}.get(path[-4:], 'events-jsonl')
       counts[f'{kind}:{path}'] = sum(1 for _ in f)
   return counts
 
@@ -82,14 +83,15 @@ def test_summary_accounts_for_every_input_line(run_output):
   assert {s: row['read'] for s, row in summary['sources'].items()} == input_lines(inputs)
   for row in list(summary['sources'].values()) + [summary['totals']]:
     assert row['read'] == row['clean'] + row['dead_letter'] + row['duplicate'] + row['filtered']
-  clean_by_source = dict(sql(output, 'select source, count(*) from events group by all'))
+  clean_by_source = dict(sql(output, 'select source, count(*) from events group by all '
+                                     'union all select source, count(*) from order_lines group by all'))
   assert clean_by_source == {s: r['clean'] for s, r in summary['sources'].items() if r['clean']}
   dead_by_source = dict(sql(output, 'select source, count(*) from dead_letter group by all'))
   assert dead_by_source == {s: r['dead_letter'] for s, r in summary['sources'].items()
                             if r['dead_letter']}
-  (events, sessions, dead), = sql(output, 'select (select count(*) from events), '
-                                  '(select count(*) from sessions), (select count(*) from dead_letter)')
-  assert summary['tables'] == {'events': events, 'sessions': sessions, 'dead_letter': dead}
+  counts = {table: sql(output, f'select count(*) from {table}')[0][0] for table in summary['tables']}
+  assert summary['tables'] == counts
+  dead = counts['dead_letter']
   assert summary['totals']['duplicate'] > 0 and summary['totals']['filtered'] > 0
   metrics = json.loads((output / '_run_metrics.json').read_text())
   assert sum(metrics['dead_letter_reason'].values()) >= dead
@@ -170,3 +172,45 @@ def test_a_rerun_gives_identical_tables(run_output, tmp_path):
   assert run_cli(argv) == 0
   assert {t: sql(output, query.format(t)) for t in ('events', 'sessions')} == before
   assert not os.path.exists(output / '_staging')
+
+
+ORDERS_BY_SQL = """
+with raw as (
+  select InvoiceNo as invoice, StockCode as code, Description, CustomerID, Country,
+         try_cast(Quantity as integer) as qty, try_cast(UnitPrice as decimal(18, 4)) as price,
+         try_strptime(InvoiceDate, '%m/%d/%Y %H:%M') as local_time
+  from read_csv('{inputs}/orders.csv', header = true, all_varchar = true, ignore_errors = true)),
+valid as (
+  select distinct * from raw
+  where qty is not null and price is not null and local_time is not null
+    and (invoice like 'C%' and qty < 0 or invoice not like 'C%' and qty >= 0)
+    and (price >= 0 or code in ('POST', 'DOT', 'C2', 'BANK CHARGES', 'AMAZONFEE', 'CRUK',
+                                'M', 'D', 'S', 'B', 'PADS')))
+select invoice, count(*), sum(qty * price)::decimal(18, 4) from valid group by invoice
+"""
+
+
+def test_order_totals_and_cancellations_match_sql_over_the_input_csv(run_output):
+  inputs, output, _ = run_output
+  expected = set(duckdb.connect().execute(ORDERS_BY_SQL.format(inputs=inputs)).fetchall())
+  actual = set(sql(output, 'select order_id, line_count, total_amount from orders'))
+  assert actual == expected
+  cancellations = [row for row in expected if row[0].startswith('C')]
+  assert len(cancellations) > 0
+  assert sql(output, 'select count(*) from orders where is_cancellation') == [(len(cancellations),)]
+  assert sql(output, 'select count(*) from orders o join order_lines l using (order_id) '
+                     'where o.is_cancellation != l.is_cancellation') == [(0,)]
+
+
+def test_web_purchases_link_to_their_orders(run_output):
+  _, output, _ = run_output
+  unmatched = sql(output, """
+      select count(distinct e.order_id) from events e
+      where e.event_type = 'purchase' and e.order_id not in (select order_id from orders)""")
+  linked = sql(output, """
+      select count(distinct e.order_id) from events e join orders o using (order_id)
+      where e.event_type = 'purchase'""")
+  assert linked[0][0] > 0
+  # Web orders in the clickstream all reach the order history; a dead-lettered
+  # or access-log-only purchase is the only excuse.
+  assert unmatched[0][0] <= linked[0][0] * 0.05
