@@ -23,6 +23,7 @@ demo: install
 	  --source events-jsonl='$(DEMO)/sample/events-*.jsonl.gz' \
 	  --source access-log=$(DEMO)/sample/access.log \
 	  --source orders-csv=$(DEMO)/sample/orders.csv --orders-timezone Europe/London \
+	  --source catalog-csv=$(DEMO)/sample/catalog.csv --source taxonomy=$(DEMO)/sample/taxonomy.txt \
 	  --output $(DEMO)/tables
 
 test: install

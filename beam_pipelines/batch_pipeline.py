@@ -30,10 +30,12 @@ from beam_pipelines import parquet_sink, run_summary, tables
 from beam_pipelines.options import ShopstreamOptions
 from beam_pipelines.sources import (
   ACCESS_LOG,
+  CATALOG_CSV,
   EVENT_KINDS,
   EVENTS_JSONL,
   ORDER_KINDS,
   ORDERS_CSV,
+  TAXONOMY,
   ReadLines,
   expand_inputs,
   parse_source_spec,
@@ -46,6 +48,13 @@ from transforms.orders import BuildOrders
 from transforms.parse_access_log import ParseAccessLog
 from transforms.parse_events import ParseEventsJsonl
 from transforms.parse_orders import ParseOrdersCsv
+from transforms.product_dimension import (
+  PARSED_TAG,
+  JoinProductDimension,
+  KeyedDimension,
+  ParseCatalogCsv,
+  ParseTaxonomy,
+)
 from transforms.pseudonymize import Pseudonymizer, salt_from_environment
 from transforms.records import (
   DEAD_LETTER_TAG,
@@ -53,13 +62,19 @@ from transforms.records import (
   ORDER_LINES_TAG,
   ORDERS_TAG,
   SESSIONS_TAG,
+  Category,
   DeadLetter,
   Event,
   OrderLine,
+  Product,
 )
 from transforms.sessionize import Sessionize
 
 _LOGGER = logging.getLogger(__name__)
+
+# The main output tag of each kind's parser.
+MAIN_OUTPUT = {EVENTS_JSONL: EVENTS_TAG, ACCESS_LOG: EVENTS_TAG, ORDERS_CSV: ORDER_LINES_TAG,
+               CATALOG_CSV: PARSED_TAG, TAXONOMY: PARSED_TAG}
 
 
 def reference_time_us(opts: ShopstreamOptions) -> int:
@@ -115,6 +130,8 @@ def build_pipeline(
       ACCESS_LOG: lambda: ParseAccessLog(pseudonymizer, now_us),
       ORDERS_CSV: lambda: ParseOrdersCsv(
           pseudonymizer, opts.orders_timezone, opts.default_currency, now_us),
+      CATALOG_CSV: ParseCatalogCsv,
+      TAXONOMY: ParseTaxonomy,
   }
 
   # Each kind is read and parsed on its own branch; the branches meet in a
@@ -123,9 +140,10 @@ def build_pipeline(
   for kind in sorted({f.kind for f in files}):
     read = p | f'Read {kind}' >> ReadLines([f for f in files if f.kind == kind], show_progress)
     outputs = read['records'] | f'Parse {kind}' >> parsers[kind]()
-    parsed[kind] = outputs[EVENTS_TAG if kind in EVENT_KINDS else ORDER_LINES_TAG]
+    parsed[kind] = outputs[MAIN_OUTPUT[kind]]
     dead_letters.extend([read[DEAD_LETTER_TAG], outputs[DEAD_LETTER_TAG]])
 
+  join = _product_join(p, parsed)
   rows: dict[str, beam.PCollection] = {}
   events = [parsed[kind] | f'Enrich {kind}' >> EnrichEvents(pseudonymizer, opts.site_host)
             for kind in EVENT_KINDS if kind in parsed]
@@ -133,12 +151,14 @@ def build_pipeline(
     sessionized = (
         tuple(events)
         | 'Deduplicate' >> DeduplicateEvents(opts.num_buckets)
+        | 'JoinProductsToEvents' >> join(Event)
         | 'Sessionize' >> Sessionize(
             opts.session_gap_minutes * 60, opts.max_session_hours * 3600, opts.num_buckets))
     rows[tables.EVENTS.name] = sessionized[EVENTS_TAG] | 'CountCleanEvents' >> beam.ParDo(
         CountClean()).with_output_types(Event)
     rows[tables.SESSIONS.name] = sessionized[SESSIONS_TAG]
-  order_lines = [parsed[kind] for kind in ORDER_KINDS if kind in parsed]
+  order_lines = [parsed[kind] | f'JoinProducts {kind}' >> join(OrderLine)
+                 for kind in ORDER_KINDS if kind in parsed]
   if order_lines:
     orders = tuple(order_lines) | 'BuildOrders' >> BuildOrders(opts.num_buckets)
     rows[tables.ORDER_LINES.name] = orders[ORDER_LINES_TAG] | 'CountCleanOrderLines' >> beam.ParDo(
@@ -156,6 +176,21 @@ def build_pipeline(
        | 'FlattenWrittenFiles' >> beam.Flatten()
        | 'Publish' >> parquet_sink.PublishTables(opts.output, run_id))
   return rows
+
+
+def _product_join(p: beam.Pipeline, parsed: dict[str, beam.PCollection]):
+  """A factory of the product-dimension join step; a pass-through without catalog or taxonomy."""
+  if CATALOG_CSV not in parsed and TAXONOMY not in parsed:
+    return lambda record_type: beam.Map(lambda record: record).with_output_types(record_type)
+
+  def dimension(kind: str, id_field: str, record_type: type) -> beam.PCollection:
+    if kind in parsed:
+      return parsed[kind] | f'Dimension {kind}' >> KeyedDimension(id_field)
+    return p | f'No {kind}' >> beam.Create([]).with_output_types(tuple[str, record_type])
+
+  products = dimension(CATALOG_CSV, 'product_id', Product)
+  categories = dimension(TAXONOMY, 'category_id', Category)
+  return lambda record_type: JoinProductDimension(products, categories, record_type)
 
 
 @contextlib.contextmanager

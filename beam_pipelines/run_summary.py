@@ -60,10 +60,11 @@ def build_summary(counters: dict[str, int], tables: Iterable[str]) -> dict:
 
 
 def reasons(counters: dict[str, int]) -> dict[str, dict[str, int]]:
+  """Every counter the summary does not show, by kind: reasons, unknown products..."""
   found: dict[str, dict[str, int]] = {}
   for name, value in sorted(counters.items()):
     kind, _, subject = name.partition(accounting.SEPARATOR)
-    if kind in (accounting.FILTERED_REASON, accounting.DEAD_LETTER_REASON):
+    if kind not in _COLUMNS and kind != accounting.TABLE_ROWS:
       found.setdefault(kind, {})[subject] = value
   return found
 

@@ -36,6 +36,23 @@ import orjson
 SITE_HOST = 'shop.example'
 ACCESS_LOG_FILE = 'access.log'
 ORDERS_FILE = 'orders.csv'
+CATALOG_FILE = 'catalog.csv'
+TAXONOMY_FILE = 'taxonomy.txt'
+# A taxonomy in the Google product taxonomy's shape; ids 1-40, like the
+# /category/<id> pages of the sample site.
+TAXONOMY = {
+    1: 'Home & Garden', 2: 'Home & Garden > Decor', 3: 'Home & Garden > Decor > Candles',
+    4: 'Home & Garden > Decor > Vases', 5: 'Home & Garden > Kitchen & Dining',
+    6: 'Home & Garden > Kitchen & Dining > Tableware', 7: 'Home & Garden > Lighting',
+    8: 'Home & Garden > Lighting > Lanterns', 9: 'Apparel & Accessories',
+    10: 'Apparel & Accessories > Clothing', 11: 'Apparel & Accessories > Clothing > Shirts & Tops',
+    12: 'Apparel & Accessories > Shoes', 13: 'Apparel & Accessories > Handbags, Wallets & Cases',
+    14: 'Toys & Games', 15: 'Toys & Games > Puzzles', 16: 'Toys & Games > Toys > Dolls',
+    17: 'Arts & Entertainment > Hobbies & Creative Arts > Arts & Crafts',
+    18: 'Arts & Entertainment > Party & Celebration > Gift Giving > Gift Wrapping',
+    19: 'Office Supplies > Paper Products > Greeting Cards', 20: 'Food, Beverages & Tobacco',
+}
+BRANDS = ('Hearth & Co', 'Nordlicht', 'Paper Moon', 'Retrospot', 'Wildflower', 'Kettle Lane')
 ORDERS_HEADER = b'InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country'
 COUNTRIES = ('United Kingdom',) * 8 + ('EIRE', 'France', 'Germany', 'RSA', 'Unspecified')
 LEGACY_TZ = 'Europe/London'
@@ -287,6 +304,10 @@ def generate(config: GeneratorConfig) -> dict[str, int]:
           writer.add(name, rng.choice(BROKEN_JSON_LINES), t)
   for t, line in _order_export(rng, orders, config):
     writer.add(ORDERS_FILE, line, t)
+  for n, line in enumerate(_taxonomy_lines()):
+    writer.add(TAXONOMY_FILE, line, n)
+  for n, line in enumerate(_catalog_lines(rng, config)):
+    writer.add(CATALOG_FILE, line, n)
   os.makedirs(config.output_dir, exist_ok=True)
   written = {}
   for name, entries in sorted(writer.files.items()):
@@ -357,3 +378,25 @@ def _order_export(rng: random.Random, web_orders: dict, config: GeneratorConfig)
                          '', 'United Kingdom')
     if rng.random() < config.dirty_rate * 3:
       yield t, rng.choice(BROKEN_ORDER_LINES)
+
+
+def _taxonomy_lines() -> list[bytes]:
+  lines = [b'# Google_Product_Taxonomy_Version: 2021-09-21 (shopstream sample)']
+  lines += [f'{category_id} - {path}'.encode() for category_id, path in TAXONOMY.items()]
+  return lines + [b'not a taxonomy line']
+
+
+def _catalog_lines(rng: random.Random, config: GeneratorConfig) -> list[bytes]:
+  """Most products of the site; a few are missing (unknown to the join), one is listed twice."""
+  lines = [b'product_id,title,brand,category_id,price,currency']
+  leaves = [c for c in TAXONOMY if not any(p.startswith(TAXONOMY[c] + ' >') for p in TAXONOMY.values())]
+  for n in range(config.products):
+    if rng.random() < 0.03:
+      continue
+    title = f'{rng.choice(("Retro", "Vintage", "Classic", "Nordic"))} item {n}'
+    line = (f'SKU-{n:05d},"{title}, boxed",{rng.choice(BRANDS)},{rng.choice(leaves)},'
+            f'{rng.choice(("2.55", "3.39", "12.75", "19.99"))},EUR').encode()
+    lines.append(line)
+    if n == 7:
+      lines.append(line.replace(b'EUR', b'GBP'))  # listed twice: the first row wins
+  return lines + [b'SKU-BAD,Broken price,Hearth & Co,3,free,EUR']

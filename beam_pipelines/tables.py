@@ -29,6 +29,8 @@ EVENTS_SCHEMA = pa.schema([
     ('product_id', pa.string()),
     ('category_id', pa.string()),
     ('category_path', pa.string()),
+    ('brand', pa.string()),
+    ('product_title', pa.string()),
     ('price', MONEY),
     ('currency', pa.string()),
     ('quantity', pa.int64()),

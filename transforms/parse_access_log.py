@@ -170,7 +170,7 @@ class AccessLogParser:
         session_id=None,
         product_id=product_id,
         category_id=ids.get('category_id'),
-        category_path=None,
+        category_path=None, brand=None, product_title=None,
         price=None, currency=None,
         quantity=int(quantity) if quantity and quantity.isdigit() and 0 < int(quantity) <= 1_000_000 else None,
         order_id=_first(query, 'order', 'order_id') if event_type == event_types.PURCHASE else None,

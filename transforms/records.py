@@ -22,6 +22,8 @@ EVENTS_TAG = 'events'
 SESSIONS_TAG = 'sessions'
 ORDERS_TAG = 'orders'
 ORDER_LINES_TAG = 'order_lines'
+PRODUCTS_TAG = 'products'
+CATEGORIES_TAG = 'categories'
 
 
 class RawRecord(NamedTuple):
@@ -49,6 +51,8 @@ class Event(NamedTuple):
   product_id: Optional[str]
   category_id: Optional[str]
   category_path: Optional[str]
+  brand: Optional[str]
+  product_title: Optional[str]
   price: Optional[str]
   currency: Optional[str]
   quantity: Optional[int]
@@ -147,6 +151,26 @@ class Order(NamedTuple):
   currency: str
 
 
+class Product(NamedTuple):
+  """A row of the product catalog export."""
+  product_id: str
+  product_title: Optional[str]
+  brand: Optional[str]
+  category_id: Optional[str]
+  price: Optional[str]
+  currency: Optional[str]
+  source: str
+  position: int
+
+
+class Category(NamedTuple):
+  """A line of the product taxonomy: ``id - A > B > C``."""
+  category_id: str
+  category_path: str  # 'A > B > C'
+  source: str
+  position: int
+
+
 class DeadLetter(NamedTuple):
   """A record that could not be used, with everything needed to replay it."""
   payload: bytes  # the raw bytes as read, even when they are not UTF-8
@@ -159,5 +183,5 @@ class DeadLetter(NamedTuple):
   input_time: int  # fallback partition day: when the input was produced
 
 
-for _record in (RawRecord, Event, SessionRow, OrderLine, Order, DeadLetter):
+for _record in (RawRecord, Event, SessionRow, OrderLine, Order, Product, Category, DeadLetter):
   coders.registry.register_coder(_record, RecordCoder)

@@ -46,6 +46,7 @@ def run_output(tmp_path_factory):
   argv = ['run', '--runner-config', 'runner_configs/direct.yaml',
           '--source', f'events-jsonl={inputs}/*.jsonl*', '--source', f'access-log={inputs}/access.log',
           '--source', f'orders-csv={inputs}/orders.csv', '--orders-timezone', 'Europe/London',
+          '--source', f'catalog-csv={inputs}/catalog.csv', '--source', f'taxonomy={inputs}/taxonomy.txt',
           '--output', str(output), '--reference-time', '2026-06-01T00:00:00Z',
           '--progress', 'never', '--num-buckets', '4']
   assert run_cli(argv) == 0
@@ -71,7 +72,9 @@ def input_lines(inputs) -> dict[str, int]:
   for path in sorted(glob.glob(f'{inputs}/*')):
     opener = gzip.open if path.endswith('.gz') else open
     with opener(path, 'rb') as f:
-      kind = {'.log': 'access-log', '.csv': 'orders-csv'}.get(path[-4:], 'events-jsonl')
+      name = os.path.basename(path)
+      kind = {'access.log': 'access-log', 'orders.csv': 'orders-csv', 'catalog.csv': 'catalog-csv',
+              'taxonomy.txt': 'taxonomy'}.get(name, 'events-jsonl')
       counts[f'{kind}:{path}'] = sum(1 for _ in f)
   return counts
 
@@ -85,7 +88,12 @@ def test_summary_accounts_for_every_input_line(run_output):
     assert row['read'] == row['clean'] + row['dead_letter'] + row['duplicate'] + row['filtered']
   clean_by_source = dict(sql(output, 'select source, count(*) from events group by all '
                                      'union all select source, count(*) from order_lines group by all'))
-  assert clean_by_source == {s: r['clean'] for s, r in summary['sources'].items() if r['clean']}
+  # Catalog and taxonomy rows are kept in the product dimension, not in a table.
+  tabled = {s: r['clean'] for s, r in summary['sources'].items()
+            if r['clean'] and not s.startswith(('catalog-csv:', 'taxonomy:'))}
+  assert clean_by_source == tabled
+  taxonomy = next(r for s, r in summary['sources'].items() if s.startswith('taxonomy:'))
+  assert (taxonomy['clean'], taxonomy['filtered'], taxonomy['dead_letter']) == (20, 1, 1)
   dead_by_source = dict(sql(output, 'select source, count(*) from dead_letter group by all'))
   assert dead_by_source == {s: r['dead_letter'] for s, r in summary['sources'].items()
                             if r['dead_letter']}
@@ -214,3 +222,38 @@ def test_web_purchases_link_to_their_orders(run_output):
   # Web orders in the clickstream all reach the order history; a dead-lettered
   # or access-log-only purchase is the only excuse.
   assert unmatched[0][0] <= linked[0][0] * 0.05
+
+
+PRODUCT_COLUMNS_BY_SQL = """
+with catalog as (
+  select product_id, brand, category_id,
+         row_number() over (partition by product_id order by line) as nth
+  from (select *, row_number() over () as line
+        from read_csv('{inputs}/catalog.csv', header = true, all_varchar = true,
+                      ignore_errors = true))),
+taxonomy as (
+  select split_part(line, ' - ', 1) as category_id,
+         array_to_string(list_transform(string_split(split_part(line, ' - ', 2), '>'),
+                                        lambda x: trim(x)), ' > ') as category_path
+  from read_csv('{inputs}/taxonomy.txt', header = false, columns = {{'line': 'varchar'}},
+                delim = '\t')
+  where line like '% - %' and not starts_with(line, '#'))
+select c.product_id, c.brand, t.category_path
+from catalog c left join taxonomy t using (category_id) where c.nth = 1
+"""
+
+
+def test_events_and_order_lines_carry_the_product_dimension(run_output):
+  inputs, output, _ = run_output
+  expected = {row[0]: row[1:] for row in duckdb.connect().execute(
+      PRODUCT_COLUMNS_BY_SQL.format(inputs=inputs)).fetchall()}
+  for table in ('events', 'order_lines'):
+    rows = sql(output, f'select distinct product_id, brand, category_path from {table} '
+                       "where product_id like 'SKU-%'")
+    assert len(rows) > 10
+    for product_id, brand, path in rows:
+      assert (brand, path) == expected.get(product_id, (None, None)), (table, product_id)
+  metrics = json.loads((output / '_run_metrics.json').read_text())
+  assert sum(metrics.get('unknown_product', {}).values()) == sql(
+      output, "select count(*) from events where product_id is not null and brand is null")[0][0] + \
+      sql(output, "select count(*) from order_lines where line_type = 'product' and brand is null")[0][0]
