@@ -38,7 +38,9 @@ class ShopstreamOptions(PipelineOptions):
               '(Apache/NGINX combined) or orders-csv (legacy order lines). Repeat for '
               'several inputs; globs allowed.')
     flag('output', default=None, metavar='DIR',
-         help='Where the tables go (local path). Partitions a run writes are replaced whole.')
+         help='Where the tables go: a local path or s3://bucket/prefix (with Beam\'s --s3_* '
+              'options for the endpoint; credentials from the standard AWS chain). '
+              'Partitions a run writes are replaced whole.')
     flag('session-gap-minutes', type=_positive_float, default=DEFAULT_GAP_S / 60,
          help='Inactivity that starts a new session (default: %(default)s).')
     flag('max-session-hours', type=_positive_float, default=DEFAULT_MAX_DURATION_S / 3600,

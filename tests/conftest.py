@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -33,3 +37,33 @@ def pseudonymizer() -> Pseudonymizer:
 @pytest.fixture(autouse=True)
 def _test_salt(monkeypatch):
   monkeypatch.setenv('SHOPSTREAM_PII_SALT', TEST_SALT.decode())
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope='session')
+def s3_endpoint():
+  """A moto S3 server on a free loopback port, stopped by PID at the end."""
+  port = free_port()
+  server = subprocess.Popen(
+      [os.path.join(os.path.dirname(sys.executable), 'moto_server'), '-H', '127.0.0.1',
+       '-p', str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 30
+  while True:
+    try:
+      socket.create_connection(('127.0.0.1', port), timeout=1).close()
+      break
+    except OSError:
+      if server.poll() is not None or time.monotonic() > deadline:
+        server.kill()
+        raise RuntimeError('moto_server did not start') from None
+      time.sleep(0.1)
+  try:
+    yield f'http://127.0.0.1:{port}'
+  finally:
+    server.terminate()
+    server.wait(timeout=10)
