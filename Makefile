@@ -23,6 +23,7 @@ demo: install
 	  --source events-jsonl='$(DEMO)/sample/events-*.jsonl.gz' \
 	  --source access-log=$(DEMO)/sample/access.log \
 	  --source orders-csv=$(DEMO)/sample/orders.csv --orders-timezone Europe/London \
+	  --source orders-fixed=$(DEMO)/sample/orders-fixed.txt --fixed-layout samples/orders-fixed/layout.yaml \
 	  --source catalog-csv=$(DEMO)/sample/catalog.csv --source taxonomy=$(DEMO)/sample/taxonomy.txt \
 	  --output $(DEMO)/tables
 

@@ -35,6 +35,7 @@ from beam_pipelines.sources import (
   EVENTS_JSONL,
   ORDER_KINDS,
   ORDERS_CSV,
+  ORDERS_FIXED,
   TAXONOMY,
   ReadLines,
   expand_inputs,
@@ -44,9 +45,11 @@ from transforms import accounting
 from transforms.deduplicate import DeduplicateEvents
 from transforms.enrich import EnrichEvents
 from transforms.event_time import parse_event_time
+from transforms.fixed_width import Layout, load_layout
 from transforms.orders import BuildOrders
 from transforms.parse_access_log import ParseAccessLog
 from transforms.parse_events import ParseEventsJsonl
+from transforms.parse_fixed_orders import REQUIRED_COLUMNS, ParseFixedWidthOrders
 from transforms.parse_orders import ParseOrdersCsv
 from transforms.product_dimension import (
   PARSED_TAG,
@@ -74,7 +77,7 @@ _LOGGER = logging.getLogger(__name__)
 
 # The main output tag of each kind's parser.
 MAIN_OUTPUT = {EVENTS_JSONL: EVENTS_TAG, ACCESS_LOG: EVENTS_TAG, ORDERS_CSV: ORDER_LINES_TAG,
-               CATALOG_CSV: PARSED_TAG, TAXONOMY: PARSED_TAG}
+               ORDERS_FIXED: ORDER_LINES_TAG, CATALOG_CSV: PARSED_TAG, TAXONOMY: PARSED_TAG}
 
 
 def reference_time_us(opts: ShopstreamOptions) -> int:
@@ -125,11 +128,15 @@ def build_pipeline(
   pseudonymizer = pseudonymizer or Pseudonymizer(salt_from_environment())
   run_id = opts.run_id or new_run_id()
   show_progress = opts.progress == 'auto'
+  layout = _fixed_layout(opts, files)
   parsers = {
       EVENTS_JSONL: lambda: ParseEventsJsonl(opts.default_currency, now_us),
       ACCESS_LOG: lambda: ParseAccessLog(pseudonymizer, now_us),
       ORDERS_CSV: lambda: ParseOrdersCsv(
           pseudonymizer, opts.orders_timezone, opts.default_currency, now_us),
+      ORDERS_FIXED: lambda: ParseFixedWidthOrders(
+          layout, opts.fixed_encoding or layout.encoding, pseudonymizer, opts.orders_timezone,
+          opts.default_currency, now_us),
       CATALOG_CSV: ParseCatalogCsv,
       TAXONOMY: ParseTaxonomy,
   }
@@ -138,7 +145,10 @@ def build_pipeline(
   # bucketed shuffle (see GroupIntoBuckets: no per-record Flatten).
   parsed, dead_letters = {}, []
   for kind in sorted({f.kind for f in files}):
-    read = p | f'Read {kind}' >> ReadLines([f for f in files if f.kind == kind], show_progress)
+    # EBCDIC exports have no line separator: records are cut by the layout's length.
+    record_length = layout.record_length if kind == ORDERS_FIXED and not layout.newline else None
+    read = p | f'Read {kind}' >> ReadLines(
+        [f for f in files if f.kind == kind], show_progress, record_length)
     outputs = read['records'] | f'Parse {kind}' >> parsers[kind]()
     parsed[kind] = outputs[MAIN_OUTPUT[kind]]
     dead_letters.extend([read[DEAD_LETTER_TAG], outputs[DEAD_LETTER_TAG]])
@@ -176,6 +186,21 @@ def build_pipeline(
        | 'FlattenWrittenFiles' >> beam.Flatten()
        | 'Publish' >> parquet_sink.PublishTables(opts.output, run_id))
   return rows
+
+
+def _fixed_layout(opts: ShopstreamOptions, files) -> Optional[Layout]:
+  """The layout orders-fixed inputs are cut by; ValueError when it is needed and bad."""
+  if not any(f.kind == ORDERS_FIXED for f in files):
+    return None
+  if not opts.fixed_layout:
+    raise ValueError('--source orders-fixed=... needs --fixed-layout LAYOUT.yaml')
+  layout = load_layout(opts.fixed_layout, REQUIRED_COLUMNS)
+  encoding = opts.fixed_encoding or layout.encoding
+  try:
+    ''.encode(encoding)
+  except LookupError:
+    raise ValueError(f'--fixed-encoding {encoding!r} is no known code page') from None
+  return layout
 
 
 def _product_join(p: beam.Pipeline, parsed: dict[str, beam.PCollection]):

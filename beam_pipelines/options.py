@@ -35,8 +35,8 @@ class ShopstreamOptions(PipelineOptions):
 
     flag('source', action='append', default=None, metavar='KIND=PATH_OR_GLOB',
          help='An input: kind events-jsonl (JSON lines, optionally .gz), access-log '
-              '(Apache/NGINX combined) or orders-csv (legacy order lines). Repeat for '
-              'several inputs; globs allowed.')
+              '(Apache/NGINX combined), orders-csv, orders-fixed (with --fixed-layout), '
+              'catalog-csv or taxonomy. Repeat for several inputs; globs allowed.')
     flag('output', default=None, metavar='DIR',
          help='Where the tables go: a local path or s3://bucket/prefix (with Beam\'s --s3_* '
               'options for the endpoint; credentials from the standard AWS chain). '
@@ -50,6 +50,11 @@ class ShopstreamOptions(PipelineOptions):
     flag('orders-timezone', default='UTC', metavar='TZ',
          help='Time zone of the local times in order exports, e.g. Europe/London '
               '(default: %(default)s).')
+    flag('fixed-layout', default=None, metavar='LAYOUT.yaml',
+         help='Column layout of orders-fixed inputs (see samples/orders-fixed/layout.yaml).')
+    flag('fixed-encoding', default=None, metavar='CODEPAGE',
+         help='Code page of orders-fixed inputs, e.g. cp037 (EBCDIC); overrides the layout\'s '
+              '(default: the layout\'s, else cp1252).')
     flag('site-host', default=None, metavar='HOST',
          help='Your shop\'s host name: referrers from it count as internal, not referral.')
     flag('num-buckets', type=_positive_int, default=16,

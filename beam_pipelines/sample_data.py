@@ -7,9 +7,12 @@ JSON event lines (gzipped, one file per day), part as the legacy web server's
 combined access log with static assets, redirects and errors around the pages.
 
 The order history (orders.csv, the legacy export's CSV) holds the web orders
-under their clickstream order_id plus phone orders, postage lines,
+under their clickstream order_id, with postage lines,
 cancellations, manual adjustments, stock write-offs, guest orders and the
-double lines legacy dumps are known for.
+double lines legacy dumps are known for; phone orders come from another
+legacy system as a fixed-width cp1252 export (orders-fixed.txt, layout in
+samples/orders-fixed/layout.yaml). catalog.csv and taxonomy.txt describe the
+products.
 
 Dirt, at realistic rates: exact duplicate lines and retries across files,
 missing event ids, event-type synonyms and odd casing, timestamps as ISO with
@@ -36,6 +39,7 @@ import orjson
 SITE_HOST = 'shop.example'
 ACCESS_LOG_FILE = 'access.log'
 ORDERS_FILE = 'orders.csv'
+ORDERS_FIXED_FILE = 'orders-fixed.txt'
 CATALOG_FILE = 'catalog.csv'
 TAXONOMY_FILE = 'taxonomy.txt'
 # A taxonomy in the Google product taxonomy's shape; ids 1-40, like the
@@ -304,6 +308,8 @@ def generate(config: GeneratorConfig) -> dict[str, int]:
           writer.add(name, rng.choice(BROKEN_JSON_LINES), t)
   for t, line in _order_export(rng, orders, config):
     writer.add(ORDERS_FILE, line, t)
+  for t, line in _phone_orders(rng, config):
+    writer.add(ORDERS_FIXED_FILE, line, t)
   for n, line in enumerate(_taxonomy_lines()):
     writer.add(TAXONOMY_FILE, line, n)
   for n, line in enumerate(_catalog_lines(rng, config)):
@@ -345,16 +351,10 @@ BROKEN_ORDER_LINES = (
 
 
 def _order_export(rng: random.Random, web_orders: dict, config: GeneratorConfig):
-  """The legacy order history: web orders, phone orders, cancellations and dirt."""
-  start_s = dt.datetime.combine(config.start, dt.time(), dt.UTC).timestamp()
+  """The legacy order history: web orders, cancellations, service lines and dirt."""
   orders = [(order_id, t, visitor, [(e['product_id'], e['price'], e.get('quantity', 1))
                                     for e in events])
             for order_id, (t, visitor, events) in web_orders.items()]
-  for n in range(max(1, len(orders) // 5)):  # phone and catalogue orders never seen online
-    t = start_s + rng.uniform(0, config.days * 86_400)
-    lines = [(f'SKU-{rng.randrange(config.products):05d}', rng.choice(('2.55', '3.39', '12.75')),
-              rng.randint(1, 24)) for _ in range(rng.randint(1, 6))]
-    orders.append((f'{580000 + n}', t, {'user_id': None}, lines))
   for order_id, t, visitor, lines in orders:
     user = visitor.get('user_id')
     customer = f'{user}.0' if user and user.isdigit() else ''  # guests and e-mail logins
@@ -400,3 +400,33 @@ def _catalog_lines(rng: random.Random, config: GeneratorConfig) -> list[bytes]:
     if n == 7:
       lines.append(line.replace(b'EUR', b'GBP'))  # listed twice: the first row wins
   return lines + [b'SKU-BAD,Broken price,Hearth & Co,3,free,EUR']
+
+
+def fixed_width_record(invoice: str, code: str, description: str, quantity: int, t: float,
+                       price: str, customer: str, country: str) -> str:
+  """One record of samples/orders-fixed/layout.yaml (100 characters)."""
+  local = dt.datetime.fromtimestamp(t, ZoneInfo(LEGACY_TZ))
+  cents = round(float(price) * 100)
+  record = (f'{invoice:<7.7}{code:<12.12}{description:<30.30}{quantity:+06d}'.replace('+', '0')
+            + f'{local:%y%m%d%H%M}{cents:09d}{customer:<6.6}{country:<20.20}')
+  assert len(record) == 100, record
+  return record
+
+
+def _phone_orders(rng: random.Random, config: GeneratorConfig):
+  """Orders taken by phone, from the legacy system's fixed-width export."""
+  start_s = dt.datetime.combine(config.start, dt.time(), dt.UTC).timestamp()
+  for n in range(max(1, config.events // 400)):
+    t = start_s + rng.uniform(0, config.days * 86_400)
+    customer = str(200000 + rng.randrange(5000)) if rng.random() < 0.8 else ''
+    country = rng.choice(COUNTRIES)
+    for _ in range(rng.randint(1, 5)):
+      product = f'SKU-{rng.randrange(config.products):05d}'
+      price = rng.choice(('2.55', '3.39', '12.75'))
+      yield t, fixed_width_record(f'{580000 + n}', product, f'PHONE ITEM {product}',
+                                  rng.randint(1, 24), t, price, customer, country).encode('cp1252')
+    if rng.random() < config.dirty_rate * 5:
+      yield t, b'580000 SKU-00001   TRUNCATED RECORD'
+    if rng.random() < config.dirty_rate * 5:
+      bad = fixed_width_record(f'{580000 + n}', 'SKU-00002', 'BAD QTY', 1, t, '1', customer, country)
+      yield t, (bad[:49] + 'ABCDEF' + bad[55:]).encode('cp1252')

@@ -12,7 +12,7 @@ import logging
 import sys
 import zlib
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -28,10 +28,11 @@ _LOGGER = logging.getLogger(__name__)
 EVENTS_JSONL = 'events-jsonl'
 ACCESS_LOG = 'access-log'
 ORDERS_CSV = 'orders-csv'
+ORDERS_FIXED = 'orders-fixed'
 CATALOG_CSV = 'catalog-csv'
 TAXONOMY = 'taxonomy'
 EVENT_KINDS = (EVENTS_JSONL, ACCESS_LOG)
-ORDER_KINDS = (ORDERS_CSV,)
+ORDER_KINDS = (ORDERS_CSV, ORDERS_FIXED)
 DIMENSION_KINDS = (CATALOG_CSV, TAXONOMY)
 KINDS = EVENT_KINDS + ORDER_KINDS + DIMENSION_KINDS
 STEP = 'read_lines'
@@ -88,11 +89,22 @@ def _open(path: str):
   return raw, (gzip.GzipFile(fileobj=raw, mode='rb') if path.endswith('.gz') else raw)
 
 
-class _ReadFileLines(beam.DoFn):
-  """One InputFile to one RawRecord per line; an unreadable rest is a dead letter."""
+def _fixed_records(stream, record_length: int):
+  """Records back to back with no separator (EBCDIC exports); the last may be short."""
+  while True:
+    record = stream.read(record_length)
+    if not record:
+      return
+    yield record
 
-  def __init__(self, show_progress: bool):
+
+class _ReadFileLines(beam.DoFn):
+  """One InputFile to one RawRecord per line (or per fixed-length record);
+  an unreadable rest is a dead letter."""
+
+  def __init__(self, show_progress: bool, record_length: Optional[int]):
     self._show_progress = show_progress
+    self._record_length = record_length
 
   def process(self, file: InputFile) -> Iterator:
     source = file.source
@@ -100,8 +112,12 @@ class _ReadFileLines(beam.DoFn):
     progress = self._progress_bar(file)
     position = 0
     try:
-      for position, line in enumerate(stream, 1):
-        yield RawRecord(source, position, line.rstrip(b'\r\n'), file.mtime_us)
+      records = stream if self._record_length is None else _fixed_records(
+          stream, self._record_length)
+      for position, line in enumerate(records, 1):
+        if self._record_length is None:
+          line = line.rstrip(b'\r\n')
+        yield RawRecord(source, position, line, file.mtime_us)
         if progress is not None and position % _PROGRESS_EVERY_LINES == 0:
           progress.update(raw.tell() - progress.n)
     except (EOFError, OSError, zlib.error) as e:
@@ -128,14 +144,16 @@ class _ReadFileLines(beam.DoFn):
 class ReadLines(beam.PTransform):
   """PBegin to RawRecords (main) and DeadLetters (DEAD_LETTER_TAG) of the files."""
 
-  def __init__(self, files: list[InputFile], show_progress: bool = False):
+  def __init__(self, files: list[InputFile], show_progress: bool = False,
+               record_length: Optional[int] = None):
     super().__init__()
     self._files = files
     self._show_progress = show_progress
+    self._record_length = record_length
 
   def expand(self, pbegin):
     return (
         pbegin
         | 'ListFiles' >> beam.Create(self._files)
-        | 'ReadFileLines' >> beam.ParDo(_ReadFileLines(self._show_progress)).with_output_types(
+        | 'ReadFileLines' >> beam.ParDo(_ReadFileLines(self._show_progress, self._record_length)).with_output_types(
             RawRecord, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(DEAD_LETTER_TAG, main='records'))

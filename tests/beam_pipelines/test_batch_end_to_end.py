@@ -46,6 +46,8 @@ def run_output(tmp_path_factory):
   argv = ['run', '--runner-config', 'runner_configs/direct.yaml',
           '--source', f'events-jsonl={inputs}/*.jsonl*', '--source', f'access-log={inputs}/access.log',
           '--source', f'orders-csv={inputs}/orders.csv', '--orders-timezone', 'Europe/London',
+          '--source', f'orders-fixed={inputs}/orders-fixed.txt',
+          '--fixed-layout', 'samples/orders-fixed/layout.yaml',
           '--source', f'catalog-csv={inputs}/catalog.csv', '--source', f'taxonomy={inputs}/taxonomy.txt',
           '--output', str(output), '--reference-time', '2026-06-01T00:00:00Z',
           '--progress', 'never', '--num-buckets', '4']
@@ -74,7 +76,7 @@ def input_lines(inputs) -> dict[str, int]:
     with opener(path, 'rb') as f:
       name = os.path.basename(path)
       kind = {'access.log': 'access-log', 'orders.csv': 'orders-csv', 'catalog.csv': 'catalog-csv',
-              'taxonomy.txt': 'taxonomy'}.get(name, 'events-jsonl')
+              'taxonomy.txt': 'taxonomy', 'orders-fixed.txt': 'orders-fixed'}.get(name, 'events-jsonl')
       counts[f'{kind}:{path}'] = sum(1 for _ in f)
   return counts
 
@@ -188,8 +190,17 @@ with raw as (
          try_cast(Quantity as integer) as qty, try_cast(UnitPrice as decimal(18, 4)) as price,
          try_strptime(InvoiceDate, '%m/%d/%Y %H:%M') as local_time
   from read_csv('{inputs}/orders.csv', header = true, all_varchar = true, ignore_errors = true)),
+fixed as (
+  select trim(substr(line, 1, 7)), trim(substr(line, 8, 12)), trim(substr(line, 20, 30)),
+         trim(substr(line, 75, 6)), trim(substr(line, 81, 20)),
+         try_cast(substr(line, 50, 6) as integer),
+         try_cast(substr(line, 66, 9) as integer) / 100,
+         try_strptime(substr(line, 56, 10), '%y%m%d%H%M')
+  from read_csv('{inputs}/orders-fixed.txt', header = false, columns = {{'line': 'varchar'}},
+                delim = '\x01', quote = '', escape = '')
+  where length(line) = 100),
 valid as (
-  select distinct * from raw
+  select distinct * from (select * from raw union all select * from fixed)
   where qty is not null and price is not null and local_time is not null
     and (invoice like 'C%' and qty < 0 or invoice not like 'C%' and qty >= 0)
     and (price >= 0 or code in ('POST', 'DOT', 'C2', 'BANK CHARGES', 'AMAZONFEE', 'CRUK',
@@ -203,6 +214,7 @@ def test_order_totals_and_cancellations_match_sql_over_the_input_csv(run_output)
   expected = set(duckdb.connect().execute(ORDERS_BY_SQL.format(inputs=inputs)).fetchall())
   actual = set(sql(output, 'select order_id, line_count, total_amount from orders'))
   assert actual == expected
+  assert any(row[0].startswith('580') for row in expected)  # phone orders, fixed-width export
   cancellations = [row for row in expected if row[0].startswith('C')]
   assert len(cancellations) > 0
   assert sql(output, 'select count(*) from orders where is_cancellation') == [(len(cancellations),)]
