@@ -1,0 +1,179 @@
+"""Streaming dedup and sessionization under TestStream, proven equal to batch.
+
+The parity fixture: events of many visitors, arriving shuffled within a
+bounded delay (so some arrive after later events of their key), with
+duplicates, sessions across the gap and the 24 h cap. Batch (FnApiRunner) and
+streaming (TestStream with watermark advances, legacy DirectRunner) must give
+the same events with the same session_ids and the same session rows.
+"""
+
+from __future__ import annotations
+
+import random
+
+import apache_beam as beam
+import orjson
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from tests.conftest import NOW_US, beam_pipeline
+from transforms.deduplicate import DeduplicateEvents
+from transforms.parse_events import ParseEventsJsonl
+from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, SESSIONS_TAG, RawRecord
+from transforms.sessionize import Sessionize
+from transforms.streaming import DeduplicateStreaming, SessionizeStreaming, TimestampByEventTime
+
+SOURCE = 'test-stream'
+T0 = 1_772_359_200  # 2026-03-01T10:00:00Z, seconds
+MAX_DELAY_S = 180  # arrival is at most 3 minutes after the event
+LATENESS_S = 300
+
+
+def parity_lines(seed: int = 5) -> list[tuple[float, bytes]]:
+  """(arrival time, JSON line) pairs: shuffled within MAX_DELAY_S, with duplicates."""
+  rng = random.Random(seed)
+  arrivals = []
+  n = 0
+  for visitor in range(15):
+    # Millisecond times: Beam's watermarks and timers have millisecond precision.
+    t = T0 + round(rng.uniform(0, 3600), 3)
+    for _ in range(rng.randint(1, 25)):
+      t += rng.choice((20, 60, 300, 1799, 1800, 2400))  # gaps around the 30 min rule
+      n += 1
+      line = orjson.dumps({'event_id': f'e{n}', 'event_type': 'page_view', 'event_time': t,
+                           'anonymous_id': f'v{visitor}'})
+      arrivals.append((round(t + rng.uniform(0, MAX_DELAY_S), 3), line))
+      if rng.random() < 0.1:  # a retry
+        arrivals.append((round(t + rng.uniform(0, MAX_DELAY_S), 3), line))
+  # A crawler for 25 hours, every 15 minutes: the 24 h cap must cut it the same way.
+  for k in range(101):
+    t = T0 + k * 900
+    arrivals.append((round(t + rng.uniform(0, MAX_DELAY_S), 3), orjson.dumps(
+        {'event_id': f'bot{k}', 'event_type': 'page_view', 'event_time': t, 'anonymous_id': 'bot'})))
+  return sorted(arrivals)
+
+
+def streaming_pipeline() -> TestPipeline:
+  options = PipelineOptions([])
+  options.view_as(StandardOptions).streaming = True
+  return TestPipeline(runner='DirectRunner', options=options)
+
+
+def build_test_stream(arrivals: list[tuple[float, bytes]]) -> TestStream:
+  """Arrivals in order, the watermark trailing them by MAX_DELAY_S.
+
+  Elements between two watermark advances go in one batch: the test runner
+  spends a round per TestStream event.
+  """
+  stream = TestStream()
+  watermark, batch = 0.0, []
+  for n, (arrival, line) in enumerate(arrivals, 1):
+    if arrival - MAX_DELAY_S > watermark + 300 and batch:
+      stream.add_elements(batch)
+      watermark = round(arrival - MAX_DELAY_S, 3)
+      stream.advance_watermark_to(Timestamp(micros=round(watermark * 1000) * 1000))
+      batch = []
+    batch.append(TimestampedValue(RawRecord(SOURCE, n, line, 0), arrival))
+  stream.add_elements(batch)
+  return stream.advance_watermark_to(Timestamp(settled(arrivals[-1][0]))).advance_watermark_to_infinity()
+
+
+def settled(last_arrival_s: float) -> int:
+  # A finite watermark past every timer: what the test runner emits on the
+  # jump to infinity itself reaches assert_that too late to be seen.
+  return int(last_arrival_s) + 1800 + LATENESS_S + 3600
+
+
+def session_view(outputs):
+  events = outputs[EVENTS_TAG] | 'EventIds' >> beam.Map(lambda e: (e.event_id, e.session_id))
+  sessions = outputs[SESSIONS_TAG] | 'SessionRows' >> beam.Map(tuple)
+  return events, sessions
+
+
+def test_batch_pipeline_gives_the_reference_rows():
+  arrivals = parity_lines()
+  reference = reference_rows(arrivals)
+  with beam_pipeline() as p:
+    records = p | beam.Create([RawRecord(SOURCE, n, line, 0)
+                               for n, (_, line) in enumerate(arrivals, 1)])
+    events = (records | ParseEventsJsonl('EUR', NOW_US))[EVENTS_TAG]
+    outputs = events | DeduplicateEvents(num_buckets=4) | Sessionize(num_buckets=4)
+    events_view, sessions_view = session_view(outputs)
+    assert_that(events_view, equal_to(reference['events']), label='events')
+    assert_that(sessions_view, equal_to(reference['sessions']), label='sessions')
+
+
+def test_streaming_sessions_equal_batch_sessions():
+  arrivals = parity_lines()
+  reference = reference_rows(arrivals)
+  out_of_order = sum(1 for (_, a), (_, b) in zip(arrivals, arrivals[1:], strict=False)
+                     if orjson.loads(a)['event_time'] > orjson.loads(b)['event_time'])
+  assert out_of_order > 20 and len(reference['events']) < len(arrivals)  # shuffled, duplicated
+  with streaming_pipeline() as p:
+    records = p | build_test_stream(arrivals)
+    events = (records
+              | ParseEventsJsonl('EUR', NOW_US)).events
+    outputs = (events
+               | TimestampByEventTime()
+               | DeduplicateStreaming()
+               | SessionizeStreaming(allowed_lateness_s=LATENESS_S))
+    events_view, sessions_view = session_view(outputs)
+    assert_that(events_view, equal_to(reference['events']), label='events')
+    assert_that(sessions_view, equal_to(reference['sessions']), label='sessions')
+    assert_that(outputs[DEAD_LETTER_TAG], equal_to([]), label='nothing late')
+
+
+def reference_rows(arrivals):
+  """The rows both pipelines must give, from the pure functions both apply."""
+  from transforms.dead_letters import RecordError, RecordFiltered
+  from transforms.deduplicate import deduplicate
+  from transforms.parse_events import EventLineParser
+  from transforms.sessionize import sessionize_key
+  parse = EventLineParser('EUR', NOW_US)
+  events = []
+  for n, (_, line) in enumerate(arrivals, 1):
+    try:
+      events.append(parse(RawRecord(SOURCE, n, line, 0)))
+    except (RecordError, RecordFiltered):
+      pass
+  unique = [kept for kept, _ in deduplicate(events)]
+  by_key = {}
+  for event in unique:
+    by_key.setdefault(event.session_key, []).append(event)
+  event_rows, session_rows = [], []
+  for key, members in by_key.items():
+    for session, session_events in sessionize_key(key, members, 1800 * 10**6, 86400 * 10**6):
+      session_rows.append(tuple(session))
+      event_rows.extend((e.event_id, e.session_id) for e in session_events)
+  return {'events': sorted(event_rows), 'sessions': sorted(session_rows)}
+
+
+def test_an_event_for_an_emitted_session_is_a_late_dead_letter():
+  def line(event_id, t):
+    return orjson.dumps({'event_id': event_id, 'event_type': 'page_view', 'event_time': t,
+                         'anonymous_id': 'v'})
+
+  stream = (TestStream()
+            .add_elements([TimestampedValue(RawRecord(SOURCE, 1, line('a', T0), 0), T0)])
+            .add_elements([TimestampedValue(RawRecord(SOURCE, 2, line('b', T0 + 60), 0), T0 + 60)])
+            # The session of a and b is final once the watermark passes b + gap + lateness.
+            .advance_watermark_to(Timestamp(T0 + 60 + 1800 + LATENESS_S + 1))
+            .add_elements([TimestampedValue(RawRecord(SOURCE, 3, line('late', T0 + 120), 0),
+                                            T0 + 2400)])
+            .add_elements([TimestampedValue(RawRecord(SOURCE, 4, line('next', T0 + 2400), 0),
+                                            T0 + 2400)])
+            .advance_watermark_to(Timestamp(settled(T0 + 2400)))
+            .advance_watermark_to_infinity())
+  with streaming_pipeline() as p:
+    events = (p | stream | ParseEventsJsonl('EUR', NOW_US)).events
+    outputs = (events | TimestampByEventTime() | DeduplicateStreaming()
+               | SessionizeStreaming(allowed_lateness_s=LATENESS_S))
+    assert_that(outputs[EVENTS_TAG] | 'Ids' >> beam.Map(lambda e: e.event_id),
+                equal_to(['a', 'b', 'next']), label='on time')
+    assert_that(outputs[DEAD_LETTER_TAG] | 'Late' >> beam.Map(
+        lambda d: (d.reason, orjson.loads(d.payload)['event_id'], d.event_time)),
+        equal_to([('late', 'late', (T0 + 120) * 1_000_000)]), label='late')
