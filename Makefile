@@ -6,7 +6,14 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: install demo test lint bench clean
 
-install: $(INSTALLED)
+# The Kinesis emulator the tests start (kinesis-local, from npm).
+NODE_INSTALLED := node_modules/.installed
+
+install: $(INSTALLED) $(NODE_INSTALLED)
+
+$(NODE_INSTALLED): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 # Reinstalled whenever pyproject.toml changes.
 $(INSTALLED): pyproject.toml
@@ -39,4 +46,4 @@ bench: install
 	$(BIN)/python benchmarks/batch_throughput.py --events 200000
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache *.egg-info
+	rm -rf $(VENV) $(DEMO) node_modules .pytest_cache *.egg-info

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from typing import Optional
 
 _LOGGER = logging.getLogger(__name__)
@@ -72,7 +73,51 @@ def _parser() -> argparse.ArgumentParser:
   generate.add_argument('--start', type=dt.date.fromisoformat, default=dt.date(2026, 3, 1),
                         metavar='YYYY-MM-DD', help='First day (default: %(default)s).')
   generate.add_argument('--seed', type=int, default=7, help='Random seed (default: %(default)s).')
+  kinesis = commands.add_parser(
+      'kinesis', help='Create a Kinesis stream, or replay exports into one.',
+      description='Work with Amazon Kinesis (or a local emulator). Credentials come from the '
+                  'standard AWS chain only.')
+  kinesis_commands = kinesis.add_subparsers(dest='kinesis_command', required=True, metavar='ACTION')
+  create = kinesis_commands.add_parser('create-stream', help='Create a stream and wait until active.')
+  create.add_argument('name', help='Stream name.')
+  create.add_argument('--shards', type=int, default=1, help='Shard count (default: %(default)s).')
+  put = kinesis_commands.add_parser(
+      'put', help='Replay batch sources into a stream as canonical JSON events.',
+      description='Parse events-jsonl and access-log sources as the batch pipeline does and '
+                  'put each usable event into the stream (partition key = session key).')
+  put.add_argument('name', help='Stream name.')
+  put.add_argument('--source', action='append', required=True, metavar='KIND=PATH_OR_GLOB',
+                   help='events-jsonl or access-log input; repeatable.')
+  for sub in (create, put):
+    sub.add_argument('--kinesis-endpoint-url', default=None, metavar='URL',
+                     help='Endpoint of a local emulator (default: AWS).')
+    sub.add_argument('--region', default=None, help='AWS region (default: the AWS chain\'s).')
   return parser
+
+
+def _kinesis(args: argparse.Namespace) -> int:
+  import boto3
+
+  from beam_pipelines import kinesis_replay
+  from transforms.pseudonymize import Pseudonymizer, salt_from_environment
+
+  client = boto3.client('kinesis', endpoint_url=args.kinesis_endpoint_url, region_name=args.region)
+  if args.kinesis_command == 'create-stream':
+    if args.shards < 1:
+      raise ValueError('--shards must be at least 1')
+    client.create_stream(StreamName=args.name, ShardCount=args.shards)
+    client.get_waiter('stream_exists').wait(
+        StreamName=args.name, WaiterConfig={'Delay': 1, 'MaxAttempts': 120})
+    print(f'stream {args.name}: {args.shards} shard(s), active')
+    return 0
+  counts: Counter = Counter()
+  now_us = int(time.time() * 1_000_000)
+  events = kinesis_replay.replay_events(
+      args.source, Pseudonymizer(salt_from_environment()), now_us, counts)
+  sent = kinesis_replay.put_events(client, args.name, events)
+  print(f'stream {args.name}: {sent:,} events put; not sent: {counts["filtered"]:,} filtered, '
+        f'{counts["dead_letter"]:,} unusable (the batch path dead-letters them)')
+  return 0
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -129,6 +174,8 @@ def main(argv: Optional[list[str]] = None) -> int:
   try:
     if args.command == 'run':
       return _run(args, extra)
+    if args.command == 'kinesis':
+      return _kinesis(args)
     return _generate(args)
   except ValueError as e:
     print(f'shopstream {args.command}: error: {e}', file=sys.stderr)

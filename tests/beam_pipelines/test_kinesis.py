@@ -1,0 +1,190 @@
+"""The Kinesis source against kinesis-local (a real emulator), plus Stubber for throttling."""
+
+from __future__ import annotations
+
+import time
+
+import apache_beam as beam
+import boto3
+import pytest
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.utils.timestamp import MAX_TIMESTAMP
+from botocore.stub import Stubber
+
+from beam_pipelines.kinesis import (
+  AT_TIMESTAMP,
+  CheckpointTracker,
+  KinesisConfig,
+  ReadKinesisStream,
+  StreamCheckpoint,
+  _ShardState,
+  call_with_backoff,
+  readable_shards,
+)
+from tests.conftest import beam_pipeline
+
+REGION = 'us-east-1'
+
+
+def client(endpoint):
+  return boto3.client('kinesis', endpoint_url=endpoint, region_name=REGION)
+
+
+def create_stream(kinesis, name: str, shards: int) -> None:
+  kinesis.create_stream(StreamName=name, ShardCount=shards)
+  wait_active(kinesis, name)
+
+
+def wait_active(kinesis, name: str) -> None:
+  for _ in range(100):
+    if kinesis.describe_stream_summary(StreamName=name)['StreamDescriptionSummary'][
+        'StreamStatus'] == 'ACTIVE':
+      return
+    time.sleep(0.1)
+  raise TimeoutError(name)
+
+
+def put(kinesis, name: str, payloads: list[bytes], key=lambda n: f'k{n}') -> None:
+  for start in range(0, len(payloads), 500):
+    batch = payloads[start:start + 500]
+    response = kinesis.put_records(StreamName=name, Records=[
+        {'Data': data, 'PartitionKey': key(start + n)} for n, data in enumerate(batch)])
+    assert response['FailedRecordCount'] == 0
+
+
+def read_directly(config: KinesisConfig, checkpoint=None, rounds: int = 400):
+  """Drives the DoFn by hand, as a runner would: process, defer, resume."""
+  checkpoint = checkpoint or StreamCheckpoint()
+  dofn = ReadKinesisStream(config)
+  dofn.setup()
+  records = []
+  for _ in range(rounds):
+    tracker = ThreadsafeRestrictionTracker(CheckpointTracker(checkpoint))
+    estimator = ManualWatermarkEstimator(None)
+    for output in dofn.process(config.stream, tracker=RestrictionTrackerView(tracker),
+                               watermark=estimator):
+      records.append(output.value)
+    residual = tracker.deferred_status()
+    if residual is None:  # stopped: reading is over
+      return records, tracker.current_restriction(), estimator.current_watermark()
+    checkpoint = residual[0]
+  raise AssertionError('the reader never stopped')
+
+
+@pytest.fixture
+def kinesis(kinesis_endpoint, aws_credentials):
+  return client(kinesis_endpoint)
+
+
+def config(endpoint, stream, **kwargs):
+  return KinesisConfig(stream=stream, endpoint_url=endpoint, region=REGION,
+                       stop_after_idle_s=kwargs.pop('stop_after_idle_s', 1.0), **kwargs)
+
+
+def test_pipeline_reads_every_record_of_every_shard(kinesis, kinesis_endpoint):
+  payloads = [b'{"n":%d}' % n for n in range(300)]
+  create_stream(kinesis, 'all-shards', 3)
+  put(kinesis, 'all-shards', payloads)
+  with beam_pipeline() as p:
+    records = p | beam.Create(['all-shards']) | beam.ParDo(
+        ReadKinesisStream(config(kinesis_endpoint, 'all-shards')))
+    assert_that(records | beam.Map(lambda r: r.data), equal_to(payloads))
+
+
+def test_restart_from_a_checkpoint_loses_and_repeats_nothing(kinesis, kinesis_endpoint):
+  payloads = [b'{"n":%d}' % n for n in range(250)]
+  create_stream(kinesis, 'restart', 2)
+  put(kinesis, 'restart', payloads)
+  first, checkpoint, _ = read_directly(config(kinesis_endpoint, 'restart', max_records=100))
+  assert len(first) == 100
+  # A new worker resumes from the checkpoint alone (no iterators, no memory).
+  rest, _, watermark = read_directly(config(kinesis_endpoint, 'restart'),
+                                     checkpoint=StreamCheckpoint(checkpoint.after))
+  assert sorted(r.data for r in first + rest) == sorted(payloads)
+  assert watermark == MAX_TIMESTAMP
+
+
+def test_resharding_mid_read_finishes_parents_before_children(kinesis, kinesis_endpoint):
+  create_stream(kinesis, 'reshard', 1)
+  put(kinesis, 'reshard', [b'before-%d' % n for n in range(50)])
+  kinesis.update_shard_count(StreamName='reshard', TargetShardCount=2, ScalingType='UNIFORM_SCALING')
+  wait_active(kinesis, 'reshard')
+  put(kinesis, 'reshard', [b'after-%d' % n for n in range(50)])
+  records, checkpoint, _ = read_directly(config(kinesis_endpoint, 'reshard'))
+  assert sorted(r.data for r in records) == sorted(
+      [b'before-%d' % n for n in range(50)] + [b'after-%d' % n for n in range(50)])
+  parent = records[0].shard_id
+  assert all(r.shard_id == parent for r in records[:50])  # the parent first, whole
+  assert parent in checkpoint.finished
+
+
+def test_at_timestamp_starts_at_that_arrival_time(kinesis, kinesis_endpoint):
+  create_stream(kinesis, 'at-time', 1)
+  put(kinesis, 'at-time', [b'old-%d' % n for n in range(20)])
+  time.sleep(1.5)
+  start = time.time()
+  time.sleep(0.5)
+  put(kinesis, 'at-time', [b'new-%d' % n for n in range(20)])
+  records, _, _ = read_directly(config(kinesis_endpoint, 'at-time', start_position=AT_TIMESTAMP,
+                                       start_timestamp_s=start))
+  assert sorted(r.data for r in records) == sorted(b'new-%d' % n for n in range(20))
+
+
+def test_empty_shards_do_not_hold_reading(kinesis, kinesis_endpoint):
+  create_stream(kinesis, 'mostly-empty', 4)
+  put(kinesis, 'mostly-empty', [b'x%d' % n for n in range(30)], key=lambda n: 'one-key')
+  records, _, _ = read_directly(config(kinesis_endpoint, 'mostly-empty'))
+  assert len(records) == 30 and len({r.shard_id for r in records}) == 1
+
+
+def test_readable_shards_wait_for_parents():
+  shards = [{'ShardId': 'a'}, {'ShardId': 'b', 'ParentShardId': 'a'},
+            {'ShardId': 'c', 'ParentShardId': 'a', 'AdjacentParentShardId': 'x'}]
+  assert readable_shards(shards, set()) == ['a']
+  assert readable_shards(shards, {'a'}) == ['b', 'c']  # x expired: not listed any more
+
+
+def test_throttling_is_retried_with_backoff():
+  kinesis = boto3.client('kinesis', region_name=REGION, aws_access_key_id='x',
+                         aws_secret_access_key='x')
+  stubber = Stubber(kinesis)
+  for _ in range(2):
+    stubber.add_client_error('list_shards', 'ProvisionedThroughputExceededException')
+  stubber.add_response('list_shards', {'Shards': []}, {'StreamName': 's'})
+  sleeps = []
+  with stubber:
+    assert call_with_backoff(kinesis.list_shards, sleep=sleeps.append, StreamName='s') == {
+        'Shards': []}
+  assert sleeps == [0.1, 0.2]
+  stubber.add_client_error('list_shards', 'ResourceNotFoundException')
+  with stubber, pytest.raises(Exception, match='ResourceNotFoundException'):
+    call_with_backoff(kinesis.list_shards, sleep=sleeps.append, StreamName='s')
+
+
+def test_an_expired_iterator_is_reopened_after_the_last_read(kinesis, kinesis_endpoint):
+  create_stream(kinesis, 'expiry', 1)
+  put(kinesis, 'expiry', [b'r%d' % n for n in range(10)])
+  reader = ReadKinesisStream(config(kinesis_endpoint, 'expiry'))
+  reader.setup()
+  real = reader._client
+  stubbed = client(kinesis_endpoint)
+  stubber = Stubber(stubbed)
+  stubber.add_client_error('get_records', 'ExpiredIteratorException')
+  calls = []
+
+  class OnceExpired:
+    def __getattr__(self, name):
+      if name == 'get_records' and not calls:
+        calls.append(1)
+        return stubbed.get_records
+      return getattr(real, name)
+
+  reader._client = OnceExpired()
+  with stubber:
+    records, _, finished = reader._poll(
+        'expiry', real.list_shards(StreamName='expiry')['Shards'][0]['ShardId'],
+        StreamCheckpoint(), _ShardState())
+  assert [r['Data'] for r, _ in records] == [b'r%d' % n for n in range(10)]
+  assert calls == [1] and not finished
