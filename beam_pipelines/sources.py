@@ -126,7 +126,7 @@ class _ReadFileLines(beam.DoFn):
       yield pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
           payload=b'', reason='unreadable_input',
           detail=f'input unreadable after line {position}: {e}', step=STEP,
-          source=source, position=position + 1, event_time=None, input_time=file.mtime_us))
+          source=source, position=str(position + 1), event_time=None, input_time=file.mtime_us))
     finally:
       stream.close()
       if progress is not None:

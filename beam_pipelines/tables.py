@@ -115,7 +115,8 @@ DEAD_LETTER_SCHEMA = pa.schema([
     ('detail', pa.string()),
     ('step', pa.string()),
     ('source', pa.string()),
-    ('position', pa.int64()),
+    # Text: a line number, or a Kinesis sequence number (up to 56 digits).
+    ('position', pa.string()),
     ('event_time', TIME),
     ('input_time', TIME),
 ])

@@ -62,7 +62,7 @@ def make_dead_letter(record: RawRecord, error: RecordError, step: str) -> DeadLe
     payload = payload[:KEPT_PAYLOAD_BYTES]
   return DeadLetter(
       payload=payload, reason=error.reason, detail=detail, step=step,
-      source=record.source, position=record.position,
+      source=record.source, position=str(record.position),
       event_time=error.event_time, input_time=record.input_time)
 
 

@@ -178,7 +178,7 @@ class DeadLetter(NamedTuple):
   detail: str  # a human-readable sentence per problem
   step: str  # the transform that rejected it
   source: str
-  position: int
+  position: str  # line number, Kinesis sequence number (beyond int64), event_id if late
   event_time: Optional[int]  # the record's own time when it could be read
   input_time: int  # fallback partition day: when the input was produced
 

@@ -172,7 +172,7 @@ def late_dead_letter(event: Event, boundary_us: int) -> DeadLetter:
       reason=LATE,
       detail=f'event at {format_us(event.event_time)} belongs to a session already emitted '
              f'(on-time events of this key start at {format_us(boundary_us)})',
-      step=STEP, source=event.source, position=0, event_time=event.event_time,
+      step=STEP, source=event.source, position=event.event_id, event_time=event.event_time,
       input_time=event.event_time)
 
 

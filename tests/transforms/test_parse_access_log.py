@@ -87,4 +87,4 @@ def test_pipeline_routes_events_and_dead_letters(pseudonymizer):
     assert_that(parsed[EVENTS_TAG] | 'Types' >> beam.Map(lambda e: (e.event_type, e.product_id)),
                 equal_to([('product_view', '1')]), label='events')
     assert_that(parsed[DEAD_LETTER_TAG] | 'Letters' >> beam.Map(lambda d: (d.position, d.reason)),
-                equal_to([(3, 'malformed_log_line')]), label='dead letters')
+                equal_to([('3', 'malformed_log_line')]), label='dead letters')

@@ -55,5 +55,5 @@ def test_pipeline_routes_events_and_dead_letters():
     assert_that(
         parsed[DEAD_LETTER_TAG] | 'Letters' >> beam.Map(
             lambda d: (d.payload, d.reason, d.step, d.source, d.position, d.input_time)),
-        equal_to([(b'\xff\xfe garbage', 'invalid_utf8', 'parse_events_jsonl', SOURCE, 2, 7)]),
+        equal_to([(b'\xff\xfe garbage', 'invalid_utf8', 'parse_events_jsonl', SOURCE, '2', 7)]),
         label='dead letters')
