@@ -112,9 +112,10 @@ def _kinesis(args: argparse.Namespace) -> int:
     return 0
   counts: Counter = Counter()
   now_us = int(time.time() * 1_000_000)
-  events = kinesis_replay.replay_events(
-      args.source, Pseudonymizer(salt_from_environment()), now_us, counts)
-  sent = kinesis_replay.put_events(client, args.name, events)
+  events = sorted(kinesis_replay.replay_events(
+      args.source, Pseudonymizer(salt_from_environment()), now_us, counts),
+      key=lambda event: (event.event_time, event.event_id))
+  sent = kinesis_replay.put_events(client, args.name, iter(events))
   print(f'stream {args.name}: {sent:,} events put; not sent: {counts["filtered"]:,} filtered, '
         f'{counts["dead_letter"]:,} unusable (the batch path dead-letters them)')
   return 0
@@ -123,21 +124,24 @@ def _kinesis(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
   from beam_pipelines import batch_pipeline  # Beam is slow to import: only when needed.
 
-  if not args.source:
-    raise ValueError('at least one --source KIND=PATH_OR_GLOB is needed')
+  if not args.source and not args.kinesis_stream:
+    raise ValueError('at least one --source KIND=PATH_OR_GLOB (or --kinesis-stream NAME) is needed')
   if not args.output:
     raise ValueError('--output DIR is needed')
   if os.path.exists(args.output) and not os.path.isdir(args.output):
     raise ValueError(f'--output {args.output} exists and is not a directory')
   flags = runner_config.load_runner_config(args.runner_config)
-  for name in ('source',):
-    flags += [f'--{name}={value}' for value in getattr(args, name)]
+  flags += [f'--source={value}' for value in args.source or ()]
   for name, value in vars(args).items():
     if name in ('command', 'verbose', 'runner_config', 'source') or value is None:
       continue
     flags.append(f'--{name}={value}')
   started = time.monotonic()
-  summary = batch_pipeline.run(flags + beam_args)
+  if args.kinesis_stream:
+    from beam_pipelines import streaming_pipeline
+    summary = streaming_pipeline.run(flags + beam_args)
+  else:
+    summary = batch_pipeline.run(flags + beam_args)
   elapsed = time.monotonic() - started
   print(json.dumps(summary, indent=2))
   totals = summary['totals']

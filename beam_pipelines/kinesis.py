@@ -19,6 +19,11 @@ caught up for ``idle_timeout`` seconds holds nothing back.
 
 Local runs stop by condition: after ``stop_after_idle`` seconds without a
 record, or after ``max_records``; then the watermark goes to the end of time.
+Such a bounded read runs in one call until it stops, with no deferral: the
+FnApiRunner passes each call's output downstream as a round of its own with
+the watermark at the end, and event-time timers downstream fired between
+rounds (measured), finalizing sessions before all their events had arrived.
+An unbounded read defers between polls and advances its watermark.
 
     p | beam.Create([stream]) | beam.ParDo(ReadKinesisStream(config))
 """
@@ -251,40 +256,49 @@ class ReadKinesisStream(beam.DoFn):
               tracker=beam.DoFn.RestrictionParam(_CHECKPOINTS),
               watermark=beam.DoFn.WatermarkEstimatorParam(_WATERMARKS)):
     config = self._config
-    checkpoint: StreamCheckpoint = tracker.current_restriction()
-    shards = list_shards(self._client, stream)
-    got_any = False
-    for shard_id in readable_shards(shards, set(checkpoint.finished)):
-      state = self._state.shards.setdefault(shard_id, _ShardState())
-      records, state.iterator, finished = self._poll(stream, shard_id, checkpoint, state)
-      for record, sub in records:
-        if (config.max_records is not None
-            and tracker.current_restriction().records >= config.max_records):
-          state.iterator = None  # unread records stay after the checkpoint
-          break
-        if not tracker.try_claim(_Claim(shard_id, record['SequenceNumber'])):
-          state.iterator = None  # reopen after the last claimed record next time
+    while True:
+      checkpoint: StreamCheckpoint = tracker.current_restriction()
+      got_any = False
+      for shard_id in readable_shards(list_shards(self._client, stream), set(checkpoint.finished)):
+        state = self._state.shards.setdefault(shard_id, _ShardState())
+        records, state.iterator, finished = self._poll(stream, shard_id, checkpoint, state)
+        for record, sub in records:
+          if (config.max_records is not None
+              and tracker.current_restriction().records >= config.max_records):
+            state.iterator = None  # unread records stay after the checkpoint
+            break
+          if not tracker.try_claim(_Claim(shard_id, record['SequenceNumber'])):
+            state.iterator = None  # reopen after the last claimed record next time
+            return
+          got_any = True
+          arrival_us = int(record['ApproximateArrivalTimestamp'].timestamp() * 1_000_000)
+          event_us = (config.event_time_fn(record['Data']) if config.event_time_fn else None) or arrival_us
+          if state.newest_event_us is None or event_us > state.newest_event_us:
+            state.newest_event_us = event_us
+          yield TimestampedValue(
+              KinesisRecord(stream, shard_id, record['SequenceNumber'], sub, record['PartitionKey'],
+                            record['Data'], arrival_us),
+              Timestamp(micros=max(event_us, MIN_TIMESTAMP.micros + 1)))
+        if finished and not tracker.try_claim(_Claim(shard_id, finished=True)):
           return
-        got_any = True
-        arrival_us = int(record['ApproximateArrivalTimestamp'].timestamp() * 1_000_000)
-        event_us = (config.event_time_fn(record['Data']) if config.event_time_fn else None) or arrival_us
-        if state.newest_event_us is None or event_us > state.newest_event_us:
-          state.newest_event_us = event_us
-        yield TimestampedValue(
-            KinesisRecord(stream, shard_id, record['SequenceNumber'], sub, record['PartitionKey'],
-                          record['Data'], arrival_us),
-            Timestamp(micros=max(event_us, MIN_TIMESTAMP.micros + 1)))
-      if finished and not tracker.try_claim(_Claim(shard_id, finished=True)):
+      now = time.monotonic()
+      if got_any:
+        self._last_record_at = now
+      if self._should_stop(tracker, now):
+        watermark.set_watermark(MAX_TIMESTAMP)
+        tracker.try_claim(_Claim('', stop=True))
         return
-    now = time.monotonic()
-    if got_any:
-      self._last_record_at = now
-    if self._should_stop(tracker, now):
-      watermark.set_watermark(MAX_TIMESTAMP)
-      tracker.try_claim(_Claim('', stop=True))
+      if self._bounded():
+        # A bounded read stays in this call until it stops: the FnApiRunner hands
+        # each call's output on as a round of its own, with the watermark already
+        # at the end, and event-time timers downstream would fire between rounds
+        # (measured: sessions finalized before all their events arrived).
+        if not got_any:
+          time.sleep(POLL_INTERVAL_S)
+        continue
+      self._advance_watermark(watermark, now)
+      tracker.defer_remainder(Duration.of(0 if got_any else POLL_INTERVAL_S))
       return
-    self._advance_watermark(watermark, now)
-    tracker.defer_remainder(Duration.of(0 if got_any else POLL_INTERVAL_S))
 
   def _poll(self, stream: str, shard_id: str, checkpoint: StreamCheckpoint, state: _ShardState):
     """(records, next iterator, shard finished) of one GetRecords on a shard."""
@@ -321,6 +335,9 @@ class ReadKinesisStream(beam.DoFn):
     else:
       kwargs.update(ShardIteratorType=config.start_position)
     return call_with_backoff(self._client.get_shard_iterator, **kwargs)['ShardIterator']
+
+  def _bounded(self) -> bool:
+    return self._config.stop_after_idle_s is not None or self._config.max_records is not None
 
   def _should_stop(self, tracker, now: float) -> bool:
     config = self._config

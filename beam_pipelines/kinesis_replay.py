@@ -5,6 +5,11 @@ the batch parsers and puts every usable event as one canonical JSON record
 (partition key = session key), carrying the event_id the batch path derives,
 so that the streaming path computes the same ids and sessions. Lines the
 batch path would filter or dead-letter are counted and not sent.
+
+Events are put in event-time order across all sources, as they would have
+arrived live: the streaming path judges lateness by event time, and a replay
+of one export after another would make the second one late. (The events are
+held in memory to be ordered: replay large histories in date-range slices.)
 """
 
 from __future__ import annotations

@@ -67,3 +67,22 @@ class ShopstreamOptions(PipelineOptions):
               'to reproduce a run exactly.')
     flag('progress', default='auto', choices=('auto', 'never'),
          help='Progress bars on a terminal (default: %(default)s).')
+    # Streaming over Kinesis (instead of --source).
+    flag('kinesis-stream', default=None, metavar='NAME',
+         help='Read canonical JSON events from this Kinesis stream (the streaming pipeline).')
+    flag('kinesis-endpoint-url', default=None, metavar='URL',
+         help='Kinesis endpoint, e.g. a local emulator (default: AWS).')
+    flag('kinesis-region', default=None, metavar='REGION',
+         help='AWS region (default: the standard AWS chain\'s).')
+    flag('kinesis-start', default='TRIM_HORIZON', choices=('TRIM_HORIZON', 'LATEST'),
+         help='Where a new reader starts in each shard (default: %(default)s).')
+    flag('stop-after-idle', type=_positive_float, default=None, metavar='SECONDS',
+         help='Stop reading after this long without a record (local and test runs).')
+    flag('max-records', type=_positive_int, default=None, metavar='N',
+         help='Stop reading after N records (local and test runs).')
+    flag('allowed-lateness-minutes', type=float, default=5.0,
+         help='How late (event time behind the watermark) an event may arrive and still '
+              'count; later ones are dead letters with reason late (default: %(default)s).')
+    flag('dedup-hours', type=_positive_float, default=24.0,
+         help='How long (event time) an event_id is remembered for deduplication '
+              '(default: %(default)s).')

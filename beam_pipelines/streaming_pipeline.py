@@ -1,0 +1,131 @@
+"""The streaming pipeline: Kinesis -> the same parse and enrich transforms as batch ->
+event-time dedup and sessionization -> Parquet, with late events as dead letters.
+
+    shopstream run --runner-config runner_configs/direct_streaming.yaml \\
+      --kinesis-stream clicks --kinesis-endpoint-url http://127.0.0.1:4568 \\
+      --output out/ --stop-after-idle 10
+
+Locally (FnApiRunner) the source runs until its stop condition and the
+stages after it run then; on Flink it runs continuously. Rows are written
+once, when final (see transforms/streaming.py), so the Parquet files of a
+streaming run are appended to, never rewritten.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import apache_beam as beam
+import orjson
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_pipelines import parquet_sink, run_summary, tables
+from beam_pipelines.batch_pipeline import (
+  CountClean,
+  CountDeadLetters,
+  cyclic_gc_paused,
+  reference_time_us,
+)
+from beam_pipelines.kinesis import KinesisConfig, KinesisRecord, ReadKinesisStream
+from beam_pipelines.options import ShopstreamOptions
+from transforms.enrich import EnrichEvents
+from transforms.event_time import EventTimeError, parse_event_time
+from transforms.parse_events import ParseEventsJsonl
+from transforms.pseudonymize import Pseudonymizer, salt_from_environment
+from transforms.records import (
+  DEAD_LETTER_TAG,
+  EVENTS_TAG,
+  SESSIONS_TAG,
+  DeadLetter,
+  Event,
+  RawRecord,
+)
+from transforms.streaming import DeduplicateStreaming, SessionizeStreaming, TimestampByEventTime
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def json_event_time(data: bytes) -> Optional[int]:
+  """The event_time of a canonical JSON record, for the source's watermark; None if unreadable."""
+  try:
+    value = orjson.loads(data).get('event_time')
+    return parse_event_time(value) if value is not None else None
+  except (orjson.JSONDecodeError, AttributeError, EventTimeError, OverflowError):
+    return None
+
+
+def to_raw_record(record: KinesisRecord) -> RawRecord:
+  return RawRecord(f'kinesis:{record.stream}', int(record.sequence_number), record.data,
+                   record.arrival_time_us)
+
+
+def kinesis_config(opts: ShopstreamOptions) -> KinesisConfig:
+  return KinesisConfig(
+      stream=opts.kinesis_stream, endpoint_url=opts.kinesis_endpoint_url,
+      region=opts.kinesis_region, start_position=opts.kinesis_start,
+      stop_after_idle_s=opts.stop_after_idle, max_records=opts.max_records,
+      event_time_fn=json_event_time)
+
+
+def build_streaming_pipeline(
+    p: beam.Pipeline, options: PipelineOptions, pseudonymizer: Optional[Pseudonymizer] = None
+) -> dict[str, beam.PCollection]:
+  """Adds the streaming graph to ``p``; returns the rows of each table it writes."""
+  opts = options.view_as(ShopstreamOptions)
+  if not opts.kinesis_stream:
+    raise ValueError('--kinesis-stream NAME is needed')
+  if not opts.output:
+    raise ValueError('--output DIR is needed')
+  if opts.source:
+    raise ValueError('--source and --kinesis-stream exclude each other')
+  now_us = reference_time_us(opts)
+  pseudonymizer = pseudonymizer or Pseudonymizer(salt_from_environment())
+
+  parsed = (
+      p
+      | 'Streams' >> beam.Create([opts.kinesis_stream])
+      | 'ReadKinesis' >> beam.ParDo(ReadKinesisStream(kinesis_config(opts))).with_output_types(
+          KinesisRecord)
+      | 'ToRawRecords' >> beam.Map(to_raw_record).with_output_types(RawRecord)
+      | 'Parse' >> ParseEventsJsonl(opts.default_currency, now_us))
+  sessionized = (
+      parsed[EVENTS_TAG]
+      | 'Enrich' >> EnrichEvents(pseudonymizer, opts.site_host)
+      | 'EventTime' >> TimestampByEventTime()
+      | 'Deduplicate' >> DeduplicateStreaming(opts.dedup_hours * 3600)
+      | 'Sessionize' >> SessionizeStreaming(
+          opts.session_gap_minutes * 60, opts.max_session_hours * 3600,
+          opts.allowed_lateness_minutes * 60))
+  rows = {
+      tables.EVENTS.name: sessionized[EVENTS_TAG] | 'CountClean' >> beam.ParDo(
+          CountClean()).with_output_types(Event),
+      tables.SESSIONS.name: sessionized[SESSIONS_TAG],
+      tables.DEAD_LETTER.name: (
+          (parsed[DEAD_LETTER_TAG], sessionized[DEAD_LETTER_TAG])
+          | 'FlattenDeadLetters' >> beam.Flatten()
+          | 'CountDeadLetters' >> beam.ParDo(CountDeadLetters()).with_output_types(DeadLetter)),
+  }
+  for name, table_rows in rows.items():
+    _ = table_rows | f'Write {name}' >> parquet_sink.WriteTable(tables.TABLES[name], opts.output, None)
+  return rows
+
+
+def run(argv: Optional[list[str]] = None) -> dict:
+  """Runs the streaming pipeline until its stop condition; returns the run summary."""
+  options = PipelineOptions(argv)
+  opts = options.view_as(ShopstreamOptions)
+  if opts.stop_after_idle is None and opts.max_records is None:
+    _LOGGER.warning('no --stop-after-idle or --max-records: reading until stopped')
+  pipeline = beam.Pipeline(options=options)
+  build_streaming_pipeline(pipeline, options)
+  with cyclic_gc_paused():
+    result = pipeline.run()
+    result.wait_until_finish()
+  counters = run_summary.committed_counters(result)
+  summary = run_summary.build_summary(counters, tables.TABLES)
+  output = opts.output.rstrip('/')
+  run_summary.write_json(f'{output}/{run_summary.SUMMARY_FILE}', summary)
+  run_summary.write_json(f'{output}/{run_summary.METRICS_FILE}', run_summary.reasons(counters))
+  run_summary.check_accounting(summary)
+  return summary
