@@ -30,6 +30,7 @@ An unbounded read defers between polls and advances its watermark.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -220,7 +221,8 @@ def deaggregate(records: list[dict]) -> Iterator[tuple[dict, int]]:
       yield record, 0
       continue
     for n, user in enumerate(iter_deaggregate_records(record, data_format='Boto3')):
-      yield {**record, 'Data': user['kinesis']['data'],
+      # The library hands user records back base64-encoded, as Lambda events carry them.
+      yield {**record, 'Data': base64.b64decode(user['kinesis']['data']),
              'PartitionKey': user['kinesis']['partitionKey']}, n
 
 

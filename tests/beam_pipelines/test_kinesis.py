@@ -188,3 +188,19 @@ def test_an_expired_iterator_is_reopened_after_the_last_read(kinesis, kinesis_en
         StreamCheckpoint(), _ShardState())
   assert [r['Data'] for r, _ in records] == [b'r%d' % n for n in range(10)]
   assert calls == [1] and not finished
+
+
+def test_kpl_aggregated_records_are_split_into_user_records(kinesis, kinesis_endpoint):
+  from aws_kinesis_agg.aggregator import RecordAggregator
+  create_stream(kinesis, 'aggregated', 1)
+  aggregator = RecordAggregator()
+  for n in range(5):
+    aggregator.add_user_record(f'k{n}', b'user-%d' % n)
+  partition_key, _, data = aggregator.clear_and_get().get_contents()
+  kinesis.put_record(StreamName='aggregated', Data=data, PartitionKey=partition_key)
+  put(kinesis, 'aggregated', [b'plain'])
+  records, _, _ = read_directly(config(kinesis_endpoint, 'aggregated'))
+  assert [(r.data, r.sub_sequence_number) for r in records] == [
+      (b'user-0', 0), (b'user-1', 1), (b'user-2', 2), (b'user-3', 3), (b'user-4', 4),
+      (b'plain', 0)]
+  assert [r.partition_key for r in records[:5]] == [f'k{n}' for n in range(5)]
