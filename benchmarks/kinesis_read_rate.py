@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 
@@ -29,14 +27,9 @@ from beam_pipelines.kinesis import (  # noqa: E402
   ReadKinesisStream,
   StreamCheckpoint,
 )
+from beam_pipelines.kinesis_emulator import running_emulator  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 def main() -> None:
@@ -46,21 +39,7 @@ def main() -> None:
   args = parser.parse_args()
   os.environ.setdefault('AWS_ACCESS_KEY_ID', 'bench')
   os.environ.setdefault('AWS_SECRET_ACCESS_KEY', 'bench')
-  plain, tls = free_port(), free_port()
-  emulator = os.path.join(ROOT, 'node_modules', 'kinesis-local')
-  server = subprocess.Popen(
-      ['node', os.path.join(emulator, 'main.js')], stdout=subprocess.DEVNULL,
-      stderr=subprocess.DEVNULL, env={**os.environ, 'KINESIS_MOCK_PLAIN_PORT': str(plain),
-                                      'KINESIS_MOCK_TLS_PORT': str(tls),
-                                      'KINESIS_MOCK_CERT_PATH': os.path.join(emulator, 'server.json')})
-  try:
-    endpoint = f'http://127.0.0.1:{plain}'
-    for _ in range(300):
-      try:
-        socket.create_connection(('127.0.0.1', plain), timeout=1).close()
-        break
-      except OSError:
-        time.sleep(0.1)
+  with running_emulator() as endpoint:
     kinesis = boto3.client('kinesis', endpoint_url=endpoint, region_name='us-east-1')
     kinesis.create_stream(StreamName='bench', ShardCount=args.shards)
     kinesis.get_waiter('stream_exists').wait(StreamName='bench', WaiterConfig={'Delay': 0.2})
@@ -84,9 +63,6 @@ def main() -> None:
                       'put_records_per_s': round(args.records / put_s),
                       'read_records_per_s': round(read / read_s),
                       'read_records_per_s_per_shard': round(read / read_s / args.shards)}, indent=2))
-  finally:
-    server.kill()  # the emulator ignores SIGTERM while busy
-    server.wait(timeout=10)
 
 
 if __name__ == '__main__':

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
+from beam_pipelines.kinesis_emulator import free_port, running_emulator, stop, wait_for_port
 from transforms.pseudonymize import Pseudonymizer
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
@@ -39,12 +38,6 @@ def _test_salt(monkeypatch):
   monkeypatch.setenv('SHOPSTREAM_PII_SALT', TEST_SALT.decode())
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 @pytest.fixture(scope='session')
 def s3_endpoint():
   """A moto S3 server on a free loopback port, stopped by PID at the end."""
@@ -59,46 +52,11 @@ def s3_endpoint():
     stop(server)
 
 
-KINESIS_LOCAL = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'node_modules', 'kinesis-local')
-
-
-def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout_s: float = 60) -> None:
-  deadline = time.monotonic() + timeout_s
-  while True:
-    try:
-      socket.create_connection(('127.0.0.1', port), timeout=1).close()
-      return
-    except OSError:
-      if process.poll() is not None or time.monotonic() > deadline:
-        process.kill()
-        raise RuntimeError(f'{what} did not start on port {port}') from None
-      time.sleep(0.1)
-
-
 @pytest.fixture(scope='session')
 def kinesis_endpoint():
   """kinesis-local (npm; installed by `make`) on free loopback ports, stopped by PID."""
-  plain, tls = free_port(), free_port()
-  env = {**os.environ, 'KINESIS_MOCK_PLAIN_PORT': str(plain), 'KINESIS_MOCK_TLS_PORT': str(tls),
-         'KINESIS_MOCK_CERT_PATH': os.path.join(KINESIS_LOCAL, 'server.json'),
-         'LOG_LEVEL': 'WARN'}
-  server = subprocess.Popen(['node', os.path.join(KINESIS_LOCAL, 'main.js')], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  wait_for_port(plain, server, 'kinesis-local')
-  try:
-    yield f'http://127.0.0.1:{plain}'
-  finally:
-    stop(server)
-
-
-def stop(server: subprocess.Popen) -> None:
-  server.terminate()
-  try:
-    server.wait(timeout=5)
-  except subprocess.TimeoutExpired:
-    server.kill()
-    server.wait(timeout=5)
+  with running_emulator() as endpoint:
+    yield endpoint
 
 
 @pytest.fixture

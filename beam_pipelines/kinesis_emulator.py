@@ -1,0 +1,65 @@
+"""kinesis-local, the npm Kinesis emulator, started on free loopback ports.
+
+Used by the tests, the streaming demo and the read-rate benchmark; `make`
+installs it into node_modules/.
+
+    with running_emulator() as endpoint:
+        boto3.client('kinesis', endpoint_url=endpoint, ...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EMULATOR_DIR = os.path.join(PROJECT_ROOT, 'node_modules', 'kinesis-local')
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout_s: float = 60) -> None:
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      socket.create_connection(('127.0.0.1', port), timeout=1).close()
+      return
+    except OSError:
+      if process.poll() is not None or time.monotonic() > deadline:
+        process.kill()
+        raise RuntimeError(f'{what} did not start on port {port}') from None
+      time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen) -> None:
+  process.terminate()
+  try:
+    process.wait(timeout=5)
+  except subprocess.TimeoutExpired:
+    process.kill()  # the emulator can ignore SIGTERM while busy
+    process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def running_emulator() -> Iterator[str]:
+  """Starts kinesis-local, yields its plain-HTTP endpoint, stops it by PID."""
+  if not os.path.exists(os.path.join(EMULATOR_DIR, 'main.js')):
+    raise RuntimeError('kinesis-local is not installed: run `make install`')
+  plain, tls = free_port(), free_port()
+  env = {**os.environ, 'KINESIS_MOCK_PLAIN_PORT': str(plain), 'KINESIS_MOCK_TLS_PORT': str(tls),
+         'KINESIS_MOCK_CERT_PATH': os.path.join(EMULATOR_DIR, 'server.json'), 'LOG_LEVEL': 'WARN'}
+  process = subprocess.Popen(['node', os.path.join(EMULATOR_DIR, 'main.js')], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  wait_for_port(plain, process, 'kinesis-local')
+  try:
+    yield f'http://127.0.0.1:{plain}'
+  finally:
+    stop(process)
