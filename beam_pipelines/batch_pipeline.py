@@ -15,18 +15,15 @@ or from Python: ``run(['--source', 'access-log=a.log', '--output', 'out'])``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import gc
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Optional
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines import parquet_sink, run_summary, tables
+from beam_pipelines import execution, parquet_sink, tables
 from beam_pipelines.options import ShopstreamOptions
 from beam_pipelines.sources import (
   ACCESS_LOG,
@@ -218,27 +215,6 @@ def _product_join(p: beam.Pipeline, parsed: dict[str, beam.PCollection]):
   return lambda record_type: JoinProductDimension(products, categories, record_type)
 
 
-@contextlib.contextmanager
-def cyclic_gc_paused() -> Iterator[None]:
-  """Pauses Python's cyclic garbage collector, collecting once at the end.
-
-  A batch run allocates millions of short-lived tuples while holding hundreds
-  of thousands of live ones; the collector then re-traverses the live ones
-  again and again (~9% of the run time measured at 200k events). The
-  pipeline's records form no reference cycles, and reference counting frees
-  them as usual, so memory stays the same (peak RSS measured equal). Affects
-  the runner in this process; worker processes of other runners keep theirs.
-  """
-  was_enabled = gc.isenabled()
-  gc.disable()
-  try:
-    yield
-  finally:
-    if was_enabled:
-      gc.enable()
-    gc.collect()
-
-
 def run(argv: Optional[list[str]] = None) -> dict:
   """Runs the batch pipeline to completion; returns the run summary.
 
@@ -248,13 +224,4 @@ def run(argv: Optional[list[str]] = None) -> dict:
   opts = options.view_as(ShopstreamOptions)
   pipeline = beam.Pipeline(options=options)
   build_pipeline(pipeline, options)
-  with cyclic_gc_paused():
-    result = pipeline.run()
-    result.wait_until_finish()
-  counters = run_summary.committed_counters(result)
-  summary = run_summary.build_summary(counters, tables.TABLES)
-  run_summary.write_json(f'{opts.output.rstrip("/")}/{run_summary.SUMMARY_FILE}', summary)
-  run_summary.write_json(
-      f'{opts.output.rstrip("/")}/{run_summary.METRICS_FILE}', run_summary.reasons(counters))
-  run_summary.check_accounting(summary)
-  return summary
+  return execution.run_to_summary(pipeline, opts.output)

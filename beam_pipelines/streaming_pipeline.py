@@ -20,11 +20,10 @@ import apache_beam as beam
 import orjson
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines import parquet_sink, run_summary, tables
+from beam_pipelines import execution, parquet_sink, tables
 from beam_pipelines.batch_pipeline import (
   CountClean,
   CountDeadLetters,
-  cyclic_gc_paused,
   reference_time_us,
 )
 from beam_pipelines.kinesis import KinesisConfig, KinesisRecord, ReadKinesisStream
@@ -119,13 +118,4 @@ def run(argv: Optional[list[str]] = None) -> dict:
     _LOGGER.warning('no --stop-after-idle or --max-records: reading until stopped')
   pipeline = beam.Pipeline(options=options)
   build_streaming_pipeline(pipeline, options)
-  with cyclic_gc_paused():
-    result = pipeline.run()
-    result.wait_until_finish()
-  counters = run_summary.committed_counters(result)
-  summary = run_summary.build_summary(counters, tables.TABLES)
-  output = opts.output.rstrip('/')
-  run_summary.write_json(f'{output}/{run_summary.SUMMARY_FILE}', summary)
-  run_summary.write_json(f'{output}/{run_summary.METRICS_FILE}', run_summary.reasons(counters))
-  run_summary.check_accounting(summary)
-  return summary
+  return execution.run_to_summary(pipeline, opts.output)

@@ -21,7 +21,6 @@ Decisions a reader of the order tables must know:
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import re
 from decimal import Decimal, InvalidOperation
@@ -31,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import apache_beam as beam
 
 from transforms.countries import iso_country
+from transforms.csv_lines import csv_fields
 from transforms.dead_letters import ParseRecords, RecordError, RecordFiltered
 from transforms.event_time import US_PER_SECOND, EventTimeError, check_plausible
 from transforms.pseudonymize import Pseudonymizer
@@ -143,21 +143,7 @@ class OrdersCsvParser:
     return (OrdersCsvParser, (self.pseudonymizer, self.tz_name, self.currency, self.now_us))
 
   def __call__(self, record: RawRecord) -> OrderLine:
-    try:
-      line = record.payload.decode('utf-8')
-    except UnicodeDecodeError:
-      line = record.payload.decode('cp1252', errors='replace')  # legacy exports are Windows-1252
-    if not line.strip():
-      raise RecordFiltered('blank_line')
-    try:
-      fields = next(csv.reader([line]))
-    except csv.Error as e:
-      raise RecordError.single('malformed_csv', f'line is not CSV: {e}') from None
-    if [f.strip() for f in fields] == list(COLUMNS):
-      raise RecordFiltered('header')
-    if len(fields) != len(COLUMNS):
-      raise RecordError.single(
-          'wrong_column_count', f'{len(fields)} columns, expected {len(COLUMNS)} ({",".join(COLUMNS)})')
+    fields = csv_fields(record, COLUMNS)
     invoice_no, stock_code, description, quantity_text, date_text, price_text, customer, country = fields
     problems, order_time, quantity, unit_price = [], None, None, None
     try:

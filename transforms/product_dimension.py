@@ -17,7 +17,6 @@ flowing with empty product columns and are counted (``unknown_product``).
 
 from __future__ import annotations
 
-import csv
 from decimal import Decimal, InvalidOperation
 from typing import Optional
 
@@ -25,6 +24,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 
 from transforms import accounting
+from transforms.csv_lines import csv_fields, decode_legacy
 from transforms.dead_letters import ParseRecords, RecordError, RecordFiltered
 from transforms.records import DEAD_LETTER_TAG, Category, DeadLetter, Product, RawRecord
 
@@ -36,15 +36,8 @@ PRODUCT_LINE = 'product'  # OrderLine.line_type of goods
 PARSED_TAG = 'parsed'
 
 
-def _decode(payload: bytes) -> str:
-  try:
-    return payload.decode('utf-8')
-  except UnicodeDecodeError:
-    return payload.decode('cp1252', errors='replace')  # legacy exports are Windows-1252
-
-
 def parse_taxonomy_line(record: RawRecord) -> Category:
-  line = _decode(record.payload).strip()
+  line = decode_legacy(record.payload).strip()
   if not line:
     raise RecordFiltered('blank_line')
   if line.startswith('#'):
@@ -58,18 +51,7 @@ def parse_taxonomy_line(record: RawRecord) -> Category:
 
 
 def parse_catalog_line(record: RawRecord) -> Product:
-  line = _decode(record.payload)
-  if not line.strip():
-    raise RecordFiltered('blank_line')
-  try:
-    fields = next(csv.reader([line]))
-  except csv.Error as e:
-    raise RecordError.single('malformed_csv', f'line is not CSV: {e}') from None
-  if [f.strip().lower() for f in fields] == list(CATALOG_COLUMNS):
-    raise RecordFiltered('header')
-  if len(fields) != len(CATALOG_COLUMNS):
-    raise RecordError.single(
-        'wrong_column_count', f'{len(fields)} columns, expected {len(CATALOG_COLUMNS)}')
+  fields = csv_fields(record, CATALOG_COLUMNS)
   product_id, title, brand, category_id, price, currency = (f.strip() for f in fields)
   problems = []
   if not product_id:

