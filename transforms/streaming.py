@@ -104,7 +104,8 @@ class DeduplicateStreaming(beam.PTransform):
 
   def expand(self, events):
     return (events
-            | 'KeyByEventId' >> beam.Map(lambda e: (e.event_id, e))
+            | 'KeyByEventId' >> beam.Map(lambda e: (e.event_id, e)).with_output_types(
+                tuple[str, Event])
             | 'KeepFirstArrival' >> beam.ParDo(_KeepFirstArrival(self._ttl_us)).with_output_types(
                 Event))
 
@@ -194,7 +195,8 @@ class SessionizeStreaming(beam.PTransform):
 
   def expand(self, events):
     return (events
-            | 'KeyBySessionKey' >> beam.Map(lambda e: (e.session_key, e))
+            | 'KeyBySessionKey' >> beam.Map(lambda e: (e.session_key, e)).with_output_types(
+                tuple[str, Event])
             | 'SessionizeKey' >> beam.ParDo(_SessionizeKey(*self._args)).with_output_types(
                 Event, **{SESSIONS_TAG: SessionRow, DEAD_LETTER_TAG: DeadLetter}).with_outputs(
                     SESSIONS_TAG, DEAD_LETTER_TAG, main=EVENTS_TAG))

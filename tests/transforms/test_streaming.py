@@ -14,8 +14,8 @@ import random
 import apache_beam as beam
 import orjson
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
@@ -57,19 +57,19 @@ def parity_lines(seed: int = 5) -> list[tuple[float, bytes]]:
   return sorted(arrivals)
 
 
-def streaming_pipeline() -> TestPipeline:
+def streaming_pipeline() -> BeamTestPipeline:
   options = PipelineOptions([])
   options.view_as(StandardOptions).streaming = True
-  return TestPipeline(runner='DirectRunner', options=options)
+  return BeamTestPipeline(runner='DirectRunner', options=options)
 
 
-def build_test_stream(arrivals: list[tuple[float, bytes]]) -> TestStream:
+def build_test_stream(arrivals: list[tuple[float, bytes]]) -> BeamTestStream:
   """Arrivals in order, the watermark trailing them by MAX_DELAY_S.
 
   Elements between two watermark advances go in one batch: the test runner
   spends a round per TestStream event.
   """
-  stream = TestStream()
+  stream = BeamTestStream()
   watermark, batch = 0.0, []
   for n, (arrival, line) in enumerate(arrivals, 1):
     if arrival - MAX_DELAY_S > watermark + 300 and batch:
@@ -157,7 +157,7 @@ def test_an_event_for_an_emitted_session_is_a_late_dead_letter():
     return orjson.dumps({'event_id': event_id, 'event_type': 'page_view', 'event_time': t,
                          'anonymous_id': 'v'})
 
-  stream = (TestStream()
+  stream = (BeamTestStream()
             .add_elements([TimestampedValue(RawRecord(SOURCE, 1, line('a', T0), 0), T0)])
             .add_elements([TimestampedValue(RawRecord(SOURCE, 2, line('b', T0 + 60), 0), T0 + 60)])
             # The session of a and b is final once the watermark passes b + gap + lateness.
