@@ -150,7 +150,7 @@ def build_pipeline(
     parsed[kind] = outputs[MAIN_OUTPUT[kind]]
     dead_letters.extend([read[DEAD_LETTER_TAG], outputs[DEAD_LETTER_TAG]])
 
-  join = _product_join(p, parsed)
+  join = product_join(p, parsed)
   rows: dict[str, beam.PCollection] = {}
   events = [parsed[kind] | f'Enrich {kind}' >> EnrichEvents(pseudonymizer, opts.site_host)
             for kind in EVENT_KINDS if kind in parsed]
@@ -200,7 +200,7 @@ def _fixed_layout(opts: ShopstreamOptions, files) -> Optional[Layout]:
   return layout
 
 
-def _product_join(p: beam.Pipeline, parsed: dict[str, beam.PCollection]):
+def product_join(p: beam.Pipeline, parsed: dict[str, beam.PCollection]):
   """A factory of the product-dimension join step; a pass-through without catalog or taxonomy."""
   if CATALOG_CSV not in parsed and TAXONOMY not in parsed:
     return lambda record_type: beam.Map(lambda record: record).with_output_types(record_type)

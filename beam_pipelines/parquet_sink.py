@@ -79,7 +79,11 @@ class _WriteStagedParquet(accounting.CountingDoFn):
       directory = partition_dir(self._staging, self._spec.name, day)
       path = FileSystems.join(directory, f'part-{uuid.uuid4().hex}.parquet')
       if not FileSystems.exists(directory):
-        FileSystems.mkdirs(directory)
+        try:
+          FileSystems.mkdirs(directory)
+        except OSError:  # another bundle made it first
+          if not FileSystems.exists(directory):
+            raise
       stream = FileSystems.create(path)
       writer = pq.ParquetWriter(stream, self._spec.schema, compression='zstd')
       self._writers[day] = (writer, stream, path, 0)

@@ -40,9 +40,11 @@ def main(argv: list[str] | None = None) -> int:
   generate(GeneratorConfig(output_dir=inputs, events=args.events, days=1, seed=3))
   sources = ['--source', f'events-jsonl={inputs}/*.jsonl.gz',
              '--source', f'access-log={inputs}/access.log']
+  products = ['--source', f'catalog-csv={inputs}/catalog.csv',
+              '--source', f'taxonomy={inputs}/taxonomy.txt']
   batch, stream = os.path.join(args.workdir, 'batch'), os.path.join(args.workdir, 'stream')
   print('== batch run')
-  if cli.main(['run', *sources, '--output', batch, *COMMON]):
+  if cli.main(['run', *sources, *products, '--output', batch, *COMMON]):
     return 1
   # The emulator takes any credentials; real AWS ones come from the standard chain.
   os.environ.setdefault('AWS_ACCESS_KEY_ID', 'local')
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     print('== streaming run (until the stream is idle for 3 s)')
     if cli.main(['run', '--runner-config', 'runner_configs/direct_streaming.yaml',
                  '--kinesis-stream', 'demo', '--kinesis-endpoint-url', endpoint,
-                 '--kinesis-region', 'us-east-1', '--stop-after-idle', '3',
+                 '--kinesis-region', 'us-east-1', '--stop-after-idle', '3', *products,
                  '--output', stream, *COMMON]):
       return 1
   equal = True

@@ -3,6 +3,7 @@ event-time dedup and sessionization -> Parquet, with late events as dead letters
 
     shopstream run --runner-config runner_configs/direct_streaming.yaml \\
       --kinesis-stream clicks --kinesis-endpoint-url http://127.0.0.1:4568 \\
+      --source catalog-csv=catalog.csv --source taxonomy=taxonomy.txt \\
       --output out/ --stop-after-idle 10
 
 Locally (FnApiRunner) the source runs until its stop condition and the
@@ -24,13 +25,23 @@ from beam_pipelines import execution, parquet_sink, tables
 from beam_pipelines.batch_pipeline import (
   CountClean,
   CountDeadLetters,
+  product_join,
   reference_time_us,
 )
 from beam_pipelines.kinesis import KinesisConfig, KinesisRecord, ReadKinesisStream
 from beam_pipelines.options import ShopstreamOptions
+from beam_pipelines.sources import (
+  CATALOG_CSV,
+  DIMENSION_KINDS,
+  TAXONOMY,
+  ReadLines,
+  expand_inputs,
+  parse_source_spec,
+)
 from transforms.enrich import EnrichEvents
 from transforms.event_time import EventTimeError, parse_event_time
 from transforms.parse_events import ParseEventsJsonl
+from transforms.product_dimension import PARSED_TAG, ParseCatalogCsv, ParseTaxonomy
 from transforms.pseudonymize import Pseudonymizer, salt_from_environment
 from transforms.records import (
   DEAD_LETTER_TAG,
@@ -43,6 +54,8 @@ from transforms.records import (
 from transforms.streaming import DeduplicateStreaming, SessionizeStreaming, TimestampByEventTime
 
 _LOGGER = logging.getLogger(__name__)
+
+PARSERS = {CATALOG_CSV: ParseCatalogCsv, TAXONOMY: ParseTaxonomy}
 
 
 def json_event_time(data: bytes) -> Optional[int]:
@@ -76,10 +89,20 @@ def build_streaming_pipeline(
     raise ValueError('--kinesis-stream NAME is needed')
   if not opts.output:
     raise ValueError('--output DIR is needed')
-  if opts.source:
-    raise ValueError('--source and --kinesis-stream exclude each other')
+  files = expand_inputs([parse_source_spec(text) for text in opts.source or ()])
+  if any(f.kind not in DIMENSION_KINDS for f in files):
+    raise ValueError('with --kinesis-stream, --source takes only the product dimension: '
+                     f'{", ".join(DIMENSION_KINDS)}')
   now_us = reference_time_us(opts)
   pseudonymizer = pseudonymizer or Pseudonymizer(salt_from_environment())
+  # The product dimension is read once, at the start, as in batch.
+  dimensions, dead_letters = {}, []
+  for kind in sorted({f.kind for f in files}):
+    read = p | f'Read {kind}' >> ReadLines([f for f in files if f.kind == kind])
+    outputs = read['records'] | f'Parse {kind}' >> PARSERS[kind]()
+    dimensions[kind] = outputs[PARSED_TAG]
+    dead_letters.extend([read[DEAD_LETTER_TAG], outputs[DEAD_LETTER_TAG]])
+  join = product_join(p, dimensions)
 
   parsed = (
       p
@@ -91,6 +114,7 @@ def build_streaming_pipeline(
   sessionized = (
       parsed[EVENTS_TAG]
       | 'Enrich' >> EnrichEvents(pseudonymizer, opts.site_host)
+      | 'JoinProducts' >> join(Event)
       | 'EventTime' >> TimestampByEventTime()
       | 'Deduplicate' >> DeduplicateStreaming(opts.dedup_hours * 3600)
       | 'Sessionize' >> SessionizeStreaming(
@@ -101,7 +125,7 @@ def build_streaming_pipeline(
           CountClean()).with_output_types(Event),
       tables.SESSIONS.name: sessionized[SESSIONS_TAG],
       tables.DEAD_LETTER.name: (
-          (parsed[DEAD_LETTER_TAG], sessionized[DEAD_LETTER_TAG])
+          (parsed[DEAD_LETTER_TAG], sessionized[DEAD_LETTER_TAG], *dead_letters)
           | 'FlattenDeadLetters' >> beam.Flatten()
           | 'CountDeadLetters' >> beam.ParDo(CountDeadLetters()).with_output_types(DeadLetter)),
   }

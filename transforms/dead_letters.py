@@ -1,6 +1,7 @@
 """Rejected records: the errors parsers raise and the DoFn that routes them.
 
-A parse function turns one RawRecord into an Event, or raises RecordError
+A parse function turns one RawRecord into a record (an Event, an OrderLine,
+a Product...), or raises RecordError
 (unusable: becomes a dead letter with every reason) or RecordFiltered
 (deliberately left out: counted by reason). ParseRecords wraps such a
 function so that every parser counts and routes records the same way.
@@ -14,7 +15,7 @@ from typing import Optional, Union
 from apache_beam import pvalue
 
 from transforms import accounting
-from transforms.records import DEAD_LETTER_TAG, DeadLetter, Event, RawRecord
+from transforms.records import DEAD_LETTER_TAG, DeadLetter, RawRecord
 
 # Payloads above this are not parsed; the dead letter keeps their first bytes.
 MAX_RECORD_BYTES = 1 << 20
@@ -72,17 +73,17 @@ def check_size(record: RawRecord) -> None:
         'record_too_large', f'record is {len(record.payload)} bytes (max {MAX_RECORD_BYTES})')
 
 
-ParseFn = Callable[[RawRecord], Event]
+ParseFn = Callable[[RawRecord], tuple]  # returns a record NamedTuple
 
 
 class ParseRecords(accounting.CountingDoFn):
-  """Applies a parse function; events go to the main output, the rest is accounted."""
+  """Applies a parse function; records go to the main output, the rest is accounted."""
 
   def __init__(self, parse: ParseFn, step: str):
     self._parse = parse
     self._step = step
 
-  def process(self, record: RawRecord) -> Iterator[Union[Event, pvalue.TaggedOutput]]:
+  def process(self, record: RawRecord) -> Iterator[Union[tuple, pvalue.TaggedOutput]]:
     self.count(accounting.READ, record.source)
     try:
       check_size(record)
