@@ -150,7 +150,8 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         f'{totals["dead_letter"]:,} dead letters, {totals["duplicate"]:,} duplicates, '
         f'{totals["filtered"]:,} filtered.')
   written = ','.join(name for name, rows in summary['tables'].items() if rows)
-  print(f'Tables: {os.path.abspath(args.output)}/{{{written}}}/dt=YYYY-MM-DD/')
+  where = args.output if '://' in args.output else os.path.abspath(args.output)
+  print(f'Tables: {where.rstrip("/")}/{{{written}}}/dt=YYYY-MM-DD/')
   return 0
 
 

@@ -235,7 +235,7 @@ class _ShardState:
 
 @dataclass
 class _WatermarkState:
-  shards: dict[str, _ShardState] = field(default_factory=dict)
+  shards: dict[tuple[str, str], _ShardState] = field(default_factory=dict)  # (stream, shard)
 
 
 _CHECKPOINTS = _CheckpointProvider()
@@ -262,7 +262,7 @@ class ReadKinesisStream(beam.DoFn):
       checkpoint: StreamCheckpoint = tracker.current_restriction()
       got_any = False
       for shard_id in readable_shards(list_shards(self._client, stream), set(checkpoint.finished)):
-        state = self._state.shards.setdefault(shard_id, _ShardState())
+        state = self._state.shards.setdefault((stream, shard_id), _ShardState())
         records, state.iterator, finished = self._poll(stream, shard_id, checkpoint, state)
         for record, sub in records:
           if (config.max_records is not None
