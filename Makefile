@@ -37,6 +37,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check transforms beam_pipelines tests benchmarks
+	$(BIN)/ruff format --check transforms beam_pipelines tests benchmarks
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: install

@@ -73,8 +73,14 @@ from transforms.sessionize import Sessionize
 _LOGGER = logging.getLogger(__name__)
 
 # The main output tag of each kind's parser.
-MAIN_OUTPUT = {EVENTS_JSONL: EVENTS_TAG, ACCESS_LOG: EVENTS_TAG, ORDERS_CSV: ORDER_LINES_TAG,
-               ORDERS_FIXED: ORDER_LINES_TAG, CATALOG_CSV: PARSED_TAG, TAXONOMY: PARSED_TAG}
+MAIN_OUTPUT = {
+  EVENTS_JSONL: EVENTS_TAG,
+  ACCESS_LOG: EVENTS_TAG,
+  ORDERS_CSV: ORDER_LINES_TAG,
+  ORDERS_FIXED: ORDER_LINES_TAG,
+  CATALOG_CSV: PARSED_TAG,
+  TAXONOMY: PARSED_TAG,
+}
 
 
 def reference_time_us(opts: ShopstreamOptions) -> int:
@@ -109,7 +115,7 @@ class CountDeadLetters(accounting.CountingDoFn):
 
 
 def build_pipeline(
-    p: beam.Pipeline, options: PipelineOptions, pseudonymizer: Optional[Pseudonymizer] = None
+  p: beam.Pipeline, options: PipelineOptions, pseudonymizer: Optional[Pseudonymizer] = None
 ) -> dict[str, beam.PCollection]:
   """Adds the batch graph to ``p``; returns the rows of each table it writes.
 
@@ -127,15 +133,21 @@ def build_pipeline(
   show_progress = opts.progress == 'auto'
   layout = _fixed_layout(opts, files)
   parsers = {
-      EVENTS_JSONL: lambda: ParseEventsJsonl(opts.default_currency, now_us),
-      ACCESS_LOG: lambda: ParseAccessLog(pseudonymizer, now_us),
-      ORDERS_CSV: lambda: ParseOrdersCsv(
-          pseudonymizer, opts.orders_timezone, opts.default_currency, now_us),
-      ORDERS_FIXED: lambda: ParseFixedWidthOrders(
-          layout, opts.fixed_encoding or layout.encoding, pseudonymizer, opts.orders_timezone,
-          opts.default_currency, now_us),
-      CATALOG_CSV: ParseCatalogCsv,
-      TAXONOMY: ParseTaxonomy,
+    EVENTS_JSONL: lambda: ParseEventsJsonl(opts.default_currency, now_us),
+    ACCESS_LOG: lambda: ParseAccessLog(pseudonymizer, now_us),
+    ORDERS_CSV: lambda: ParseOrdersCsv(
+      pseudonymizer, opts.orders_timezone, opts.default_currency, now_us
+    ),
+    ORDERS_FIXED: lambda: ParseFixedWidthOrders(
+      layout,
+      opts.fixed_encoding or layout.encoding,
+      pseudonymizer,
+      opts.orders_timezone,
+      opts.default_currency,
+      now_us,
+    ),
+    CATALOG_CSV: ParseCatalogCsv,
+    TAXONOMY: ParseTaxonomy,
   }
 
   # Each kind is read and parsed on its own branch; the branches meet in a
@@ -145,43 +157,58 @@ def build_pipeline(
     # EBCDIC exports have no line separator: records are cut by the layout's length.
     record_length = layout.record_length if kind == ORDERS_FIXED and not layout.newline else None
     read = p | f'Read {kind}' >> ReadLines(
-        [f for f in files if f.kind == kind], show_progress, record_length)
+      [f for f in files if f.kind == kind], show_progress, record_length
+    )
     outputs = read['records'] | f'Parse {kind}' >> parsers[kind]()
     parsed[kind] = outputs[MAIN_OUTPUT[kind]]
     dead_letters.extend([read[DEAD_LETTER_TAG], outputs[DEAD_LETTER_TAG]])
 
   join = product_join(p, parsed)
   rows: dict[str, beam.PCollection] = {}
-  events = [parsed[kind] | f'Enrich {kind}' >> EnrichEvents(pseudonymizer, opts.site_host)
-            for kind in EVENT_KINDS if kind in parsed]
+  events = [
+    parsed[kind] | f'Enrich {kind}' >> EnrichEvents(pseudonymizer, opts.site_host)
+    for kind in EVENT_KINDS
+    if kind in parsed
+  ]
   if events:
     sessionized = (
-        tuple(events)
-        | 'Deduplicate' >> DeduplicateEvents(opts.num_buckets)
-        | 'JoinProductsToEvents' >> join(Event)
-        | 'Sessionize' >> Sessionize(
-            opts.session_gap_minutes * 60, opts.max_session_hours * 3600, opts.num_buckets))
+      tuple(events)
+      | 'Deduplicate' >> DeduplicateEvents(opts.num_buckets)
+      | 'JoinProductsToEvents' >> join(Event)
+      | 'Sessionize'
+      >> Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, opts.num_buckets)
+    )
     rows[tables.EVENTS.name] = sessionized[EVENTS_TAG] | 'CountCleanEvents' >> beam.ParDo(
-        CountClean()).with_output_types(Event)
+      CountClean()
+    ).with_output_types(Event)
     rows[tables.SESSIONS.name] = sessionized[SESSIONS_TAG]
-  order_lines = [parsed[kind] | f'JoinProducts {kind}' >> join(OrderLine)
-                 for kind in ORDER_KINDS if kind in parsed]
+  order_lines = [
+    parsed[kind] | f'JoinProducts {kind}' >> join(OrderLine)
+    for kind in ORDER_KINDS
+    if kind in parsed
+  ]
   if order_lines:
     orders = tuple(order_lines) | 'BuildOrders' >> BuildOrders(opts.num_buckets)
     rows[tables.ORDER_LINES.name] = orders[ORDER_LINES_TAG] | 'CountCleanOrderLines' >> beam.ParDo(
-        CountClean()).with_output_types(OrderLine)
+      CountClean()
+    ).with_output_types(OrderLine)
     rows[tables.ORDERS.name] = orders[ORDERS_TAG]
   rows[tables.DEAD_LETTER.name] = (
-      dead_letters
-      | 'FlattenDeadLetters' >> beam.Flatten()
-      | 'CountDeadLetters' >> beam.ParDo(CountDeadLetters()).with_output_types(DeadLetter))
+    dead_letters
+    | 'FlattenDeadLetters' >> beam.Flatten()
+    | 'CountDeadLetters' >> beam.ParDo(CountDeadLetters()).with_output_types(DeadLetter)
+  )
 
   written = [
-      table_rows | f'Write {name}' >> parquet_sink.WriteTable(tables.TABLES[name], opts.output, run_id)
-      for name, table_rows in rows.items()]
-  _ = (written
-       | 'FlattenWrittenFiles' >> beam.Flatten()
-       | 'Publish' >> parquet_sink.PublishTables(opts.output, run_id))
+    table_rows
+    | f'Write {name}' >> parquet_sink.WriteTable(tables.TABLES[name], opts.output, run_id)
+    for name, table_rows in rows.items()
+  ]
+  _ = (
+    written
+    | 'FlattenWrittenFiles' >> beam.Flatten()
+    | 'Publish' >> parquet_sink.PublishTables(opts.output, run_id)
+  )
   return rows
 
 

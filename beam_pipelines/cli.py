@@ -49,49 +49,80 @@ $SHOPSTREAM_PII_SALT (a public default is used, with a warning, when unset).
 
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog='shopstream',
-      description='Turn raw e-commerce behaviour data into analytics-ready Parquet tables.')
+    prog='shopstream',
+    description='Turn raw e-commerce behaviour data into analytics-ready Parquet tables.',
+  )
   parser.add_argument('-v', '--verbose', action='store_true', help='Log at INFO level.')
   commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
   run = commands.add_parser(
-      'run', help='Run the batch pipeline over legacy exports.',
-      description='Clean, deduplicate, sessionize and enrich events into the events, '
-                  'sessions and dead_letter tables (Hive-partitioned Parquet).',
-      epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-  run.add_argument('--runner-config', default='runner_configs/direct.yaml', metavar='YAML',
-                   help='Runner YAML from runner_configs/ (default: %(default)s).')
+    'run',
+    help='Run the batch pipeline over legacy exports.',
+    description='Clean, deduplicate, sessionize and enrich events into the events, '
+    'sessions and dead_letter tables (Hive-partitioned Parquet).',
+    epilog=RUN_EPILOG,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  run.add_argument(
+    '--runner-config',
+    default='runner_configs/direct.yaml',
+    metavar='YAML',
+    help='Runner YAML from runner_configs/ (default: %(default)s).',
+  )
   ShopstreamOptions._add_argparse_args(run)
 
   generate = commands.add_parser(
-      'generate', help='Write realistic sample inputs (with realistic dirt).',
-      description='Write sample events-jsonl files (one .jsonl.gz a day) and an access.log.')
+    'generate',
+    help='Write realistic sample inputs (with realistic dirt).',
+    description='Write sample events-jsonl files (one .jsonl.gz a day) and an access.log.',
+  )
   generate.add_argument('--output', required=True, metavar='DIR', help='Directory to write to.')
-  generate.add_argument('--events', type=int, default=50_000,
-                        help='Events to simulate (default: %(default)s).')
+  generate.add_argument(
+    '--events', type=int, default=50_000, help='Events to simulate (default: %(default)s).'
+  )
   generate.add_argument('--days', type=int, default=3, help='Days covered (default: %(default)s).')
-  generate.add_argument('--start', type=dt.date.fromisoformat, default=dt.date(2026, 3, 1),
-                        metavar='YYYY-MM-DD', help='First day (default: %(default)s).')
+  generate.add_argument(
+    '--start',
+    type=dt.date.fromisoformat,
+    default=dt.date(2026, 3, 1),
+    metavar='YYYY-MM-DD',
+    help='First day (default: %(default)s).',
+  )
   generate.add_argument('--seed', type=int, default=7, help='Random seed (default: %(default)s).')
   kinesis = commands.add_parser(
-      'kinesis', help='Create a Kinesis stream, or replay exports into one.',
-      description='Work with Amazon Kinesis (or a local emulator). Credentials come from the '
-                  'standard AWS chain only.')
+    'kinesis',
+    help='Create a Kinesis stream, or replay exports into one.',
+    description='Work with Amazon Kinesis (or a local emulator). Credentials come from the '
+    'standard AWS chain only.',
+  )
   kinesis_commands = kinesis.add_subparsers(dest='kinesis_command', required=True, metavar='ACTION')
-  create = kinesis_commands.add_parser('create-stream', help='Create a stream and wait until active.')
+  create = kinesis_commands.add_parser(
+    'create-stream', help='Create a stream and wait until active.'
+  )
   create.add_argument('name', help='Stream name.')
   create.add_argument('--shards', type=int, default=1, help='Shard count (default: %(default)s).')
   put = kinesis_commands.add_parser(
-      'put', help='Replay batch sources into a stream as canonical JSON events.',
-      description='Parse events-jsonl and access-log sources as the batch pipeline does and '
-                  'put each usable event into the stream (partition key = session key).')
+    'put',
+    help='Replay batch sources into a stream as canonical JSON events.',
+    description='Parse events-jsonl and access-log sources as the batch pipeline does and '
+    'put each usable event into the stream (partition key = session key).',
+  )
   put.add_argument('name', help='Stream name.')
-  put.add_argument('--source', action='append', required=True, metavar='KIND=PATH_OR_GLOB',
-                   help='events-jsonl or access-log input; repeatable.')
+  put.add_argument(
+    '--source',
+    action='append',
+    required=True,
+    metavar='KIND=PATH_OR_GLOB',
+    help='events-jsonl or access-log input; repeatable.',
+  )
   for sub in (create, put):
-    sub.add_argument('--kinesis-endpoint-url', default=None, metavar='URL',
-                     help='Endpoint of a local emulator (default: AWS).')
-    sub.add_argument('--region', default=None, help='AWS region (default: the AWS chain\'s).')
+    sub.add_argument(
+      '--kinesis-endpoint-url',
+      default=None,
+      metavar='URL',
+      help='Endpoint of a local emulator (default: AWS).',
+    )
+    sub.add_argument('--region', default=None, help="AWS region (default: the AWS chain's).")
   return parser
 
 
@@ -107,17 +138,23 @@ def _kinesis(args: argparse.Namespace) -> int:
       raise ValueError('--shards must be at least 1')
     client.create_stream(StreamName=args.name, ShardCount=args.shards)
     client.get_waiter('stream_exists').wait(
-        StreamName=args.name, WaiterConfig={'Delay': 1, 'MaxAttempts': 120})
+      StreamName=args.name, WaiterConfig={'Delay': 1, 'MaxAttempts': 120}
+    )
     print(f'stream {args.name}: {args.shards} shard(s), active')
     return 0
   counts: Counter = Counter()
   now_us = int(time.time() * 1_000_000)
-  events = sorted(kinesis_replay.replay_events(
-      args.source, Pseudonymizer(salt_from_environment()), now_us, counts),
-      key=lambda event: (event.event_time, event.event_id))
+  events = sorted(
+    kinesis_replay.replay_events(
+      args.source, Pseudonymizer(salt_from_environment()), now_us, counts
+    ),
+    key=lambda event: (event.event_time, event.event_id),
+  )
   sent = kinesis_replay.put_events(client, args.name, iter(events))
-  print(f'stream {args.name}: {sent:,} events put; not sent: {counts["filtered"]:,} filtered, '
-        f'{counts["dead_letter"]:,} unusable (the batch path dead-letters them)')
+  print(
+    f'stream {args.name}: {sent:,} events put; not sent: {counts["filtered"]:,} filtered, '
+    f'{counts["dead_letter"]:,} unusable (the batch path dead-letters them)'
+  )
   return 0
 
 
@@ -139,16 +176,19 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
   started = time.monotonic()
   if args.kinesis_stream:
     from beam_pipelines import streaming_pipeline
+
     summary = streaming_pipeline.run(flags + beam_args)
   else:
     summary = batch_pipeline.run(flags + beam_args)
   elapsed = time.monotonic() - started
   print(json.dumps(summary, indent=2))
   totals = summary['totals']
-  print(f'\n{totals["read"]:,} records read in {elapsed:.1f} s '
-        f'({totals["read"] / max(elapsed, 1e-9):,.0f}/s): {totals["clean"]:,} clean, '
-        f'{totals["dead_letter"]:,} dead letters, {totals["duplicate"]:,} duplicates, '
-        f'{totals["filtered"]:,} filtered.')
+  print(
+    f'\n{totals["read"]:,} records read in {elapsed:.1f} s '
+    f'({totals["read"] / max(elapsed, 1e-9):,.0f}/s): {totals["clean"]:,} clean, '
+    f'{totals["dead_letter"]:,} dead letters, {totals["duplicate"]:,} duplicates, '
+    f'{totals["filtered"]:,} filtered.'
+  )
   written = ','.join(name for name, rows in summary['tables'].items() if rows)
   where = args.output if '://' in args.output else os.path.abspath(args.output)
   print(f'Tables: {where.rstrip("/")}/{{{written}}}/dt=YYYY-MM-DD/')
@@ -160,9 +200,11 @@ def _generate(args: argparse.Namespace) -> int:
 
   if args.events < 1 or args.days < 1:
     raise ValueError('--events and --days must be at least 1')
-  written = generate(GeneratorConfig(
-      output_dir=args.output, events=args.events, days=args.days, start=args.start,
-      seed=args.seed))
+  written = generate(
+    GeneratorConfig(
+      output_dir=args.output, events=args.events, days=args.days, start=args.start, seed=args.seed
+    )
+  )
   for name, lines in written.items():
     print(f'{os.path.join(args.output, name)}: {lines:,} lines')
   return 0
@@ -172,8 +214,9 @@ def main(argv: Optional[list[str]] = None) -> int:
   parser = _parser()
   args, extra = parser.parse_known_args(argv)
   logging.basicConfig(
-      level=logging.INFO if args.verbose else logging.WARNING,
-      format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    level=logging.INFO if args.verbose else logging.WARNING,
+    format='%(asctime)s %(levelname)s %(name)s: %(message)s',
+  )
   if args.command != 'run' and extra:
     parser.error(f'unrecognized arguments: {" ".join(extra)}')
   try:

@@ -50,9 +50,14 @@ TRIM_HORIZON = 'TRIM_HORIZON'
 LATEST = 'LATEST'
 AT_TIMESTAMP = 'AT_TIMESTAMP'
 START_POSITIONS = (TRIM_HORIZON, LATEST, AT_TIMESTAMP)
-RETRYABLE = ('ProvisionedThroughputExceededException', 'LimitExceededException',
-             'ThrottlingException', 'KMSThrottlingException', 'InternalFailure',
-             'ServiceUnavailable')
+RETRYABLE = (
+  'ProvisionedThroughputExceededException',
+  'LimitExceededException',
+  'ThrottlingException',
+  'KMSThrottlingException',
+  'InternalFailure',
+  'ServiceUnavailable',
+)
 POLL_INTERVAL_S = 0.2
 MAX_BACKOFF_S = 5.0
 
@@ -91,6 +96,7 @@ class KinesisConfig:
 @dataclass(frozen=True)
 class StreamCheckpoint:
   """Where reading stands: the restriction of one stream element."""
+
   after: tuple[tuple[str, str], ...] = ()  # (shard_id, last sequence number read)
   finished: frozenset[str] = frozenset()  # closed shards read to their end
   records: int = 0  # read so far, for max_records
@@ -120,8 +126,9 @@ class CheckpointTracker(RestrictionTracker):
     self._split_done = False
 
   def current_restriction(self) -> StreamCheckpoint:
-    return StreamCheckpoint(tuple(sorted(self._after.items())), frozenset(self._finished),
-                            self._records, self._stopped)
+    return StreamCheckpoint(
+      tuple(sorted(self._after.items())), frozenset(self._finished), self._records, self._stopped
+    )
 
   def try_claim(self, claim: _Claim) -> bool:
     if self._stopped or self._split_done:
@@ -168,12 +175,14 @@ class _CheckpointProvider(RestrictionProvider):
 
 def kinesis_client(config: KinesisConfig):
   import boto3  # local: workers import it when they read, not at graph construction
+
   return boto3.client('kinesis', endpoint_url=config.endpoint_url, region_name=config.region)
 
 
 def call_with_backoff(fn: Callable[..., Any], *, sleep=time.sleep, attempts: int = 8, **kwargs):
   """A Kinesis call retried with exponential backoff on throttling and transient errors."""
   from botocore.exceptions import ClientError
+
   delay = 0.1
   for attempt in range(1, attempts + 1):
     try:
@@ -215,6 +224,7 @@ def readable_shards(shards: list[dict], finished: set[str]) -> list[str]:
 def deaggregate(records: list[dict]) -> Iterator[tuple[dict, int]]:
   """(user record, sub-sequence number): KPL-aggregated records split, others as they are."""
   from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+
   for record in records:
     data = record['Data']
     if data[:4] != b'\xf3\x89\x9a\xc2':  # the KPL magic number
@@ -222,8 +232,14 @@ def deaggregate(records: list[dict]) -> Iterator[tuple[dict, int]]:
       continue
     for n, user in enumerate(iter_deaggregate_records(record, data_format='Boto3')):
       # The library hands user records back base64-encoded, as Lambda events carry them.
-      yield {**record, 'Data': base64.b64decode(user['kinesis']['data']),
-             'PartitionKey': user['kinesis']['partitionKey']}, n
+      yield (
+        {
+          **record,
+          'Data': base64.b64decode(user['kinesis']['data']),
+          'PartitionKey': user['kinesis']['partitionKey'],
+        },
+        n,
+      )
 
 
 @dataclass
@@ -254,9 +270,12 @@ class ReadKinesisStream(beam.DoFn):
     self._last_record_at = time.monotonic()
 
   @beam.DoFn.unbounded_per_element()
-  def process(self, stream: str,
-              tracker=beam.DoFn.RestrictionParam(_CHECKPOINTS),
-              watermark=beam.DoFn.WatermarkEstimatorParam(_WATERMARKS)):
+  def process(
+    self,
+    stream: str,
+    tracker=beam.DoFn.RestrictionParam(_CHECKPOINTS),
+    watermark=beam.DoFn.WatermarkEstimatorParam(_WATERMARKS),
+  ):
     config = self._config
     while True:
       checkpoint: StreamCheckpoint = tracker.current_restriction()
@@ -265,8 +284,10 @@ class ReadKinesisStream(beam.DoFn):
         state = self._state.shards.setdefault((stream, shard_id), _ShardState())
         records, state.iterator, finished = self._poll(stream, shard_id, checkpoint, state)
         for record, sub in records:
-          if (config.max_records is not None
-              and tracker.current_restriction().records >= config.max_records):
+          if (
+            config.max_records is not None
+            and tracker.current_restriction().records >= config.max_records
+          ):
             state.iterator = None  # unread records stay after the checkpoint
             break
           if not tracker.try_claim(_Claim(shard_id, record['SequenceNumber'])):
@@ -274,13 +295,23 @@ class ReadKinesisStream(beam.DoFn):
             return
           got_any = True
           arrival_us = int(record['ApproximateArrivalTimestamp'].timestamp() * 1_000_000)
-          event_us = (config.event_time_fn(record['Data']) if config.event_time_fn else None) or arrival_us
+          event_us = (
+            config.event_time_fn(record['Data']) if config.event_time_fn else None
+          ) or arrival_us
           if state.newest_event_us is None or event_us > state.newest_event_us:
             state.newest_event_us = event_us
           yield TimestampedValue(
-              KinesisRecord(stream, shard_id, record['SequenceNumber'], sub, record['PartitionKey'],
-                            record['Data'], arrival_us),
-              Timestamp(micros=max(event_us, MIN_TIMESTAMP.micros + 1)))
+            KinesisRecord(
+              stream,
+              shard_id,
+              record['SequenceNumber'],
+              sub,
+              record['PartitionKey'],
+              record['Data'],
+              arrival_us,
+            ),
+            Timestamp(micros=max(event_us, MIN_TIMESTAMP.micros + 1)),
+          )
         if finished and not tracker.try_claim(_Claim(shard_id, finished=True)):
           return
       now = time.monotonic()
@@ -305,12 +336,16 @@ class ReadKinesisStream(beam.DoFn):
   def _poll(self, stream: str, shard_id: str, checkpoint: StreamCheckpoint, state: _ShardState):
     """(records, next iterator, shard finished) of one GetRecords on a shard."""
     from botocore.exceptions import ClientError
+
     for _ in range(2):
       if state.iterator is None:
         state.iterator = self._iterator(stream, shard_id, checkpoint.last_sequence(shard_id))
       try:
         response = call_with_backoff(
-            self._client.get_records, ShardIterator=state.iterator, Limit=self._config.get_records_limit)
+          self._client.get_records,
+          ShardIterator=state.iterator,
+          Limit=self._config.get_records_limit,
+        )
         break
       except ClientError as e:
         if e.response.get('Error', {}).get('Code') != 'ExpiredIteratorException':
@@ -343,17 +378,25 @@ class ReadKinesisStream(beam.DoFn):
 
   def _should_stop(self, tracker, now: float) -> bool:
     config = self._config
-    if config.max_records is not None and tracker.current_restriction().records >= config.max_records:
+    if (
+      config.max_records is not None and tracker.current_restriction().records >= config.max_records
+    ):
       return True
-    return (config.stop_after_idle_s is not None
-            and now - self._last_record_at >= config.stop_after_idle_s)
+    return (
+      config.stop_after_idle_s is not None
+      and now - self._last_record_at >= config.stop_after_idle_s
+    )
 
   def _advance_watermark(self, watermark, now: float) -> None:
     lag_us = int(self._config.max_out_of_order_s * 1_000_000)
     holding = [
-        s.newest_event_us - lag_us for s in self._state.shards.values()
-        if s.newest_event_us is not None and not (
-            s.caught_up_since is not None and now - s.caught_up_since >= self._config.idle_timeout_s)]
+      s.newest_event_us - lag_us
+      for s in self._state.shards.values()
+      if s.newest_event_us is not None
+      and not (
+        s.caught_up_since is not None and now - s.caught_up_since >= self._config.idle_timeout_s
+      )
+    ]
     if not holding:
       return
     candidate = Timestamp(micros=min(holding))

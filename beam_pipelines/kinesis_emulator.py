@@ -54,10 +54,19 @@ def running_emulator() -> Iterator[str]:
   if not os.path.exists(os.path.join(EMULATOR_DIR, 'main.js')):
     raise RuntimeError('kinesis-local is not installed: run `make install`')
   plain, tls = free_port(), free_port()
-  env = {**os.environ, 'KINESIS_MOCK_PLAIN_PORT': str(plain), 'KINESIS_MOCK_TLS_PORT': str(tls),
-         'KINESIS_MOCK_CERT_PATH': os.path.join(EMULATOR_DIR, 'server.json'), 'LOG_LEVEL': 'WARN'}
-  process = subprocess.Popen(['node', os.path.join(EMULATOR_DIR, 'main.js')], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  env = {
+    **os.environ,
+    'KINESIS_MOCK_PLAIN_PORT': str(plain),
+    'KINESIS_MOCK_TLS_PORT': str(tls),
+    'KINESIS_MOCK_CERT_PATH': os.path.join(EMULATOR_DIR, 'server.json'),
+    'LOG_LEVEL': 'WARN',
+  }
+  process = subprocess.Popen(
+    ['node', os.path.join(EMULATOR_DIR, 'main.js')],
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   wait_for_port(plain, process, 'kinesis-local')
   try:
     yield f'http://127.0.0.1:{plain}'

@@ -51,15 +51,19 @@ def canonical_json(event: Event) -> bytes:
   return orjson.dumps(fields)
 
 
-def replay_events(sources: list[str], pseudonymizer: Pseudonymizer, now_us: int,
-                  counts: Counter) -> Iterator[Event]:
+def replay_events(
+  sources: list[str], pseudonymizer: Pseudonymizer, now_us: int, counts: Counter
+) -> Iterator[Event]:
   """Every usable event of the sources, in file order."""
   files = expand_inputs([parse_source_spec(text) for text in sources])
   for file in files:
     if file.kind not in REPLAYABLE_KINDS:
       raise ValueError(f'kinesis put replays {", ".join(REPLAYABLE_KINDS)}, not {file.kind}')
-    parse = (EventLineParser('EUR', now_us) if file.kind == EVENTS_JSONL
-             else AccessLogParser(pseudonymizer, now_us))
+    parse = (
+      EventLineParser('EUR', now_us)
+      if file.kind == EVENTS_JSONL
+      else AccessLogParser(pseudonymizer, now_us)
+    )
     opener = gzip.open if file.path.endswith('.gz') else open
     with opener(file.path, 'rb') as f:
       for position, line in enumerate(f, 1):
@@ -80,6 +84,7 @@ def replay_events(sources: list[str], pseudonymizer: Pseudonymizer, now_us: int,
 def put_events(client, stream: str, events: Iterator[Event], sleep=time.sleep) -> int:
   """PutRecords in batches; records the stream refuses (throttling) are sent again."""
   from beam_pipelines.kinesis import call_with_backoff
+
   sent = 0
   batch: list[dict] = []
 
@@ -87,8 +92,11 @@ def put_events(client, stream: str, events: Iterator[Event], sleep=time.sleep) -
     delay = 0.1
     while records:
       response = call_with_backoff(client.put_records, StreamName=stream, Records=records)
-      records = [record for record, result in zip(records, response['Records'], strict=True)
-                 if 'ErrorCode' in result]
+      records = [
+        record
+        for record, result in zip(records, response['Records'], strict=True)
+        if 'ErrorCode' in result
+      ]
       if records:
         sleep(delay)
         delay = min(delay * 2, 5.0)

@@ -26,63 +26,146 @@ def _positive_int(text: str) -> int:
 
 
 class ShopstreamOptions(PipelineOptions):
-
   @classmethod
   def _add_argparse_args(cls, parser):
     def flag(name: str, **kwargs):
       spellings = dict.fromkeys([f'--{name}', f'--{name.replace("-", "_")}'])
       parser.add_argument(*spellings, dest=name.replace('-', '_'), **kwargs)
 
-    flag('source', action='append', default=None, metavar='KIND=PATH_OR_GLOB',
-         help='An input: kind events-jsonl (JSON lines, optionally .gz), access-log '
-              '(Apache/NGINX combined), orders-csv, orders-fixed (with --fixed-layout), '
-              'catalog-csv or taxonomy. Repeat for several inputs; globs allowed.')
-    flag('output', default=None, metavar='DIR',
-         help='Where the tables go: a local path or s3://bucket/prefix (with Beam\'s --s3_* '
-              'options for the endpoint; credentials from the standard AWS chain). '
-              'Partitions a run writes are replaced whole.')
-    flag('session-gap-minutes', type=_positive_float, default=DEFAULT_GAP_S / 60,
-         help='Inactivity that starts a new session (default: %(default)s).')
-    flag('max-session-hours', type=_positive_float, default=DEFAULT_MAX_DURATION_S / 3600,
-         help='A session is cut when it reaches this length (default: %(default)s).')
-    flag('default-currency', default='EUR', metavar='ISO4217',
-         help='Currency of prices that come without one (default: %(default)s).')
-    flag('orders-timezone', default='UTC', metavar='TZ',
-         help='Time zone of the local times in order exports, e.g. Europe/London '
-              '(default: %(default)s).')
-    flag('fixed-layout', default=None, metavar='LAYOUT.yaml',
-         help='Column layout of orders-fixed inputs (see samples/orders-fixed/layout.yaml).')
-    flag('fixed-encoding', default=None, metavar='CODEPAGE',
-         help='Code page of orders-fixed inputs, e.g. cp037 (EBCDIC); overrides the layout\'s '
-              '(default: the layout\'s, else cp1252).')
-    flag('site-host', default=None, metavar='HOST',
-         help='Your shop\'s host name: referrers from it count as internal, not referral.')
-    flag('num-buckets', type=_positive_int, default=16,
-         help='Hash buckets of the batch shuffles; the unit of parallelism after them '
-              '(default: %(default)s).')
-    flag('run-id', default=None,
-         help='Names the run\'s staging area (default: time + random suffix).')
-    flag('reference-time', default=None, metavar='ISO8601',
-         help='"Now" for rejecting future timestamps (default: the wall clock). Set it '
-              'to reproduce a run exactly.')
-    flag('progress', default='auto', choices=('auto', 'never'),
-         help='Progress bars on a terminal (default: %(default)s).')
+    flag(
+      'source',
+      action='append',
+      default=None,
+      metavar='KIND=PATH_OR_GLOB',
+      help='An input: kind events-jsonl (JSON lines, optionally .gz), access-log '
+      '(Apache/NGINX combined), orders-csv, orders-fixed (with --fixed-layout), '
+      'catalog-csv or taxonomy. Repeat for several inputs; globs allowed.',
+    )
+    flag(
+      'output',
+      default=None,
+      metavar='DIR',
+      help="Where the tables go: a local path or s3://bucket/prefix (with Beam's --s3_* "
+      'options for the endpoint; credentials from the standard AWS chain). '
+      'Partitions a run writes are replaced whole.',
+    )
+    flag(
+      'session-gap-minutes',
+      type=_positive_float,
+      default=DEFAULT_GAP_S / 60,
+      help='Inactivity that starts a new session (default: %(default)s).',
+    )
+    flag(
+      'max-session-hours',
+      type=_positive_float,
+      default=DEFAULT_MAX_DURATION_S / 3600,
+      help='A session is cut when it reaches this length (default: %(default)s).',
+    )
+    flag(
+      'default-currency',
+      default='EUR',
+      metavar='ISO4217',
+      help='Currency of prices that come without one (default: %(default)s).',
+    )
+    flag(
+      'orders-timezone',
+      default='UTC',
+      metavar='TZ',
+      help='Time zone of the local times in order exports, e.g. Europe/London '
+      '(default: %(default)s).',
+    )
+    flag(
+      'fixed-layout',
+      default=None,
+      metavar='LAYOUT.yaml',
+      help='Column layout of orders-fixed inputs (see samples/orders-fixed/layout.yaml).',
+    )
+    flag(
+      'fixed-encoding',
+      default=None,
+      metavar='CODEPAGE',
+      help="Code page of orders-fixed inputs, e.g. cp037 (EBCDIC); overrides the layout's "
+      "(default: the layout's, else cp1252).",
+    )
+    flag(
+      'site-host',
+      default=None,
+      metavar='HOST',
+      help="Your shop's host name: referrers from it count as internal, not referral.",
+    )
+    flag(
+      'num-buckets',
+      type=_positive_int,
+      default=16,
+      help='Hash buckets of the batch shuffles; the unit of parallelism after them '
+      '(default: %(default)s).',
+    )
+    flag(
+      'run-id', default=None, help="Names the run's staging area (default: time + random suffix)."
+    )
+    flag(
+      'reference-time',
+      default=None,
+      metavar='ISO8601',
+      help='"Now" for rejecting future timestamps (default: the wall clock). Set it '
+      'to reproduce a run exactly.',
+    )
+    flag(
+      'progress',
+      default='auto',
+      choices=('auto', 'never'),
+      help='Progress bars on a terminal (default: %(default)s).',
+    )
     # Streaming over Kinesis (instead of --source).
-    flag('kinesis-stream', default=None, metavar='NAME',
-         help='Read canonical JSON events from this Kinesis stream (the streaming pipeline).')
-    flag('kinesis-endpoint-url', default=None, metavar='URL',
-         help='Kinesis endpoint, e.g. a local emulator (default: AWS).')
-    flag('kinesis-region', default=None, metavar='REGION',
-         help='AWS region (default: the standard AWS chain\'s).')
-    flag('kinesis-start', default='TRIM_HORIZON', choices=('TRIM_HORIZON', 'LATEST'),
-         help='Where a new reader starts in each shard (default: %(default)s).')
-    flag('stop-after-idle', type=_positive_float, default=None, metavar='SECONDS',
-         help='Stop reading after this long without a record (local and test runs).')
-    flag('max-records', type=_positive_int, default=None, metavar='N',
-         help='Stop reading after N records (local and test runs).')
-    flag('allowed-lateness-minutes', type=float, default=5.0,
-         help='How late (event time behind the watermark) an event may arrive and still '
-              'count; later ones are dead letters with reason late (default: %(default)s).')
-    flag('dedup-hours', type=_positive_float, default=24.0,
-         help='How long (event time) an event_id is remembered for deduplication '
-              '(default: %(default)s).')
+    flag(
+      'kinesis-stream',
+      default=None,
+      metavar='NAME',
+      help='Read canonical JSON events from this Kinesis stream (the streaming pipeline).',
+    )
+    flag(
+      'kinesis-endpoint-url',
+      default=None,
+      metavar='URL',
+      help='Kinesis endpoint, e.g. a local emulator (default: AWS).',
+    )
+    flag(
+      'kinesis-region',
+      default=None,
+      metavar='REGION',
+      help="AWS region (default: the standard AWS chain's).",
+    )
+    flag(
+      'kinesis-start',
+      default='TRIM_HORIZON',
+      choices=('TRIM_HORIZON', 'LATEST'),
+      help='Where a new reader starts in each shard (default: %(default)s).',
+    )
+    flag(
+      'stop-after-idle',
+      type=_positive_float,
+      default=None,
+      metavar='SECONDS',
+      help='Stop reading after this long without a record (local and test runs).',
+    )
+    flag(
+      'max-records',
+      type=_positive_int,
+      default=None,
+      metavar='N',
+      help='Stop reading after N records (local and test runs).',
+    )
+    flag(
+      'allowed-lateness-minutes',
+      type=float,
+      default=5.0,
+      help='How late (event time behind the watermark) an event may arrive and still '
+      'count; later ones are dead letters with reason late (default: %(default)s).',
+    )
+    flag(
+      'dedup-hours',
+      type=_positive_float,
+      default=24.0,
+      help='How long (event time) an event_id is remembered for deduplication '
+      '(default: %(default)s).',
+    )

@@ -99,7 +99,8 @@ class _WriteStagedParquet(accounting.CountingDoFn):
       writer.close()
       stream.close()
       yield WindowedValue(
-          WrittenFile(self._spec.name, day, path, count), MIN_TIMESTAMP, [GlobalWindow()])
+        WrittenFile(self._spec.name, day, path, count), MIN_TIMESTAMP, [GlobalWindow()]
+      )
     self._writers = {}
     super().finish_bundle()
 
@@ -119,7 +120,8 @@ class WriteTable(beam.PTransform):
 
   def expand(self, rows):
     return rows | 'WriteStagedParquet' >> beam.ParDo(
-        _WriteStagedParquet(self._spec, self._staging)).with_output_types(WrittenFile)
+      _WriteStagedParquet(self._spec, self._staging)
+    ).with_output_types(WrittenFile)
 
 
 def publish(output: str, run_id: str, written: list[WrittenFile]) -> None:
@@ -141,7 +143,9 @@ def _replace_partition(staged: str, final: str, committed: set[str]) -> None:
     # Two renames: readers see the old partition or the new one, never a mix.
     _remove_uncommitted(staged, committed)
     os.makedirs(os.path.dirname(final), exist_ok=True)
-    trash = os.path.join(os.path.dirname(final), f'.{os.path.basename(final)}.old-{uuid.uuid4().hex}')
+    trash = os.path.join(
+      os.path.dirname(final), f'.{os.path.basename(final)}.old-{uuid.uuid4().hex}'
+    )
     if os.path.exists(final):
       os.rename(final, trash)
     os.rename(staged, final)
@@ -171,7 +175,9 @@ def _remove_tree(path: str) -> None:
     if os.path.isdir(parent) and not os.listdir(parent):
       os.rmdir(parent)
     return
-  leftovers = [m.path for r in FileSystems.match([FileSystems.join(path, '**')]) for m in r.metadata_list]
+  leftovers = [
+    m.path for r in FileSystems.match([FileSystems.join(path, '**')]) for m in r.metadata_list
+  ]
   if leftovers:
     FileSystems.delete(leftovers)
 
@@ -196,6 +202,7 @@ class PublishTables(beam.PTransform):
 
   def expand(self, written_files):
     return (
-        written_files
-        | 'CollectWrittenFiles' >> beam.combiners.ToList()
-        | 'PublishPartitions' >> beam.ParDo(_Publish(self._output, self._run_id)))
+      written_files
+      | 'CollectWrittenFiles' >> beam.combiners.ToList()
+      | 'PublishPartitions' >> beam.ParDo(_Publish(self._output, self._run_id))
+    )

@@ -72,8 +72,10 @@ def reasons(counters: dict[str, int]) -> dict[str, dict[str, int]]:
 def unbalanced_sources(summary: dict) -> dict[str, dict[str, int]]:
   """Sources whose read count is not clean + dead_letter + duplicate + filtered."""
   return {
-      source: row for source, row in summary['sources'].items()
-      if row[accounting.READ] != sum(row[o] for o in accounting.OUTCOMES)}
+    source: row
+    for source, row in summary['sources'].items()
+    if row[accounting.READ] != sum(row[o] for o in accounting.OUTCOMES)
+  }
 
 
 def write_json(path: str, content: dict) -> None:

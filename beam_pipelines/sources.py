@@ -1,8 +1,8 @@
 """Batch inputs: ``--source KIND=PATH_OR_GLOB`` specs and reading them line by line.
 
-    specs = [parse_source_spec('access-log=/data/access.log*')]
-    files = expand_inputs(specs)            # fails fast when nothing matches
-    records = p | ReadLines(files)          # RawRecords, one per line
+specs = [parse_source_spec('access-log=/data/access.log*')]
+files = expand_inputs(specs)            # fails fast when nothing matches
+records = p | ReadLines(files)          # RawRecords, one per line
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ def expand_inputs(specs: list[SourceSpec]) -> list[InputFile]:
       raise ValueError(f'--source {spec.kind}={spec.pattern}: no file matches')
     for m in matched:
       files[(spec.kind, m.path)] = InputFile(
-          spec.kind, m.path, m.size_in_bytes, int(m.last_updated_in_seconds * US_PER_SECOND))
+        spec.kind, m.path, m.size_in_bytes, int(m.last_updated_in_seconds * US_PER_SECOND)
+      )
   return sorted(files.values())
 
 
@@ -112,8 +113,9 @@ class _ReadFileLines(beam.DoFn):
     progress = self._progress_bar(file)
     position = 0
     try:
-      records = stream if self._record_length is None else _fixed_records(
-          stream, self._record_length)
+      records = (
+        stream if self._record_length is None else _fixed_records(stream, self._record_length)
+      )
       for position, line in enumerate(records, 1):
         if self._record_length is None:
           line = line.rstrip(b'\r\n')
@@ -123,10 +125,19 @@ class _ReadFileLines(beam.DoFn):
     except (EOFError, OSError, zlib.error) as e:
       # A truncated or corrupt compressed file: keep what was read, report the rest.
       accounting.count(accounting.READ, source)
-      yield pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
-          payload=b'', reason='unreadable_input',
-          detail=f'input unreadable after line {position}: {e}', step=STEP,
-          source=source, position=str(position + 1), event_time=None, input_time=file.mtime_us))
+      yield pvalue.TaggedOutput(
+        DEAD_LETTER_TAG,
+        DeadLetter(
+          payload=b'',
+          reason='unreadable_input',
+          detail=f'input unreadable after line {position}: {e}',
+          step=STEP,
+          source=source,
+          position=str(position + 1),
+          event_time=None,
+          input_time=file.mtime_us,
+        ),
+      )
     finally:
       stream.close()
       if progress is not None:
@@ -137,15 +148,23 @@ class _ReadFileLines(beam.DoFn):
     if not (self._show_progress and sys.stderr.isatty()):
       return None
     from tqdm import tqdm
-    return tqdm(total=file.size, desc=file.path.rsplit('/', 1)[-1][-30:], unit='B',
-                unit_scale=True, leave=False, file=sys.stderr)
+
+    return tqdm(
+      total=file.size,
+      desc=file.path.rsplit('/', 1)[-1][-30:],
+      unit='B',
+      unit_scale=True,
+      leave=False,
+      file=sys.stderr,
+    )
 
 
 class ReadLines(beam.PTransform):
   """PBegin to RawRecords (main) and DeadLetters (DEAD_LETTER_TAG) of the files."""
 
-  def __init__(self, files: list[InputFile], show_progress: bool = False,
-               record_length: Optional[int] = None):
+  def __init__(
+    self, files: list[InputFile], show_progress: bool = False, record_length: Optional[int] = None
+  ):
     super().__init__()
     self._files = files
     self._show_progress = show_progress
@@ -153,7 +172,10 @@ class ReadLines(beam.PTransform):
 
   def expand(self, pbegin):
     return (
-        pbegin
-        | 'ListFiles' >> beam.Create(self._files)
-        | 'ReadFileLines' >> beam.ParDo(_ReadFileLines(self._show_progress, self._record_length)).with_output_types(
-            RawRecord, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(DEAD_LETTER_TAG, main='records'))
+      pbegin
+      | 'ListFiles' >> beam.Create(self._files)
+      | 'ReadFileLines'
+      >> beam.ParDo(_ReadFileLines(self._show_progress, self._record_length))
+      .with_output_types(RawRecord, **{DEAD_LETTER_TAG: DeadLetter})
+      .with_outputs(DEAD_LETTER_TAG, main='records')
+    )

@@ -38,10 +38,18 @@ def main(argv: list[str] | None = None) -> int:
   shutil.rmtree(args.workdir, ignore_errors=True)
   inputs = os.path.join(args.workdir, 'sample')
   generate(GeneratorConfig(output_dir=inputs, events=args.events, days=1, seed=3))
-  sources = ['--source', f'events-jsonl={inputs}/*.jsonl.gz',
-             '--source', f'access-log={inputs}/access.log']
-  products = ['--source', f'catalog-csv={inputs}/catalog.csv',
-              '--source', f'taxonomy={inputs}/taxonomy.txt']
+  sources = [
+    '--source',
+    f'events-jsonl={inputs}/*.jsonl.gz',
+    '--source',
+    f'access-log={inputs}/access.log',
+  ]
+  products = [
+    '--source',
+    f'catalog-csv={inputs}/catalog.csv',
+    '--source',
+    f'taxonomy={inputs}/taxonomy.txt',
+  ]
   batch, stream = os.path.join(args.workdir, 'batch'), os.path.join(args.workdir, 'stream')
   print('== batch run')
   if cli.main(['run', *sources, *products, '--output', batch, *COMMON]):
@@ -52,22 +60,40 @@ def main(argv: list[str] | None = None) -> int:
   with running_emulator() as endpoint:
     print(f'== kinesis-local at {endpoint}')
     kinesis = ['--kinesis-endpoint-url', endpoint, '--region', 'us-east-1']
-    if (cli.main(['kinesis', 'create-stream', 'demo', '--shards', '2', *kinesis])
-        or cli.main(['kinesis', 'put', 'demo', *sources, *kinesis])):
+    if cli.main(['kinesis', 'create-stream', 'demo', '--shards', '2', *kinesis]) or cli.main(
+      ['kinesis', 'put', 'demo', *sources, *kinesis]
+    ):
       return 1
     print('== streaming run (until the stream is idle for 3 s)')
-    if cli.main(['run', '--runner-config', 'runner_configs/direct_streaming.yaml',
-                 '--kinesis-stream', 'demo', '--kinesis-endpoint-url', endpoint,
-                 '--kinesis-region', 'us-east-1', '--stop-after-idle', '3', *products,
-                 '--output', stream, *COMMON]):
+    if cli.main(
+      [
+        'run',
+        '--runner-config',
+        'runner_configs/direct_streaming.yaml',
+        '--kinesis-stream',
+        'demo',
+        '--kinesis-endpoint-url',
+        endpoint,
+        '--kinesis-region',
+        'us-east-1',
+        '--stop-after-idle',
+        '3',
+        *products,
+        '--output',
+        stream,
+        *COMMON,
+      ]
+    ):
       return 1
   equal = True
   for table, drop in (('events', ('dt', 'source')), ('sessions', ('dt',))):
     same = table_rows(f'{batch}/{table}', drop) == table_rows(f'{stream}/{table}', drop)
     equal &= same
     rows = len(table_rows(f'{stream}/{table}', drop))
-    print(f'{table}: streaming {"equals" if same else "DIFFERS FROM"} batch ({rows:,} rows; '
-          f'{"all columns but source" if table == "events" else "all columns"})')
+    print(
+      f'{table}: streaming {"equals" if same else "DIFFERS FROM"} batch ({rows:,} rows; '
+      f'{"all columns but source" if table == "events" else "all columns"})'
+    )
   return 0 if equal else 1
 
 

@@ -68,20 +68,25 @@ def json_event_time(data: bytes) -> Optional[int]:
 
 
 def to_raw_record(record: KinesisRecord) -> RawRecord:
-  return RawRecord(f'kinesis:{record.stream}', int(record.sequence_number), record.data,
-                   record.arrival_time_us)
+  return RawRecord(
+    f'kinesis:{record.stream}', int(record.sequence_number), record.data, record.arrival_time_us
+  )
 
 
 def kinesis_config(opts: ShopstreamOptions) -> KinesisConfig:
   return KinesisConfig(
-      stream=opts.kinesis_stream, endpoint_url=opts.kinesis_endpoint_url,
-      region=opts.kinesis_region, start_position=opts.kinesis_start,
-      stop_after_idle_s=opts.stop_after_idle, max_records=opts.max_records,
-      event_time_fn=json_event_time)
+    stream=opts.kinesis_stream,
+    endpoint_url=opts.kinesis_endpoint_url,
+    region=opts.kinesis_region,
+    start_position=opts.kinesis_start,
+    stop_after_idle_s=opts.stop_after_idle,
+    max_records=opts.max_records,
+    event_time_fn=json_event_time,
+  )
 
 
 def build_streaming_pipeline(
-    p: beam.Pipeline, options: PipelineOptions, pseudonymizer: Optional[Pseudonymizer] = None
+  p: beam.Pipeline, options: PipelineOptions, pseudonymizer: Optional[Pseudonymizer] = None
 ) -> dict[str, beam.PCollection]:
   """Adds the streaming graph to ``p``; returns the rows of each table it writes."""
   opts = options.view_as(ShopstreamOptions)
@@ -91,8 +96,10 @@ def build_streaming_pipeline(
     raise ValueError('--output DIR is needed')
   files = expand_inputs([parse_source_spec(text) for text in opts.source or ()])
   if any(f.kind not in DIMENSION_KINDS for f in files):
-    raise ValueError('with --kinesis-stream, --source takes only the product dimension: '
-                     f'{", ".join(DIMENSION_KINDS)}')
+    raise ValueError(
+      'with --kinesis-stream, --source takes only the product dimension: '
+      f'{", ".join(DIMENSION_KINDS)}'
+    )
   now_us = reference_time_us(opts)
   pseudonymizer = pseudonymizer or Pseudonymizer(salt_from_environment())
   # The product dimension is read once, at the start, as in batch.
@@ -105,32 +112,40 @@ def build_streaming_pipeline(
   join = product_join(p, dimensions)
 
   parsed = (
-      p
-      | 'Streams' >> beam.Create([opts.kinesis_stream])
-      | 'ReadKinesis' >> beam.ParDo(ReadKinesisStream(kinesis_config(opts))).with_output_types(
-          KinesisRecord)
-      | 'ToRawRecords' >> beam.Map(to_raw_record).with_output_types(RawRecord)
-      | 'Parse' >> ParseEventsJsonl(opts.default_currency, now_us))
+    p
+    | 'Streams' >> beam.Create([opts.kinesis_stream])
+    | 'ReadKinesis'
+    >> beam.ParDo(ReadKinesisStream(kinesis_config(opts))).with_output_types(KinesisRecord)
+    | 'ToRawRecords' >> beam.Map(to_raw_record).with_output_types(RawRecord)
+    | 'Parse' >> ParseEventsJsonl(opts.default_currency, now_us)
+  )
   sessionized = (
-      parsed[EVENTS_TAG]
-      | 'Enrich' >> EnrichEvents(pseudonymizer, opts.site_host)
-      | 'JoinProducts' >> join(Event)
-      | 'EventTime' >> TimestampByEventTime()
-      | 'Deduplicate' >> DeduplicateStreaming(opts.dedup_hours * 3600)
-      | 'Sessionize' >> SessionizeStreaming(
-          opts.session_gap_minutes * 60, opts.max_session_hours * 3600,
-          opts.allowed_lateness_minutes * 60))
+    parsed[EVENTS_TAG]
+    | 'Enrich' >> EnrichEvents(pseudonymizer, opts.site_host)
+    | 'JoinProducts' >> join(Event)
+    | 'EventTime' >> TimestampByEventTime()
+    | 'Deduplicate' >> DeduplicateStreaming(opts.dedup_hours * 3600)
+    | 'Sessionize'
+    >> SessionizeStreaming(
+      opts.session_gap_minutes * 60,
+      opts.max_session_hours * 3600,
+      opts.allowed_lateness_minutes * 60,
+    )
+  )
   rows = {
-      tables.EVENTS.name: sessionized[EVENTS_TAG] | 'CountClean' >> beam.ParDo(
-          CountClean()).with_output_types(Event),
-      tables.SESSIONS.name: sessionized[SESSIONS_TAG],
-      tables.DEAD_LETTER.name: (
-          (parsed[DEAD_LETTER_TAG], sessionized[DEAD_LETTER_TAG], *dead_letters)
-          | 'FlattenDeadLetters' >> beam.Flatten()
-          | 'CountDeadLetters' >> beam.ParDo(CountDeadLetters()).with_output_types(DeadLetter)),
+    tables.EVENTS.name: sessionized[EVENTS_TAG]
+    | 'CountClean' >> beam.ParDo(CountClean()).with_output_types(Event),
+    tables.SESSIONS.name: sessionized[SESSIONS_TAG],
+    tables.DEAD_LETTER.name: (
+      (parsed[DEAD_LETTER_TAG], sessionized[DEAD_LETTER_TAG], *dead_letters)
+      | 'FlattenDeadLetters' >> beam.Flatten()
+      | 'CountDeadLetters' >> beam.ParDo(CountDeadLetters()).with_output_types(DeadLetter)
+    ),
   }
   for name, table_rows in rows.items():
-    _ = table_rows | f'Write {name}' >> parquet_sink.WriteTable(tables.TABLES[name], opts.output, None)
+    _ = table_rows | f'Write {name}' >> parquet_sink.WriteTable(
+      tables.TABLES[name], opts.output, None
+    )
   return rows
 
 

@@ -19,7 +19,8 @@ TIME = pa.timestamp('us', tz='UTC')
 MONEY = pa.decimal128(18, 4)
 PARTITION_COLUMN = 'dt'
 
-EVENTS_SCHEMA = pa.schema([
+EVENTS_SCHEMA = pa.schema(
+  [
     ('event_id', pa.string()),
     ('event_type', pa.string()),
     ('event_time', TIME),
@@ -50,9 +51,11 @@ EVENTS_SCHEMA = pa.schema([
     ('utm_content', pa.string()),
     ('properties', pa.string()),
     ('source', pa.string()),
-])
+  ]
+)
 
-SESSIONS_SCHEMA = pa.schema([
+SESSIONS_SCHEMA = pa.schema(
+  [
     ('session_id', pa.string()),
     ('session_key', pa.string()),
     ('user_id', pa.string()),
@@ -72,9 +75,11 @@ SESSIONS_SCHEMA = pa.schema([
     ('country', pa.string()),
     ('is_bounce', pa.bool_()),
     ('is_bot', pa.bool_()),
-])
+  ]
+)
 
-ORDERS_SCHEMA = pa.schema([
+ORDERS_SCHEMA = pa.schema(
+  [
     ('order_id', pa.string()),
     ('customer_id', pa.string()),
     ('order_time', TIME),
@@ -86,9 +91,11 @@ ORDERS_SCHEMA = pa.schema([
     ('product_amount', MONEY),
     ('service_amount', MONEY),
     ('currency', pa.string()),
-])
+  ]
+)
 
-ORDER_LINES_SCHEMA = pa.schema([
+ORDER_LINES_SCHEMA = pa.schema(
+  [
     ('order_id', pa.string()),
     ('line_no', pa.int64()),
     ('product_id', pa.string()),
@@ -107,9 +114,11 @@ ORDER_LINES_SCHEMA = pa.schema([
     ('brand', pa.string()),
     ('product_title', pa.string()),
     ('source', pa.string()),
-])
+  ]
+)
 
-DEAD_LETTER_SCHEMA = pa.schema([
+DEAD_LETTER_SCHEMA = pa.schema(
+  [
     ('payload', pa.binary()),
     ('reason', pa.string()),
     ('detail', pa.string()),
@@ -119,7 +128,8 @@ DEAD_LETTER_SCHEMA = pa.schema([
     ('position', pa.string()),
     ('event_time', TIME),
     ('input_time', TIME),
-])
+  ]
+)
 
 
 class TableSpec(NamedTuple):
@@ -132,12 +142,16 @@ class TableSpec(NamedTuple):
 EVENTS = TableSpec('events', EVENTS_SCHEMA, Event, lambda e: utc_day(e.event_time))
 SESSIONS = TableSpec('sessions', SESSIONS_SCHEMA, SessionRow, lambda s: utc_day(s.session_start))
 DEAD_LETTER = TableSpec(
-    'dead_letter', DEAD_LETTER_SCHEMA, DeadLetter,
-    lambda d: utc_day(d.event_time if d.event_time is not None else d.input_time))
+  'dead_letter',
+  DEAD_LETTER_SCHEMA,
+  DeadLetter,
+  lambda d: utc_day(d.event_time if d.event_time is not None else d.input_time),
+)
 
 ORDERS = TableSpec('orders', ORDERS_SCHEMA, Order, lambda o: utc_day(o.order_time))
 ORDER_LINES = TableSpec(
-    'order_lines', ORDER_LINES_SCHEMA, OrderLine, lambda line: utc_day(line.order_time))
+  'order_lines', ORDER_LINES_SCHEMA, OrderLine, lambda line: utc_day(line.order_time)
+)
 
 TABLES = {spec.name: spec for spec in (EVENTS, SESSIONS, ORDERS, ORDER_LINES, DEAD_LETTER)}
 
@@ -150,7 +164,9 @@ def column_indices(spec: TableSpec) -> list[int]:
   return [fields.index(name) for name in spec.schema.names]
 
 
-def to_arrow(spec: TableSpec, rows: Sequence[tuple], indices: Optional[list[int]] = None) -> pa.Table:
+def to_arrow(
+  spec: TableSpec, rows: Sequence[tuple], indices: Optional[list[int]] = None
+) -> pa.Table:
   """Rows of ``spec.row_type`` as a pyarrow Table in the table's schema."""
   indices = indices if indices is not None else column_indices(spec)
   columns = list(zip(*rows, strict=True)) if rows else [()] * len(spec.row_type._fields)  # type: ignore[attr-defined]
@@ -162,4 +178,3 @@ def to_arrow(spec: TableSpec, rows: Sequence[tuple], indices: Optional[list[int]
     else:
       arrays.append(pa.array(values, field.type))
   return pa.Table.from_arrays(arrays, schema=spec.schema)
-

@@ -27,7 +27,9 @@ from beam_pipelines.sample_data import GeneratorConfig, generate  # noqa: E402
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument('--events', type=int, default=200_000)
   parser.add_argument('--days', type=int, default=7)
   parser.add_argument('--repeat', type=int, default=1)
@@ -42,10 +44,17 @@ def main() -> None:
     generate(GeneratorConfig(output_dir=inputs, events=args.events, days=args.days))
     print(f'generated {args.events:,} events in {time.monotonic() - started:.1f} s: {inputs}')
   output = os.path.join(args.workdir, 'output')
-  flags = runner_config.load_runner_config(args.runner_config) + [
-      f'--source=events-jsonl={inputs}/*.jsonl.gz', f'--source=access-log={inputs}/access.log',
-      f'--output={output}', '--progress=never', '--reference-time=2026-06-01T00:00:00Z',
-  ] + beam_flags
+  flags = (
+    runner_config.load_runner_config(args.runner_config)
+    + [
+      f'--source=events-jsonl={inputs}/*.jsonl.gz',
+      f'--source=access-log={inputs}/access.log',
+      f'--output={output}',
+      '--progress=never',
+      '--reference-time=2026-06-01T00:00:00Z',
+    ]
+    + beam_flags
+  )
 
   times = []
   for _ in range(args.repeat):
@@ -54,21 +63,30 @@ def main() -> None:
     summary = batch_pipeline.run(flags)
     times.append(time.monotonic() - started)
   best = min(times)
-  peak_mb = max(resource.getrusage(who).ru_maxrss
-                for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+  peak_mb = (
+    max(
+      resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    / 1024
+  )
   totals = summary['totals']
-  print(json.dumps({
-      'events_generated': args.events,
-      'input_lines': totals['read'],
-      'clean_events': totals['clean'],
-      'sessions': summary['tables']['sessions'],
-      'beam_flags': beam_flags,
-      'seconds_best': round(best, 2),
-      'seconds_all': [round(t, 2) for t in times],
-      'events_per_s': round(args.events / best),
-      'input_lines_per_s': round(totals['read'] / best),
-      'peak_rss_mb': round(peak_mb),
-  }, indent=2))
+  print(
+    json.dumps(
+      {
+        'events_generated': args.events,
+        'input_lines': totals['read'],
+        'clean_events': totals['clean'],
+        'sessions': summary['tables']['sessions'],
+        'beam_flags': beam_flags,
+        'seconds_best': round(best, 2),
+        'seconds_all': [round(t, 2) for t in times],
+        'events_per_s': round(args.events / best),
+        'input_lines_per_s': round(totals['read'] / best),
+        'peak_rss_mb': round(peak_mb),
+      },
+      indent=2,
+    )
+  )
 
 
 if __name__ == '__main__':

@@ -33,7 +33,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument('--records', type=int, default=20_000)
   parser.add_argument('--shards', type=int, default=1)
   args = parser.parse_args()
@@ -45,24 +47,53 @@ def main() -> None:
     kinesis.get_waiter('stream_exists').wait(StreamName='bench', WaiterConfig={'Delay': 0.2})
     started = time.monotonic()
     for start in range(0, args.records, 500):
-      kinesis.put_records(StreamName='bench', Records=[
-          {'Data': json.dumps({'event_id': f'e{n}', 'event_type': 'page_view',
-                               'event_time': 1772359200 + n, 'anonymous_id': f'a{n % 997}'}).encode(),
-           'PartitionKey': f'a{n % 997}'} for n in range(start, min(start + 500, args.records))])
+      kinesis.put_records(
+        StreamName='bench',
+        Records=[
+          {
+            'Data': json.dumps(
+              {
+                'event_id': f'e{n}',
+                'event_type': 'page_view',
+                'event_time': 1772359200 + n,
+                'anonymous_id': f'a{n % 997}',
+              }
+            ).encode(),
+            'PartitionKey': f'a{n % 997}',
+          }
+          for n in range(start, min(start + 500, args.records))
+        ],
+      )
     put_s = time.monotonic() - started
 
-    reader = ReadKinesisStream(KinesisConfig(stream='bench', endpoint_url=endpoint,
-                                             region='us-east-1', stop_after_idle_s=0.5))
+    reader = ReadKinesisStream(
+      KinesisConfig(
+        stream='bench', endpoint_url=endpoint, region='us-east-1', stop_after_idle_s=0.5
+      )
+    )
     reader.setup()
     tracker = ThreadsafeRestrictionTracker(CheckpointTracker(StreamCheckpoint()))
     started = time.monotonic()
-    read = sum(1 for _ in reader.process('bench', tracker=RestrictionTrackerView(tracker),
-                                         watermark=ManualWatermarkEstimator(None)))
+    read = sum(
+      1
+      for _ in reader.process(
+        'bench', tracker=RestrictionTrackerView(tracker), watermark=ManualWatermarkEstimator(None)
+      )
+    )
     read_s = time.monotonic() - started - 0.5  # less the idle wait that ends the read
-    print(json.dumps({'records': args.records, 'shards': args.shards, 'read': read,
-                      'put_records_per_s': round(args.records / put_s),
-                      'read_records_per_s': round(read / read_s),
-                      'read_records_per_s_per_shard': round(read / read_s / args.shards)}, indent=2))
+    print(
+      json.dumps(
+        {
+          'records': args.records,
+          'shards': args.shards,
+          'read': read,
+          'put_records_per_s': round(args.records / put_s),
+          'read_records_per_s': round(read / read_s),
+          'read_records_per_s_per_shard': round(read / read_s / args.shards),
+        },
+        indent=2,
+      )
+    )
 
 
 if __name__ == '__main__':

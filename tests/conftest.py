@@ -43,8 +43,16 @@ def s3_endpoint():
   """A moto S3 server on a free loopback port, stopped by PID at the end."""
   port = free_port()
   server = subprocess.Popen(
-      [os.path.join(os.path.dirname(sys.executable), 'moto_server'), '-H', '127.0.0.1',
-       '-p', str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    [
+      os.path.join(os.path.dirname(sys.executable), 'moto_server'),
+      '-H',
+      '127.0.0.1',
+      '-p',
+      str(port),
+    ],
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   wait_for_port(port, server, 'moto_server')
   try:
     yield f'http://127.0.0.1:{port}'

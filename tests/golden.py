@@ -26,8 +26,14 @@ def outcomes(parse, fixture: str, source: str) -> list[dict]:
       except RecordFiltered as filtered:
         results.append({'line': position, 'filtered': filtered.reason})
       except RecordError as error:
-        results.append({'line': position, 'dead_letter': error.reason, 'detail': str(error),
-                        'event_time': error.event_time})
+        results.append(
+          {
+            'line': position,
+            'dead_letter': error.reason,
+            'detail': str(error),
+            'event_time': error.event_time,
+          }
+        )
   return results
 
 

@@ -85,13 +85,17 @@ class GroupIntoBuckets(beam.PTransform):
     for pcoll in pcolls:
       if not isinstance(pcoll.windowing.windowfn, GlobalWindows):
         raise ValueError(
-            'GroupIntoBuckets is a batch shuffle and needs the global window; '
-            f'got {pcoll.windowing.windowfn}')
+          'GroupIntoBuckets is a batch shuffle and needs the global window; '
+          f'got {pcoll.windowing.windowfn}'
+        )
     batches = [
-        pcoll | f'BatchByBucket{n}' >> beam.ParDo(
-            _BatchByBucket(self._key_fn, self._num_buckets)).with_output_types(
-                tuple[int, bytes])
-        for n, pcoll in enumerate(pcolls)]
+      pcoll
+      | f'BatchByBucket{n}'
+      >> beam.ParDo(_BatchByBucket(self._key_fn, self._num_buckets)).with_output_types(
+        tuple[int, bytes]
+      )
+      for n, pcoll in enumerate(pcolls)
+    ]
     if len(batches) > 1:
       batches = [batches | 'FlattenBatches' >> beam.Flatten()]
     return batches[0] | 'ShuffleBuckets' >> beam.GroupByKey()

@@ -1,7 +1,7 @@
 """Country names of legacy exports to ISO 3166-1 alpha-2 codes (pycountry).
 
-    >>> iso_country('United Kingdom'), iso_country('EIRE'), iso_country('Unspecified')
-    ('GB', 'IE', None)
+>>> iso_country('United Kingdom'), iso_country('EIRE'), iso_country('Unspecified')
+('GB', 'IE', None)
 """
 
 from __future__ import annotations
@@ -13,9 +13,18 @@ import pycountry
 
 # Names legacy order systems use that the ISO list does not know.
 ALIASES = {
-    'eire': 'IE', 'rsa': 'ZA', 'usa': 'US', 'uk': 'GB', 'great britain': 'GB',
-    'england': 'GB', 'scotland': 'GB', 'wales': 'GB', 'northern ireland': 'GB',
-    'czech republic': 'CZ', 'korea': 'KR', 'russia': 'RU',
+  'eire': 'IE',
+  'rsa': 'ZA',
+  'usa': 'US',
+  'uk': 'GB',
+  'great britain': 'GB',
+  'england': 'GB',
+  'scotland': 'GB',
+  'wales': 'GB',
+  'northern ireland': 'GB',
+  'czech republic': 'CZ',
+  'korea': 'KR',
+  'russia': 'RU',
 }
 
 

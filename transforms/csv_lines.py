@@ -1,6 +1,6 @@
 """One CSV line of a legacy export to its fields, with the checks every CSV export needs.
 
-    fields = csv_fields(record, ('product_id', 'title', ...))
+fields = csv_fields(record, ('product_id', 'title', ...))
 """
 
 from __future__ import annotations
@@ -32,5 +32,6 @@ def csv_fields(record: RawRecord, columns: tuple[str, ...]) -> list[str]:
     raise RecordFiltered('header')
   if len(fields) != len(columns):
     raise RecordError.single(
-        'wrong_column_count', f'{len(fields)} columns, expected {len(columns)} ({",".join(columns)})')
+      'wrong_column_count', f'{len(fields)} columns, expected {len(columns)} ({",".join(columns)})'
+    )
   return fields

@@ -62,15 +62,22 @@ def make_dead_letter(record: RawRecord, error: RecordError, step: str) -> DeadLe
     detail += f' (payload of {len(payload)} bytes cut to its first {KEPT_PAYLOAD_BYTES})'
     payload = payload[:KEPT_PAYLOAD_BYTES]
   return DeadLetter(
-      payload=payload, reason=error.reason, detail=detail, step=step,
-      source=record.source, position=str(record.position),
-      event_time=error.event_time, input_time=record.input_time)
+    payload=payload,
+    reason=error.reason,
+    detail=detail,
+    step=step,
+    source=record.source,
+    position=str(record.position),
+    event_time=error.event_time,
+    input_time=record.input_time,
+  )
 
 
 def check_size(record: RawRecord) -> None:
   if len(record.payload) > MAX_RECORD_BYTES:
     raise RecordError.single(
-        'record_too_large', f'record is {len(record.payload)} bytes (max {MAX_RECORD_BYTES})')
+      'record_too_large', f'record is {len(record.payload)} bytes (max {MAX_RECORD_BYTES})'
+    )
 
 
 ParseFn = Callable[[RawRecord], tuple]  # returns a record NamedTuple

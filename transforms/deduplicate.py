@@ -62,6 +62,7 @@ class DeduplicateEvents(beam.PTransform):
 
   def expand(self, events):
     return (
-        events
-        | 'GroupByEventId' >> GroupIntoBuckets(lambda event: event.event_id, self._num_buckets)
-        | 'KeepOnePerId' >> beam.ParDo(_DeduplicateBucket()).with_output_types(Event))
+      events
+      | 'GroupByEventId' >> GroupIntoBuckets(lambda event: event.event_id, self._num_buckets)
+      | 'KeepOnePerId' >> beam.ParDo(_DeduplicateBucket()).with_output_types(Event)
+    )

@@ -22,8 +22,19 @@ from transforms.user_agent import parse_user_agent
 
 _INDEX = {name: i for i, name in enumerate(Event._fields)}
 _USER_ID, _ANONYMOUS_ID, _PAGE_URL, _REFERRER, _PROPERTIES, _COUNTRY, _CHANNEL, _IP, _USER_AGENT = (
-    _INDEX[name] for name in ('user_id', 'anonymous_id', 'page_url', 'referrer', 'properties',
-                              'country', 'channel', 'ip', 'user_agent'))
+  _INDEX[name]
+  for name in (
+    'user_id',
+    'anonymous_id',
+    'page_url',
+    'referrer',
+    'properties',
+    'country',
+    'channel',
+    'ip',
+    'user_agent',
+  )
+)
 # Runs of adjacent columns, filled with one slice assignment each.
 _AGENT = slice(_INDEX['browser'], _INDEX['is_bot'] + 1)
 _UTM = slice(_INDEX['utm_source'], _INDEX['utm_content'] + 1)
@@ -64,4 +75,5 @@ class EnrichEvents(beam.PTransform):
 
   def expand(self, events):
     return events | 'EnrichAndPseudonymize' >> beam.Map(
-        enrich_event, self._pseudonymizer, self._site_host).with_output_types(Event)
+      enrich_event, self._pseudonymizer, self._site_host
+    ).with_output_types(Event)

@@ -1,9 +1,9 @@
 """Event-time parsing: ISO-8601 with offset or epoch numbers to UTC microseconds.
 
-    >>> parse_event_time('2026-03-01T12:00:00+01:00')
-    1772362800000000
-    >>> parse_event_time(1772362800)
-    1772362800000000
+>>> parse_event_time('2026-03-01T12:00:00+01:00')
+1772362800000000
+>>> parse_event_time(1772362800)
+1772362800000000
 """
 
 from __future__ import annotations
@@ -54,24 +54,27 @@ def parse_event_time(value: object) -> int:
         return parse_event_time(float(text))
       except ValueError:
         raise EventTimeError(
-            'invalid_event_time', f'event_time is not ISO-8601 or epoch: {value!r}'
+          'invalid_event_time', f'event_time is not ISO-8601 or epoch: {value!r}'
         ) from None
     if parsed.tzinfo is None:
       raise EventTimeError(
-          'event_time_without_offset',
-          f'event_time has no UTC offset, so its instant is unknown: {value!r}')
+        'event_time_without_offset',
+        f'event_time has no UTC offset, so its instant is unknown: {value!r}',
+      )
     delta = parsed - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * US_PER_SECOND + delta.microseconds
   raise EventTimeError(
-      'invalid_event_time', f'event_time must be a string or number, got {type(value).__name__}')
+    'invalid_event_time', f'event_time must be a string or number, got {type(value).__name__}'
+  )
 
 
 def check_plausible(time_us: int, now_us: int) -> None:
   """Raises EventTimeError when a parsed time is before 1995 or in the future."""
   if time_us < MIN_PLAUSIBLE_US or time_us > now_us + MAX_FUTURE_US:
     raise EventTimeError(
-        'event_time_out_of_range',
-        f'event_time {format_us(time_us)} is before 1995 or more than a day ahead')
+      'event_time_out_of_range',
+      f'event_time {format_us(time_us)} is before 1995 or more than a day ahead',
+    )
 
 
 def format_us(time_us: int) -> str:

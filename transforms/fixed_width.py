@@ -76,13 +76,19 @@ def layout_from_dict(spec: Any, required: tuple[str, ...] = (), where: str = 'la
   for n, raw in enumerate(spec['columns'], 1):
     try:
       column = Column(
-          name=str(raw['name']), start=int(raw['start']) - 1, length=int(raw['length']),
-          type=str(raw.get('type', 'text')), decimals=int(raw.get('decimals', 0)),
-          date_format=str(raw.get('format', '')))
+        name=str(raw['name']),
+        start=int(raw['start']) - 1,
+        length=int(raw['length']),
+        type=str(raw.get('type', 'text')),
+        decimals=int(raw.get('decimals', 0)),
+        date_format=str(raw.get('format', '')),
+      )
     except (KeyError, TypeError, ValueError) as e:
       raise ValueError(f'{where}: column {n} needs name, start and length ({e})') from e
     if column.type not in TYPES:
-      raise ValueError(f'{where}: column {column.name} has type {column.type!r}, not one of {TYPES}')
+      raise ValueError(
+        f'{where}: column {column.name} has type {column.type!r}, not one of {TYPES}'
+      )
     if column.start < 0 or column.length < 1:
       raise ValueError(f'{where}: column {column.name} has start < 1 or length < 1')
     if column.type == 'date':
@@ -90,8 +96,10 @@ def layout_from_dict(spec: Any, required: tuple[str, ...] = (), where: str = 'la
       if not tokens:
         raise ValueError(f'{where}: date column {column.name} needs a format like YYMMDDHHMI')
       if len(tokens) != len(set(tokens)):
-        raise ValueError(f'{where}: date format {column.date_format} of {column.name} repeats a '
-                         'part (minutes are MI, months MM)')
+        raise ValueError(
+          f'{where}: date format {column.date_format} of {column.name} repeats a '
+          'part (minutes are MI, months MM)'
+        )
     columns.append(column)
   ends = sorted((c.start, c.start + c.length, c.name) for c in columns)
   for (_, end, name), (start, _, other) in itertools.pairwise(ends):
@@ -108,8 +116,13 @@ def layout_from_dict(spec: Any, required: tuple[str, ...] = (), where: str = 'la
     ''.encode(encoding)
   except LookupError:
     raise ValueError(f'{where}: unknown encoding {encoding!r}') from None
-  return Layout(tuple(columns), record_length, encoding, bool(spec.get('newline', True)),
-                int(spec.get('year_pivot', 70)))
+  return Layout(
+    tuple(columns),
+    record_length,
+    encoding,
+    bool(spec.get('newline', True)),
+    int(spec.get('year_pivot', 70)),
+  )
 
 
 def _date(text: str, column: Column, pivot: int) -> dt.datetime:
@@ -119,17 +132,25 @@ def _date(text: str, column: Column, pivot: int) -> dt.datetime:
     raise ColumnError(column.name, 'invalid_date', f'{text!r} does not match {column.date_format}')
   parts = {}
   for match in _DATE_PARTS.finditer(column.date_format):
-    piece = text[match.start():match.end()]
+    piece = text[match.start() : match.end()]
     if not piece.isdigit():
-      raise ColumnError(column.name, 'invalid_date', f'{text!r} does not match {column.date_format}')
+      raise ColumnError(
+        column.name, 'invalid_date', f'{text!r} does not match {column.date_format}'
+      )
     parts[match.group(0)] = int(piece)
   year = parts.get('YYYY')
   if year is None:
     yy = parts.get('YY', 0)
     year = (2000 if yy < pivot else 1900) + yy
   try:
-    return dt.datetime(year, parts.get('MM', 1), parts.get('DD', 1), parts.get('HH', 0),
-                       parts.get('MI', 0), parts.get('SS', 0))
+    return dt.datetime(
+      year,
+      parts.get('MM', 1),
+      parts.get('DD', 1),
+      parts.get('HH', 0),
+      parts.get('MI', 0),
+      parts.get('SS', 0),
+    )
   except ValueError:
     raise ColumnError(column.name, 'invalid_date', f'{text!r} is not a real date') from None
 
@@ -148,16 +169,21 @@ def convert(text: str, column: Column, pivot: int) -> Any:
   return Decimal(int(stripped)).scaleb(-column.decimals)
 
 
-def cut_record(record: bytes, layout: Layout, encoding: str) -> tuple[dict[str, Any], list[ColumnError]]:
+def cut_record(
+  record: bytes, layout: Layout, encoding: str
+) -> tuple[dict[str, Any], list[ColumnError]]:
   """Every column's value, and the error of every column that failed."""
   values, errors = {}, []
   for column in layout.columns:
-    raw = record[column.start:column.start + column.length]
+    raw = record[column.start : column.start + column.length]
     try:
       text = raw.decode(encoding)
     except UnicodeDecodeError as e:
-      errors.append(ColumnError(
-          column.name, 'undecodable_bytes', f'byte 0x{raw[e.start]:02x} is not {encoding}'))
+      errors.append(
+        ColumnError(
+          column.name, 'undecodable_bytes', f'byte 0x{raw[e.start]:02x} is not {encoding}'
+        )
+      )
       continue
     try:
       values[column.name] = convert(text, column, layout.year_pivot)

@@ -1,9 +1,9 @@
 """Country from IP address, offline, with the RIR data the ``iptocc`` package ships.
 
-    >>> country_for_ip('8.8.8.8')
-    'US'
-    >>> country_for_ip('10.1.2.3') is None
-    True
+>>> country_for_ip('8.8.8.8')
+'US'
+>>> country_for_ip('10.1.2.3') is None
+True
 """
 
 from __future__ import annotations

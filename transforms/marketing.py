@@ -29,10 +29,27 @@ REFERRAL = 'referral'
 INTERNAL = 'internal'
 
 SEARCH_ENGINES = (
-    'google.', 'bing.', 'yahoo.', 'duckduckgo.', 'baidu.', 'yandex.', 'ecosia.', 'qwant.')
+  'google.',
+  'bing.',
+  'yahoo.',
+  'duckduckgo.',
+  'baidu.',
+  'yandex.',
+  'ecosia.',
+  'qwant.',
+)
 SOCIAL_NETWORKS = (
-    'facebook.', 'instagram.', 't.co', 'twitter.', 'x.com', 'linkedin.', 'pinterest.',
-    'reddit.', 'tiktok.', 'youtube.')
+  'facebook.',
+  'instagram.',
+  't.co',
+  'twitter.',
+  'x.com',
+  'linkedin.',
+  'pinterest.',
+  'reddit.',
+  'tiktok.',
+  'youtube.',
+)
 PAID_MEDIUMS = frozenset({'cpc', 'ppc', 'paid', 'paidsearch', 'paid_search', 'sem'})
 PAID_SOCIAL_MEDIUMS = frozenset({'paid_social', 'paidsocial', 'social_paid'})
 DISPLAY_MEDIUMS = frozenset({'display', 'banner', 'cpm'})
@@ -59,8 +76,13 @@ def utm_parameters(page_url: Optional[str]) -> Utm:
     values = query.get(name)
     return values[0].strip().lower() or None if values else None
 
-  return Utm(first('utm_source'), first('utm_medium'), first('utm_campaign'),
-             first('utm_term'), first('utm_content'))
+  return Utm(
+    first('utm_source'),
+    first('utm_medium'),
+    first('utm_campaign'),
+    first('utm_term'),
+    first('utm_content'),
+  )
 
 
 @functools.lru_cache(maxsize=65_536)

@@ -41,6 +41,7 @@ def _text(max_length: int) -> Callable[[str, Any], Optional[str]]:
     if len(text) > max_length:
       raise FieldError('field_too_long', f'{field} is {len(text)} characters (max {max_length})')
     return text or None
+
   return convert
 
 
@@ -84,7 +85,9 @@ def to_quantity(field: str, value: Any) -> Optional[int]:
   if not math.isfinite(number) or number != int(number):
     raise FieldError('invalid_quantity', f'{field} is not a whole number: {value!r}')
   if not 0 < number <= MAX_QUANTITY:
-    raise FieldError('invalid_quantity', f'{field} must be between 1 and {MAX_QUANTITY:,}: {value!r}')
+    raise FieldError(
+      'invalid_quantity', f'{field} must be between 1 and {MAX_QUANTITY:,}: {value!r}'
+    )
   return int(number)
 
 
@@ -100,29 +103,50 @@ _TEXT = _text(MAX_TEXT_LENGTH)
 # (field, converter) for the optional fields; event_id, event_type,
 # event_time and identity have rules of their own in canonical_event.
 OPTIONAL_FIELDS: tuple[tuple[str, Callable[[str, Any], Any]], ...] = (
-    ('user_id', _ID),
-    ('anonymous_id', _ID),
-    ('product_id', _ID),
-    ('category_id', _ID),
-    ('order_id', _ID),
-    ('price', to_money),
-    ('currency', to_currency),
-    ('quantity', to_quantity),
-    ('page_url', _TEXT),
-    ('referrer', _TEXT),
-    ('user_agent', _TEXT),
-    ('ip', _ID),
-    ('properties', to_properties),
+  ('user_id', _ID),
+  ('anonymous_id', _ID),
+  ('product_id', _ID),
+  ('category_id', _ID),
+  ('order_id', _ID),
+  ('price', to_money),
+  ('currency', to_currency),
+  ('quantity', to_quantity),
+  ('page_url', _TEXT),
+  ('referrer', _TEXT),
+  ('user_agent', _TEXT),
+  ('ip', _ID),
+  ('properties', to_properties),
 )
 _INDEX = {name: i for i, name in enumerate(Event._fields)}
 _FIELD_TABLE = {name: (_INDEX[name], convert) for name, convert in OPTIONAL_FIELDS}
-(_EVENT_ID, _EVENT_TYPE, _EVENT_TIME, _USER_ID, _ANONYMOUS_ID, _PRICE, _CURRENCY, _PROPERTIES,
- _SOURCE) = (_INDEX[name] for name in (
-     'event_id', 'event_type', 'event_time', 'user_id', 'anonymous_id', 'price', 'currency',
-     'properties', 'source'))
+(
+  _EVENT_ID,
+  _EVENT_TYPE,
+  _EVENT_TIME,
+  _USER_ID,
+  _ANONYMOUS_ID,
+  _PRICE,
+  _CURRENCY,
+  _PROPERTIES,
+  _SOURCE,
+) = (
+  _INDEX[name]
+  for name in (
+    'event_id',
+    'event_type',
+    'event_time',
+    'user_id',
+    'anonymous_id',
+    'price',
+    'currency',
+    'properties',
+    'source',
+  )
+)
 _IDENTITY_FIELDS = frozenset({'user_id', 'anonymous_id'})
 KNOWN_FIELDS = frozenset(
-    ['event_id', 'event_type', 'event_time'] + [name for name, _ in OPTIONAL_FIELDS])
+  ['event_id', 'event_type', 'event_time'] + [name for name, _ in OPTIONAL_FIELDS]
+)
 
 
 def content_id(content: bytes) -> str:
@@ -131,12 +155,12 @@ def content_id(content: bytes) -> str:
 
 
 def canonical_event(
-    obj: dict,
-    *,
-    source: str,
-    default_currency: str,
-    now_us: int,
-    id_content: Optional[bytes] = None,
+  obj: dict,
+  *,
+  source: str,
+  default_currency: str,
+  now_us: int,
+  id_content: Optional[bytes] = None,
 ) -> Event:
   """Validates and normalises one event object; raises RecordError if unusable.
 
@@ -174,7 +198,9 @@ def canonical_event(
   else:
     event_type = canonical_event_type(raw_type)
     if event_type is None:
-      problems.append(('unknown_event_type', f'event_type {raw_type[:80]!r} is not in the vocabulary'))
+      problems.append(
+        ('unknown_event_type', f'event_type {raw_type[:80]!r} is not in the vocabulary')
+      )
 
   event_time = None
   raw_time = obj.get('event_time')
@@ -208,11 +234,13 @@ def canonical_event(
 
   if event_id is None:
     event_id = content_id(
-        id_content if id_content is not None else orjson.dumps(obj, option=orjson.OPT_SORT_KEYS))
+      id_content if id_content is not None else orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    )
   properties = row[_PROPERTIES]
   if properties or extra:
     row[_PROPERTIES] = orjson.dumps(
-        {**(properties or {}), **extra}, option=orjson.OPT_SORT_KEYS).decode()
+      {**(properties or {}), **extra}, option=orjson.OPT_SORT_KEYS
+    ).decode()
   else:
     row[_PROPERTIES] = None
   if row[_PRICE] is not None and row[_CURRENCY] is None:

@@ -47,17 +47,17 @@ def summarize_order(lines: Sequence[OrderLine]) -> Order:
   total = sum((Decimal(line.amount) for line in lines), Decimal(0))
   products = sum((Decimal(line.amount) for line in lines if line.line_type == PRODUCT), Decimal(0))
   return Order(
-      order_id=first.order_id,
-      customer_id=next((line.customer_id for line in lines if line.customer_id), None),
-      order_time=min(line.order_time for line in lines),
-      country=first.country,
-      country_name=first.country_name,
-      is_cancellation=first.is_cancellation,
-      line_count=len(lines),
-      total_amount=money(total),
-      product_amount=money(products),
-      service_amount=money(total - products),
-      currency=first.currency,
+    order_id=first.order_id,
+    customer_id=next((line.customer_id for line in lines if line.customer_id), None),
+    order_time=min(line.order_time for line in lines),
+    country=first.country,
+    country_name=first.country_name,
+    is_cancellation=first.is_cancellation,
+    line_count=len(lines),
+    total_amount=money(total),
+    product_amount=money(products),
+    service_amount=money(total - products),
+    currency=first.currency,
   )
 
 
@@ -84,7 +84,10 @@ class BuildOrders(beam.PTransform):
 
   def expand(self, lines):
     return (
-        lines
-        | 'GroupByOrder' >> GroupIntoBuckets(lambda line: line.order_id, self._num_buckets)
-        | 'NumberAndSum' >> beam.ParDo(_BuildBucketOrders()).with_output_types(
-            OrderLine, **{ORDERS_TAG: Order}).with_outputs(ORDERS_TAG, main=ORDER_LINES_TAG))
+      lines
+      | 'GroupByOrder' >> GroupIntoBuckets(lambda line: line.order_id, self._num_buckets)
+      | 'NumberAndSum'
+      >> beam.ParDo(_BuildBucketOrders())
+      .with_output_types(OrderLine, **{ORDERS_TAG: Order})
+      .with_outputs(ORDERS_TAG, main=ORDER_LINES_TAG)
+    )

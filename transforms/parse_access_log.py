@@ -37,25 +37,57 @@ STEP = 'parse_access_log'
 # Unrolled "normal* (special normal*)*" form: no alternation per character.
 _QUOTED = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
 COMBINED_LOG = re.compile(
-    r'(\S+) \S+ (\S+) \[([^\]]+)\] ' + _QUOTED + r' (\d{3}) (\d+|-)'
-    r'(?: ' + _QUOTED + ' ' + _QUOTED + ')?')
+  r'(\S+) \S+ (\S+) \[([^\]]+)\] ' + _QUOTED + r' (\d{3}) (\d+|-)'
+  r'(?: ' + _QUOTED + ' ' + _QUOTED + ')?'
+)
 _REQUEST = re.compile(r'([A-Z]+) (\S+)(?: HTTP/\d(?:\.\d)?)?')
-_LOG_TIME = re.compile(r'(\d{2})/([A-Za-z]{3})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})')
-_MONTHS = {m: i for i, m in enumerate(
-    ('Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'), 1)}
+_LOG_TIME = re.compile(
+  r'(\d{2})/([A-Za-z]{3})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})'
+)
+_MONTHS = {
+  m: i
+  for i, m in enumerate(
+    ('Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'), 1
+  )
+}
 
 STATIC_EXTENSIONS = frozenset(
-    ('css', 'js', 'mjs', 'map', 'png', 'jpg', 'jpeg', 'gif', 'webp', 'avif', 'svg', 'ico',
-     'woff', 'woff2', 'ttf', 'eot', 'otf', 'mp4', 'webm', 'mp3', 'pdf', 'txt', 'xml', 'json'))
+  (
+    'css',
+    'js',
+    'mjs',
+    'map',
+    'png',
+    'jpg',
+    'jpeg',
+    'gif',
+    'webp',
+    'avif',
+    'svg',
+    'ico',
+    'woff',
+    'woff2',
+    'ttf',
+    'eot',
+    'otf',
+    'mp4',
+    'webm',
+    'mp3',
+    'pdf',
+    'txt',
+    'xml',
+    'json',
+  )
+)
 PAGE_METHODS = frozenset(('GET', 'POST'))
 
 ROUTES: tuple[tuple[re.Pattern, str, Optional[str]], ...] = (
-    (re.compile(r'/(?:product|products|p)/([^/]+)/?$'), event_types.PRODUCT_VIEW, 'product_id'),
-    (re.compile(r'/cart/add/?$'), event_types.ADD_TO_CART, None),
-    (re.compile(r'/cart/remove/?$'), event_types.REMOVE_FROM_CART, None),
-    (re.compile(r'/checkout/(?:complete|confirmation|thank-you)/?$'), event_types.PURCHASE, None),
-    (re.compile(r'/search/?$'), event_types.SEARCH, None),
-    (re.compile(r'/(?:category|c)/([^/]+)/?$'), event_types.PAGE_VIEW, 'category_id'),
+  (re.compile(r'/(?:product|products|p)/([^/]+)/?$'), event_types.PRODUCT_VIEW, 'product_id'),
+  (re.compile(r'/cart/add/?$'), event_types.ADD_TO_CART, None),
+  (re.compile(r'/cart/remove/?$'), event_types.REMOVE_FROM_CART, None),
+  (re.compile(r'/checkout/(?:complete|confirmation|thank-you)/?$'), event_types.PURCHASE, None),
+  (re.compile(r'/search/?$'), event_types.SEARCH, None),
+  (re.compile(r'/(?:category|c)/([^/]+)/?$'), event_types.PAGE_VIEW, 'category_id'),
 )
 
 
@@ -76,10 +108,18 @@ def parse_log_time(text: str) -> int:
   """``10/Oct/2026:13:55:36 -0700`` to UTC microseconds."""
   match = _LOG_TIME.fullmatch(text)
   if not match:
-    raise EventTimeError('invalid_event_time', f'log time {text[:40]!r} is not dd/Mon/yyyy:HH:MM:SS +zzzz')
+    raise EventTimeError(
+      'invalid_event_time', f'log time {text[:40]!r} is not dd/Mon/yyyy:HH:MM:SS +zzzz'
+    )
   day, month_name, year, hour, minute, second, sign, off_h, off_m = match.groups()
   month = _MONTHS.get(month_name.title())
-  if month is None or not 1 <= int(day) <= 31 or int(hour) > 23 or int(minute) > 59 or int(second) > 60:
+  if (
+    month is None
+    or not 1 <= int(day) <= 31
+    or int(hour) > 23
+    or int(minute) > 59
+    or int(second) > 60
+  ):
     raise EventTimeError('invalid_event_time', f'log time {text!r} is not a real date')
   try:
     day_start = _day_start_seconds(int(year), month, int(day))
@@ -146,7 +186,9 @@ class AccessLogParser:
       problems.append((e.code, str(e)))
       event_time = None
     if not request_match:
-      problems.append(('malformed_request', f'request {request[:80]!r} is not "METHOD URL PROTOCOL"'))
+      problems.append(
+        ('malformed_request', f'request {request[:80]!r} is not "METHOD URL PROTOCOL"')
+      )
     if problems:
       raise RecordError(problems, event_time)
     method, target = request_match.groups()  # type: ignore[union-attr]
@@ -162,27 +204,40 @@ class AccessLogParser:
     referrer = _unescape(referrer) if referrer and referrer != '-' else None
     quantity = _first(query, 'qty', 'quantity')
     return Event(
-        event_id=content_id(payload),
-        event_type=event_type,
-        event_time=event_time,  # type: ignore[arg-type]
-        user_id=user if user != '-' else None,
-        anonymous_id=self.pseudonymizer.token(f'{ip}|{user_agent or ""}'),
-        session_id=None,
-        product_id=product_id,
-        category_id=ids.get('category_id'),
-        category_path=None, brand=None, product_title=None,
-        price=None, currency=None,
-        quantity=int(quantity) if quantity and quantity.isdigit() and 0 < int(quantity) <= 1_000_000 else None,
-        order_id=_first(query, 'order', 'order_id') if event_type == event_types.PURCHASE else None,
-        page_url=target,
-        referrer=referrer,
-        browser=None, os=None, device_class=None, is_bot=None, country=None,
-        channel=None, utm_source=None, utm_medium=None, utm_campaign=None,
-        utm_term=None, utm_content=None,
-        properties=None,
-        source=record.source,
-        ip=ip,
-        user_agent=user_agent,
+      event_id=content_id(payload),
+      event_type=event_type,
+      event_time=event_time,  # type: ignore[arg-type]
+      user_id=user if user != '-' else None,
+      anonymous_id=self.pseudonymizer.token(f'{ip}|{user_agent or ""}'),
+      session_id=None,
+      product_id=product_id,
+      category_id=ids.get('category_id'),
+      category_path=None,
+      brand=None,
+      product_title=None,
+      price=None,
+      currency=None,
+      quantity=int(quantity)
+      if quantity and quantity.isdigit() and 0 < int(quantity) <= 1_000_000
+      else None,
+      order_id=_first(query, 'order', 'order_id') if event_type == event_types.PURCHASE else None,
+      page_url=target,
+      referrer=referrer,
+      browser=None,
+      os=None,
+      device_class=None,
+      is_bot=None,
+      country=None,
+      channel=None,
+      utm_source=None,
+      utm_medium=None,
+      utm_campaign=None,
+      utm_term=None,
+      utm_content=None,
+      properties=None,
+      source=record.source,
+      ip=ip,
+      user_agent=user_agent,
     )
 
 
@@ -203,6 +258,7 @@ class ParseAccessLog(beam.PTransform):
 
   def expand(self, records):
     return records | 'ParseLogLines' >> beam.ParDo(
-        ParseRecords(self._parser, STEP)).with_output_types(
-            Event, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
-            DEAD_LETTER_TAG, main=EVENTS_TAG)
+      ParseRecords(self._parser, STEP)
+    ).with_output_types(Event, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
+      DEAD_LETTER_TAG, main=EVENTS_TAG
+    )

@@ -1,7 +1,7 @@
 """ParseEventsJsonl: canonical JSON event lines to Events, with dead letters.
 
-    lines | ParseEventsJsonl(default_currency='EUR', now_us=now)
-    -> DoOutputsTuple: [EVENTS_TAG] Events, [DEAD_LETTER_TAG] DeadLetters
+lines | ParseEventsJsonl(default_currency='EUR', now_us=now)
+-> DoOutputsTuple: [EVENTS_TAG] Events, [DEAD_LETTER_TAG] DeadLetters
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class EventLineParser:
   def __call__(self, record: RawRecord) -> Event:
     payload = record.payload
     if payload.startswith(_BOM):
-      payload = payload[len(_BOM):]
+      payload = payload[len(_BOM) :]
     if not payload.strip():
       raise RecordFiltered('blank_line')
     try:
@@ -37,14 +37,14 @@ class EventLineParser:
         payload.decode('utf-8')
       except UnicodeDecodeError as decode_error:
         raise RecordError.single(
-            'invalid_utf8', f'line is not UTF-8 ({decode_error.reason} at byte '
-            f'{decode_error.start})') from None
+          'invalid_utf8', f'line is not UTF-8 ({decode_error.reason} at byte {decode_error.start})'
+        ) from None
       raise RecordError.single('invalid_json', f'line is not valid JSON: {e}') from None
     if not isinstance(obj, dict):
-      raise RecordError.single(
-          'not_an_object', f'line is JSON {type(obj).__name__}, not an object')
+      raise RecordError.single('not_an_object', f'line is JSON {type(obj).__name__}, not an object')
     return canonical_event(
-        obj, source=record.source, default_currency=self.default_currency, now_us=self.now_us)
+      obj, source=record.source, default_currency=self.default_currency, now_us=self.now_us
+    )
 
 
 class ParseEventsJsonl(beam.PTransform):
@@ -56,6 +56,7 @@ class ParseEventsJsonl(beam.PTransform):
 
   def expand(self, records):
     return records | 'ParseEventLines' >> beam.ParDo(
-        ParseRecords(self._parser, STEP)).with_output_types(
-            Event, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
-            DEAD_LETTER_TAG, main=EVENTS_TAG)
+      ParseRecords(self._parser, STEP)
+    ).with_output_types(Event, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
+      DEAD_LETTER_TAG, main=EVENTS_TAG
+    )

@@ -20,15 +20,30 @@ from transforms.pseudonymize import Pseudonymizer
 from transforms.records import DEAD_LETTER_TAG, ORDER_LINES_TAG, DeadLetter, OrderLine, RawRecord
 
 STEP = 'parse_orders_fixed'
-REQUIRED_COLUMNS = ('invoice_no', 'stock_code', 'description', 'quantity', 'invoice_date',
-                    'unit_price', 'customer_id', 'country')
+REQUIRED_COLUMNS = (
+  'invoice_no',
+  'stock_code',
+  'description',
+  'quantity',
+  'invoice_date',
+  'unit_price',
+  'customer_id',
+  'country',
+)
 
 
 class FixedWidthOrdersParser:
   """The parse function for one record; a class so its config pickles."""
 
-  def __init__(self, layout: Layout, encoding: str, pseudonymizer: Pseudonymizer, tz_name: str,
-               currency: str, now_us: int):
+  def __init__(
+    self,
+    layout: Layout,
+    encoding: str,
+    pseudonymizer: Pseudonymizer,
+    tz_name: str,
+    currency: str,
+    now_us: int,
+  ):
     self.layout = layout
     self.encoding = encoding
     self.pseudonymizer = pseudonymizer
@@ -38,8 +53,10 @@ class FixedWidthOrdersParser:
     self.now_us = now_us
 
   def __reduce__(self):
-    return (FixedWidthOrdersParser, (self.layout, self.encoding, self.pseudonymizer,
-                                     self.tz_name, self.currency, self.now_us))
+    return (
+      FixedWidthOrdersParser,
+      (self.layout, self.encoding, self.pseudonymizer, self.tz_name, self.currency, self.now_us),
+    )
 
   def __call__(self, record: RawRecord) -> OrderLine:
     payload = record.payload.rstrip(b'\r') if self.layout.newline else record.payload
@@ -47,8 +64,9 @@ class FixedWidthOrdersParser:
       raise RecordFiltered('blank_line')
     if len(payload) != self.layout.record_length:
       raise RecordError.single(
-          'wrong_record_length',
-          f'record is {len(payload)} bytes, the layout says {self.layout.record_length}')
+        'wrong_record_length',
+        f'record is {len(payload)} bytes, the layout says {self.layout.record_length}',
+      )
     values, errors = cut_record(payload, self.layout, self.encoding)
     problems = [(e.code, str(e)) for e in errors]
     order_time = None
@@ -62,24 +80,41 @@ class FixedWidthOrdersParser:
     if problems:
       raise RecordError(problems, order_time)
     return order_line(
-        invoice_no=values['invoice_no'], stock_code=values['stock_code'],
-        description=values['description'], quantity=values['quantity'], order_time=order_time,
-        unit_price=values['unit_price'], customer_id=clean_customer_id(values['customer_id']),
-        country_name=values['country'], currency=self.currency, source=record.source,
-        position=record.position, pseudonymizer=self.pseudonymizer)
+      invoice_no=values['invoice_no'],
+      stock_code=values['stock_code'],
+      description=values['description'],
+      quantity=values['quantity'],
+      order_time=order_time,
+      unit_price=values['unit_price'],
+      customer_id=clean_customer_id(values['customer_id']),
+      country_name=values['country'],
+      currency=self.currency,
+      source=record.source,
+      position=record.position,
+      pseudonymizer=self.pseudonymizer,
+    )
 
 
 class ParseFixedWidthOrders(beam.PTransform):
   """RawRecords of a fixed-width order export to OrderLines, with dead letters."""
 
-  def __init__(self, layout: Layout, encoding: str, pseudonymizer: Pseudonymizer, tz_name: str,
-               currency: str, now_us: int):
+  def __init__(
+    self,
+    layout: Layout,
+    encoding: str,
+    pseudonymizer: Pseudonymizer,
+    tz_name: str,
+    currency: str,
+    now_us: int,
+  ):
     super().__init__()
     self._parser = FixedWidthOrdersParser(
-        layout, encoding, pseudonymizer, tz_name, currency, now_us)
+      layout, encoding, pseudonymizer, tz_name, currency, now_us
+    )
 
   def expand(self, records):
     return records | 'ParseFixedRecords' >> beam.ParDo(
-        ParseRecords(self._parser, STEP)).with_output_types(
-            OrderLine, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
-                DEAD_LETTER_TAG, main=ORDER_LINES_TAG)
+      ParseRecords(self._parser, STEP)
+    ).with_output_types(OrderLine, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
+      DEAD_LETTER_TAG, main=ORDER_LINES_TAG
+    )

@@ -37,15 +37,30 @@ from transforms.pseudonymize import Pseudonymizer
 from transforms.records import DEAD_LETTER_TAG, ORDER_LINES_TAG, DeadLetter, OrderLine, RawRecord
 
 STEP = 'parse_orders_csv'
-COLUMNS = ('InvoiceNo', 'StockCode', 'Description', 'Quantity', 'InvoiceDate', 'UnitPrice',
-           'CustomerID', 'Country')
+COLUMNS = (
+  'InvoiceNo',
+  'StockCode',
+  'Description',
+  'Quantity',
+  'InvoiceDate',
+  'UnitPrice',
+  'CustomerID',
+  'Country',
+)
 PRODUCT, SERVICE, ADJUSTMENT = 'product', 'service', 'adjustment'
 # Stock codes that are not goods, and what they are.
 SERVICE_CODES = {
-    'POST': SERVICE, 'DOT': SERVICE, 'C2': SERVICE,  # postage and carriage
-    'BANK CHARGES': SERVICE, 'AMAZONFEE': SERVICE, 'CRUK': SERVICE,  # fees, commission
-    'M': ADJUSTMENT, 'D': ADJUSTMENT, 'S': ADJUSTMENT, 'B': ADJUSTMENT,  # manual, discount,
-    'PADS': ADJUSTMENT,  # samples, bad debt, price-matching
+  'POST': SERVICE,
+  'DOT': SERVICE,
+  'C2': SERVICE,  # postage and carriage
+  'BANK CHARGES': SERVICE,
+  'AMAZONFEE': SERVICE,
+  'CRUK': SERVICE,  # fees, commission
+  'M': ADJUSTMENT,
+  'D': ADJUSTMENT,
+  'S': ADJUSTMENT,
+  'B': ADJUSTMENT,  # manual, discount,
+  'PADS': ADJUSTMENT,  # samples, bad debt, price-matching
 }
 _US_DATE = re.compile(r'(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2})(?::(\d{2}))?')
 MAX_QUANTITY = 1_000_000
@@ -69,7 +84,9 @@ def parse_local_time(text: str, tz: ZoneInfo) -> int:
     else:
       local = dt.datetime.fromisoformat(text)
   except ValueError:
-    raise EventTimeError('invalid_order_time', f'InvoiceDate {text[:40]!r} is not a date-time') from None
+    raise EventTimeError(
+      'invalid_order_time', f'InvoiceDate {text[:40]!r} is not a date-time'
+    ) from None
   if local.tzinfo is None:
     local = local.replace(tzinfo=tz)
   return round(local.timestamp() * US_PER_SECOND)
@@ -97,9 +114,19 @@ def money(value: Decimal) -> str:
 
 
 def order_line(
-    *, invoice_no: str, stock_code: str, description: str, quantity: int, order_time: int,
-    unit_price: Decimal, customer_id: Optional[str], country_name: Optional[str],
-    currency: str, source: str, position: int, pseudonymizer: Pseudonymizer,
+  *,
+  invoice_no: str,
+  stock_code: str,
+  description: str,
+  quantity: int,
+  order_time: int,
+  unit_price: Decimal,
+  customer_id: Optional[str],
+  country_name: Optional[str],
+  currency: str,
+  source: str,
+  position: int,
+  pseudonymizer: Pseudonymizer,
 ) -> OrderLine:
   """The business rules shared by every order export format (module docstring)."""
   invoice_no = invoice_no.strip()
@@ -110,23 +137,39 @@ def order_line(
     raise RecordError.single('missing_order_id', 'InvoiceNo is empty', order_time)
   if is_cancellation and quantity > 0:
     raise RecordError.single(
-        'cancellation_not_negative', f'cancellation {invoice_no} has quantity {quantity}', order_time)
+      'cancellation_not_negative', f'cancellation {invoice_no} has quantity {quantity}', order_time
+    )
   if not is_cancellation and quantity < 0:
     if unit_price == 0:
       raise RecordFiltered('stock_adjustment')
     raise RecordError.single(
-        'negative_quantity', f'invoice {invoice_no} has quantity {quantity}', order_time)
+      'negative_quantity', f'invoice {invoice_no} has quantity {quantity}', order_time
+    )
   if unit_price < 0 and line_type == PRODUCT:
     raise RecordError.single('invalid_price', f'product {code} has price {unit_price}', order_time)
   country_name = country_name.strip() if country_name and country_name.strip() else None
   return OrderLine(
-      order_id=invoice_no, line_no=None, product_id=code or None,
-      description=description.strip() or None, quantity=quantity, unit_price=money(unit_price),
-      amount=money(unit_price * quantity), currency=currency, line_type=line_type,
-      is_cancellation=is_cancellation, order_time=order_time,
-      customer_id=pseudonymizer.identity(customer_id), country=iso_country(country_name),
-      country_name=country_name, category_id=None, category_path=None, brand=None,
-      product_title=None, source=source, position=position)
+    order_id=invoice_no,
+    line_no=None,
+    product_id=code or None,
+    description=description.strip() or None,
+    quantity=quantity,
+    unit_price=money(unit_price),
+    amount=money(unit_price * quantity),
+    currency=currency,
+    line_type=line_type,
+    is_cancellation=is_cancellation,
+    order_time=order_time,
+    customer_id=pseudonymizer.identity(customer_id),
+    country=iso_country(country_name),
+    country_name=country_name,
+    category_id=None,
+    category_path=None,
+    brand=None,
+    product_title=None,
+    source=source,
+    position=position,
+  )
 
 
 class OrdersCsvParser:
@@ -144,7 +187,9 @@ class OrdersCsvParser:
 
   def __call__(self, record: RawRecord) -> OrderLine:
     fields = csv_fields(record, COLUMNS)
-    invoice_no, stock_code, description, quantity_text, date_text, price_text, customer, country = fields
+    invoice_no, stock_code, description, quantity_text, date_text, price_text, customer, country = (
+      fields
+    )
     problems, order_time, quantity, unit_price = [], None, None, None
     try:
       order_time = parse_local_time(date_text, self.tz)
@@ -157,7 +202,9 @@ class OrdersCsvParser:
       if abs(quantity) > MAX_QUANTITY:
         problems.append(('invalid_quantity', f'Quantity {quantity} is beyond {MAX_QUANTITY:,}'))
     except ValueError:
-      problems.append(('invalid_quantity', f'Quantity {quantity_text[:40]!r} is not a whole number'))
+      problems.append(
+        ('invalid_quantity', f'Quantity {quantity_text[:40]!r} is not a whole number')
+      )
     try:
       unit_price = parse_amount('UnitPrice', price_text)
     except RecordError as e:
@@ -165,10 +212,19 @@ class OrdersCsvParser:
     if problems:
       raise RecordError(problems, order_time)
     return order_line(
-        invoice_no=invoice_no, stock_code=stock_code, description=description, quantity=quantity,
-        order_time=order_time, unit_price=unit_price, customer_id=clean_customer_id(customer),
-        country_name=country, currency=self.currency, source=record.source,
-        position=record.position, pseudonymizer=self.pseudonymizer)
+      invoice_no=invoice_no,
+      stock_code=stock_code,
+      description=description,
+      quantity=quantity,
+      order_time=order_time,
+      unit_price=unit_price,
+      customer_id=clean_customer_id(customer),
+      country_name=country,
+      currency=self.currency,
+      source=record.source,
+      position=record.position,
+      pseudonymizer=self.pseudonymizer,
+    )
 
 
 class ParseOrdersCsv(beam.PTransform):
@@ -180,5 +236,7 @@ class ParseOrdersCsv(beam.PTransform):
 
   def expand(self, records):
     return records | 'ParseOrderLines' >> beam.ParDo(
-        ParseRecords(self._parser, STEP)).with_output_types(
-            OrderLine, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(DEAD_LETTER_TAG, main=ORDER_LINES_TAG)
+      ParseRecords(self._parser, STEP)
+    ).with_output_types(OrderLine, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
+      DEAD_LETTER_TAG, main=ORDER_LINES_TAG
+    )

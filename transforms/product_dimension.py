@@ -69,13 +69,22 @@ def parse_catalog_line(record: RawRecord) -> Product:
     problems.append(('invalid_currency', f'currency {currency[:10]!r} is not ISO-4217'))
   if problems:
     raise RecordError(problems)
-  return Product(product_id, title or None, brand or None, category_id or None, price_text,
-                 currency.upper() or None, record.source, record.position)
+  return Product(
+    product_id,
+    title or None,
+    brand or None,
+    category_id or None,
+    price_text,
+    currency.upper() or None,
+    record.source,
+    record.position,
+  )
 
 
 def _parse(records, parse_fn, step: str, record_type: type):
   return records | beam.ParDo(ParseRecords(parse_fn, step)).with_output_types(
-      record_type, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(DEAD_LETTER_TAG, main=PARSED_TAG)
+    record_type, **{DEAD_LETTER_TAG: DeadLetter}
+  ).with_outputs(DEAD_LETTER_TAG, main=PARSED_TAG)
 
 
 class ParseCatalogCsv(beam.PTransform):
@@ -111,10 +120,12 @@ class KeyedDimension(beam.PTransform):
 
   def expand(self, rows):
     id_field = self._id_field
-    return (rows
-            | 'KeyById' >> beam.Map(lambda row: (getattr(row, id_field), row))
-            | 'GroupById' >> beam.GroupByKey()
-            | 'KeepFirst' >> beam.ParDo(_KeepFirst()))
+    return (
+      rows
+      | 'KeyById' >> beam.Map(lambda row: (getattr(row, id_field), row))
+      | 'GroupById' >> beam.GroupByKey()
+      | 'KeepFirst' >> beam.ParDo(_KeepFirst())
+    )
 
 
 def join_product(record, products: dict, categories: dict) -> tuple:
@@ -131,10 +142,10 @@ def join_product(record, products: dict, categories: dict) -> tuple:
   if product is None and category is None:
     return record, record.product_id is not None
   return record._replace(
-      category_id=category_id,
-      category_path=category.category_path if category else None,
-      brand=product.brand if product else None,
-      product_title=product.product_title if product else None,
+    category_id=category_id,
+    category_path=category.category_path if category else None,
+    brand=product.brand if product else None,
+    product_title=product.product_title if product else None,
   ), product is None and record.product_id is not None
 
 
@@ -149,8 +160,9 @@ class _JoinProducts(accounting.CountingDoFn):
 class JoinProductDimension(beam.PTransform):
   """Events or OrderLines with category_id/category_path/brand/product_title filled."""
 
-  def __init__(self, products: pvalue.PCollection, categories: pvalue.PCollection,
-               record_type: type):
+  def __init__(
+    self, products: pvalue.PCollection, categories: pvalue.PCollection, record_type: type
+  ):
     super().__init__()
     self._products = products
     self._categories = categories
@@ -158,5 +170,5 @@ class JoinProductDimension(beam.PTransform):
 
   def expand(self, records):
     return records | 'JoinProducts' >> beam.ParDo(
-        _JoinProducts(), pvalue.AsDict(self._products),
-        pvalue.AsDict(self._categories)).with_output_types(self._record_type)
+      _JoinProducts(), pvalue.AsDict(self._products), pvalue.AsDict(self._categories)
+    ).with_output_types(self._record_type)

@@ -41,7 +41,8 @@ def salt_from_environment() -> bytes:
   salt = os.environ.get(SALT_ENV)
   if not salt:
     _LOGGER.warning(
-        '%s is not set: using the public default salt, fine for local samples only', SALT_ENV)
+      '%s is not set: using the public default salt, fine for local samples only', SALT_ENV
+    )
     salt = DEFAULT_SALT
   return salt.encode()
 
@@ -67,8 +68,12 @@ class Pseudonymizer:
     if not text:
       return text
     # Cheap substring tests first: most ids and URLs hold none of the shapes.
-    if ('@' in text or '%40' in text or text.count(':') >= 2
-        or ('.' in text and _DIGIT_DOT_DIGIT.search(text))):
+    if (
+      '@' in text
+      or '%40' in text
+      or text.count(':') >= 2
+      or ('.' in text and _DIGIT_DOT_DIGIT.search(text))
+    ):
       return _PII.sub(self._replace_match, text)
     return text
 

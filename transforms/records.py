@@ -28,6 +28,7 @@ CATEGORIES_TAG = 'categories'
 
 class RawRecord(NamedTuple):
   """One unparsed record of an input: a line of a file, a Kinesis record."""
+
   source: str  # "KIND:PATH", the run summary's key for this input
   position: int  # 1-based line number (or record sequence) in the source
   payload: bytes
@@ -42,6 +43,7 @@ class Event(NamedTuple):
   ``user_agent`` (raw PII never reaches a table); sessionization fills
   ``session_id``.
   """
+
   event_id: str
   event_type: str
   event_time: int
@@ -82,13 +84,13 @@ class Event(NamedTuple):
     return self.anonymous_id or self.user_id  # type: ignore[return-value]
 
 
-EVENT_COLUMNS: tuple[str, ...] = Event._fields[:Event._fields.index('ip')]
+EVENT_COLUMNS: tuple[str, ...] = Event._fields[: Event._fields.index('ip')]
 _SESSION_ID = Event._fields.index('session_id')
 
 
 def with_session_id(event: Event, session_id: str) -> Event:
   """The event with its session_id set (tuple slicing: _replace is ~5x slower)."""
-  return Event._make(event[:_SESSION_ID] + (session_id,) + event[_SESSION_ID + 1:])
+  return Event._make(event[:_SESSION_ID] + (session_id,) + event[_SESSION_ID + 1 :])
 
 
 class SessionRow(NamedTuple):
@@ -115,6 +117,7 @@ class SessionRow(NamedTuple):
 
 class OrderLine(NamedTuple):
   """One line of a legacy order export; amounts are decimal strings."""
+
   order_id: str
   line_no: Optional[int]  # numbered within the order once its lines are together
   product_id: Optional[str]
@@ -153,6 +156,7 @@ class Order(NamedTuple):
 
 class Product(NamedTuple):
   """A row of the product catalog export."""
+
   product_id: str
   product_title: Optional[str]
   brand: Optional[str]
@@ -165,6 +169,7 @@ class Product(NamedTuple):
 
 class Category(NamedTuple):
   """A line of the product taxonomy: ``id - A > B > C``."""
+
   category_id: str
   category_path: str  # 'A > B > C'
   source: str
@@ -173,6 +178,7 @@ class Category(NamedTuple):
 
 class DeadLetter(NamedTuple):
   """A record that could not be used, with everything needed to replay it."""
+
   payload: bytes  # the raw bytes as read, even when they are not UTF-8
   reason: str  # comma-separated reason codes, e.g. "missing_identity"
   detail: str  # a human-readable sentence per problem

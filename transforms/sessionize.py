@@ -48,8 +48,10 @@ def session_start_indices(times: Sequence[int], gap_us: int, max_duration_us: in
 
 
 def make_session_id(session_key: str, session_start_us: int) -> str:
-  return 's-' + hashlib.blake2b(
-      f'{session_key}\x1f{session_start_us}'.encode(), digest_size=16).hexdigest()
+  return (
+    's-'
+    + hashlib.blake2b(f'{session_key}\x1f{session_start_us}'.encode(), digest_size=16).hexdigest()
+  )
 
 
 def _sort_key(event: Event) -> tuple[int, str]:
@@ -82,30 +84,30 @@ def summarize_session(session_id: str, session_key: str, events: Sequence[Event]
     currency = None
     revenue_text = None if currencies else '0'
   return SessionRow(
-      session_id=session_id,
-      session_key=session_key,
-      user_id=user_id,
-      session_start=first.event_time,
-      session_end=last.event_time,
-      duration_s=(last.event_time - first.event_time) / US_PER_SECOND,
-      event_count=len(events),
-      product_views=counts[event_types.PRODUCT_VIEW],
-      add_to_carts=counts[event_types.ADD_TO_CART],
-      purchases=counts[event_types.PURCHASE],
-      revenue=revenue_text,
-      currency=currency,
-      landing_page=pages[0] if pages else None,
-      exit_page=pages[-1] if pages else None,
-      channel=first.channel,
-      device_class=first.device_class,
-      country=first.country,
-      is_bounce=len(events) == 1,
-      is_bot=any(event.is_bot for event in events),
+    session_id=session_id,
+    session_key=session_key,
+    user_id=user_id,
+    session_start=first.event_time,
+    session_end=last.event_time,
+    duration_s=(last.event_time - first.event_time) / US_PER_SECOND,
+    event_count=len(events),
+    product_views=counts[event_types.PRODUCT_VIEW],
+    add_to_carts=counts[event_types.ADD_TO_CART],
+    purchases=counts[event_types.PURCHASE],
+    revenue=revenue_text,
+    currency=currency,
+    landing_page=pages[0] if pages else None,
+    exit_page=pages[-1] if pages else None,
+    channel=first.channel,
+    device_class=first.device_class,
+    country=first.country,
+    is_bounce=len(events) == 1,
+    is_bot=any(event.is_bot for event in events),
   )
 
 
 def sessionize_key(
-    session_key: str, events: Iterable[Event], gap_us: int, max_duration_us: int
+  session_key: str, events: Iterable[Event], gap_us: int, max_duration_us: int
 ) -> Iterator[tuple[SessionRow, list[Event]]]:
   """Applies the rule to all events of one key: (session row, its events) pairs."""
   ordered = sorted(events, key=_sort_key)
@@ -130,8 +132,7 @@ class _SessionizeBucket(beam.DoFn):
     for event in bucket_records(batches, Event):
       by_key.setdefault(event.session_key, []).append(event)
     for key in sorted(by_key):
-      for session, members in sessionize_key(
-          key, by_key[key], self._gap_us, self._max_duration_us):
+      for session, members in sessionize_key(key, by_key[key], self._gap_us, self._max_duration_us):
         yield pvalue.TaggedOutput(SESSIONS_TAG, session)
         yield from members
 
@@ -139,20 +140,27 @@ class _SessionizeBucket(beam.DoFn):
 class Sessionize(beam.PTransform):
   """Batch sessionization of deduplicated Events (global window)."""
 
-  def __init__(self, gap_s: float = DEFAULT_GAP_S, max_duration_s: float = DEFAULT_MAX_DURATION_S,
-               num_buckets: int = 16):
+  def __init__(
+    self,
+    gap_s: float = DEFAULT_GAP_S,
+    max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    num_buckets: int = 16,
+  ):
     super().__init__()
     if gap_s <= 0 or max_duration_s <= 0:
-      raise ValueError(f'session gap and max duration must be positive, got {gap_s}, {max_duration_s}')
+      raise ValueError(
+        f'session gap and max duration must be positive, got {gap_s}, {max_duration_s}'
+      )
     self._gap_us = round(gap_s * US_PER_SECOND)
     self._max_duration_us = round(max_duration_s * US_PER_SECOND)
     self._num_buckets = num_buckets
 
   def expand(self, events):
     return (
-        events
-        | 'GroupBySessionKey' >> GroupIntoBuckets(
-            lambda event: event.session_key, self._num_buckets)
-        | 'ApplySessionRule' >> beam.ParDo(
-            _SessionizeBucket(self._gap_us, self._max_duration_us)).with_output_types(
-                Event, **{SESSIONS_TAG: SessionRow}).with_outputs(SESSIONS_TAG, main=EVENTS_TAG))
+      events
+      | 'GroupBySessionKey' >> GroupIntoBuckets(lambda event: event.session_key, self._num_buckets)
+      | 'ApplySessionRule'
+      >> beam.ParDo(_SessionizeBucket(self._gap_us, self._max_duration_us))
+      .with_output_types(Event, **{SESSIONS_TAG: SessionRow})
+      .with_outputs(SESSIONS_TAG, main=EVENTS_TAG)
+    )

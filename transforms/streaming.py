@@ -70,7 +70,8 @@ class TimestampByEventTime(beam.PTransform):
 
   def expand(self, events):
     return events | 'EventTimeTimestamps' >> beam.Map(
-        lambda e: TimestampedValue(e, e.event_time / US_PER_SECOND)).with_output_types(Event)
+      lambda e: TimestampedValue(e, e.event_time / US_PER_SECOND)
+    ).with_output_types(Event)
 
 
 class _KeepFirstArrival(accounting.CountingDoFn):
@@ -80,8 +81,7 @@ class _KeepFirstArrival(accounting.CountingDoFn):
   def __init__(self, ttl_us: int):
     self._ttl_us = ttl_us
 
-  def process(self, keyed, seen=beam.DoFn.StateParam(SEEN),
-              expire=beam.DoFn.TimerParam(EXPIRE)):
+  def process(self, keyed, seen=beam.DoFn.StateParam(SEEN), expire=beam.DoFn.TimerParam(EXPIRE)):
     _, event = keyed
     if seen.read():
       self.count(accounting.DUPLICATE, event.source)
@@ -103,11 +103,11 @@ class DeduplicateStreaming(beam.PTransform):
     self._ttl_us = round(ttl_s * US_PER_SECOND)
 
   def expand(self, events):
-    return (events
-            | 'KeyByEventId' >> beam.Map(lambda e: (e.event_id, e)).with_output_types(
-                tuple[str, Event])
-            | 'KeepFirstArrival' >> beam.ParDo(_KeepFirstArrival(self._ttl_us)).with_output_types(
-                Event))
+    return (
+      events
+      | 'KeyByEventId' >> beam.Map(lambda e: (e.event_id, e)).with_output_types(tuple[str, Event])
+      | 'KeepFirstArrival' >> beam.ParDo(_KeepFirstArrival(self._ttl_us)).with_output_types(Event)
+    )
 
 
 class _SessionizeKey(beam.DoFn):
@@ -123,11 +123,14 @@ class _SessionizeKey(beam.DoFn):
     self._lateness_us = lateness_us
     self._retention_us = retention_us
 
-  def process(self, keyed,
-              pending=beam.DoFn.StateParam(PENDING),
-              last_time=beam.DoFn.StateParam(LAST_TIME),
-              boundary=beam.DoFn.StateParam(BOUNDARY),
-              finalize=beam.DoFn.TimerParam(FINALIZE)):
+  def process(
+    self,
+    keyed,
+    pending=beam.DoFn.StateParam(PENDING),
+    last_time=beam.DoFn.StateParam(LAST_TIME),
+    boundary=beam.DoFn.StateParam(BOUNDARY),
+    finalize=beam.DoFn.TimerParam(FINALIZE),
+  ):
     _, event = keyed
     edge = boundary.read()
     if edge is not None and event.event_time < edge:
@@ -139,11 +142,14 @@ class _SessionizeKey(beam.DoFn):
     finalize.set(_timestamp(newest + self._gap_us + self._lateness_us))
 
   @on_timer(FINALIZE)
-  def emit_final_sessions(self, key=beam.DoFn.KeyParam,
-                          pending=beam.DoFn.StateParam(PENDING),
-                          last_time=beam.DoFn.StateParam(LAST_TIME),
-                          boundary=beam.DoFn.StateParam(BOUNDARY),
-                          forget=beam.DoFn.TimerParam(FORGET)):
+  def emit_final_sessions(
+    self,
+    key=beam.DoFn.KeyParam,
+    pending=beam.DoFn.StateParam(PENDING),
+    last_time=beam.DoFn.StateParam(LAST_TIME),
+    boundary=beam.DoFn.StateParam(BOUNDARY),
+    forget=beam.DoFn.TimerParam(FORGET),
+  ):
     events = list(pending.read())
     newest = last_time.read()
     pending.clear()
@@ -159,8 +165,9 @@ class _SessionizeKey(beam.DoFn):
       yield from members
 
   @on_timer(FORGET)
-  def forget_boundary(self, boundary=beam.DoFn.StateParam(BOUNDARY),
-                      last_time=beam.DoFn.StateParam(LAST_TIME)):
+  def forget_boundary(
+    self, boundary=beam.DoFn.StateParam(BOUNDARY), last_time=beam.DoFn.StateParam(LAST_TIME)
+  ):
     if last_time.read() is None:  # nothing pending: the key is idle
       boundary.clear()
 
@@ -169,12 +176,16 @@ def late_dead_letter(event: Event, boundary_us: int) -> DeadLetter:
   """The late event as a canonical JSON line, replayable as events-jsonl."""
   fields = {name: value for name, value in event._asdict().items() if value is not None}
   return DeadLetter(
-      payload=orjson.dumps(fields),
-      reason=LATE,
-      detail=f'event at {format_us(event.event_time)} belongs to a session already emitted '
-             f'(on-time events of this key start at {format_us(boundary_us)})',
-      step=STEP, source=event.source, position=event.event_id, event_time=event.event_time,
-      input_time=event.event_time)
+    payload=orjson.dumps(fields),
+    reason=LATE,
+    detail=f'event at {format_us(event.event_time)} belongs to a session already emitted '
+    f'(on-time events of this key start at {format_us(boundary_us)})',
+    step=STEP,
+    source=event.source,
+    position=event.event_id,
+    event_time=event.event_time,
+    input_time=event.event_time,
+  )
 
 
 class SessionizeStreaming(beam.PTransform):
@@ -184,19 +195,27 @@ class SessionizeStreaming(beam.PTransform):
   SessionRows, [DEAD_LETTER_TAG] late events.
   """
 
-  def __init__(self, gap_s: float = DEFAULT_GAP_S, max_duration_s: float = DEFAULT_MAX_DURATION_S,
-               allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
-               retention_s: float = BOUNDARY_RETENTION_S):
+  def __init__(
+    self,
+    gap_s: float = DEFAULT_GAP_S,
+    max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
+    retention_s: float = BOUNDARY_RETENTION_S,
+  ):
     super().__init__()
     if min(gap_s, max_duration_s) <= 0 or allowed_lateness_s < 0:
       raise ValueError('session gap and max duration must be positive, lateness not negative')
-    self._args = tuple(round(x * US_PER_SECOND)
-                       for x in (gap_s, max_duration_s, allowed_lateness_s, retention_s))
+    self._args = tuple(
+      round(x * US_PER_SECOND) for x in (gap_s, max_duration_s, allowed_lateness_s, retention_s)
+    )
 
   def expand(self, events):
-    return (events
-            | 'KeyBySessionKey' >> beam.Map(lambda e: (e.session_key, e)).with_output_types(
-                tuple[str, Event])
-            | 'SessionizeKey' >> beam.ParDo(_SessionizeKey(*self._args)).with_output_types(
-                Event, **{SESSIONS_TAG: SessionRow, DEAD_LETTER_TAG: DeadLetter}).with_outputs(
-                    SESSIONS_TAG, DEAD_LETTER_TAG, main=EVENTS_TAG))
+    return (
+      events
+      | 'KeyBySessionKey'
+      >> beam.Map(lambda e: (e.session_key, e)).with_output_types(tuple[str, Event])
+      | 'SessionizeKey'
+      >> beam.ParDo(_SessionizeKey(*self._args))
+      .with_output_types(Event, **{SESSIONS_TAG: SessionRow, DEAD_LETTER_TAG: DeadLetter})
+      .with_outputs(SESSIONS_TAG, DEAD_LETTER_TAG, main=EVENTS_TAG)
+    )

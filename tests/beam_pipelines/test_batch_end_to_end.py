@@ -30,10 +30,19 @@ IPV4 = re.compile(rb'(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])')
 def marathon_lines() -> list[bytes]:
   """A crawler every 10 minutes for 30 hours across midnight: the 24 h cap must cut it."""
   start = 1_772_402_400  # 2026-03-01T22:00:00Z
-  return [orjson.dumps({'event_id': f'm-{n}', 'event_type': 'page_view',
-                        'event_time': start + n * 600, 'anonymous_id': 'marathon',
-                        'user_agent': 'python-requests/2.31.0', 'ip': '81.2.69.142'})
-          for n in range(180)]
+  return [
+    orjson.dumps(
+      {
+        'event_id': f'm-{n}',
+        'event_type': 'page_view',
+        'event_time': start + n * 600,
+        'anonymous_id': 'marathon',
+        'user_agent': 'python-requests/2.31.0',
+        'ip': '81.2.69.142',
+      }
+    )
+    for n in range(180)
+  ]
 
 
 @pytest.fixture(scope='module')
@@ -43,14 +52,35 @@ def run_output(tmp_path_factory):
   generate(GeneratorConfig(output_dir=str(inputs), events=4000, days=2, seed=11))
   (inputs / 'marathon.jsonl').write_bytes(b'\n'.join(marathon_lines()) + b'\n')
   output = base / 'tables'
-  argv = ['run', '--runner-config', 'runner_configs/direct.yaml',
-          '--source', f'events-jsonl={inputs}/*.jsonl*', '--source', f'access-log={inputs}/access.log',
-          '--source', f'orders-csv={inputs}/orders.csv', '--orders-timezone', 'Europe/London',
-          '--source', f'orders-fixed={inputs}/orders-fixed.txt',
-          '--fixed-layout', 'samples/orders-fixed/layout.yaml',
-          '--source', f'catalog-csv={inputs}/catalog.csv', '--source', f'taxonomy={inputs}/taxonomy.txt',
-          '--output', str(output), '--reference-time', '2026-06-01T00:00:00Z',
-          '--progress', 'never', '--num-buckets', '4']
+  argv = [
+    'run',
+    '--runner-config',
+    'runner_configs/direct.yaml',
+    '--source',
+    f'events-jsonl={inputs}/*.jsonl*',
+    '--source',
+    f'access-log={inputs}/access.log',
+    '--source',
+    f'orders-csv={inputs}/orders.csv',
+    '--orders-timezone',
+    'Europe/London',
+    '--source',
+    f'orders-fixed={inputs}/orders-fixed.txt',
+    '--fixed-layout',
+    'samples/orders-fixed/layout.yaml',
+    '--source',
+    f'catalog-csv={inputs}/catalog.csv',
+    '--source',
+    f'taxonomy={inputs}/taxonomy.txt',
+    '--output',
+    str(output),
+    '--reference-time',
+    '2026-06-01T00:00:00Z',
+    '--progress',
+    'never',
+    '--num-buckets',
+    '4',
+  ]
   assert run_cli(argv) == 0
   return inputs, output, argv
 
@@ -64,8 +94,10 @@ def run_cli(argv: list[str]) -> int:
 def sql(output, query: str) -> list[tuple]:
   con = duckdb.connect()
   for table in ('events', 'sessions', 'orders', 'order_lines', 'dead_letter'):
-    con.execute(f"create view {table} as select * from read_parquet("
-                f"'{output}/{table}/*/*.parquet', hive_partitioning=true)")
+    con.execute(
+      f'create view {table} as select * from read_parquet('
+      f"'{output}/{table}/*/*.parquet', hive_partitioning=true)"
+    )
   return con.execute(query).fetchall()
 
 
@@ -75,8 +107,13 @@ def input_lines(inputs) -> dict[str, int]:
     opener = gzip.open if path.endswith('.gz') else open
     with opener(path, 'rb') as f:
       name = os.path.basename(path)
-      kind = {'access.log': 'access-log', 'orders.csv': 'orders-csv', 'catalog.csv': 'catalog-csv',
-              'taxonomy.txt': 'taxonomy', 'orders-fixed.txt': 'orders-fixed'}.get(name, 'events-jsonl')
+      kind = {
+        'access.log': 'access-log',
+        'orders.csv': 'orders-csv',
+        'catalog.csv': 'catalog-csv',
+        'taxonomy.txt': 'taxonomy',
+        'orders-fixed.txt': 'orders-fixed',
+      }.get(name, 'events-jsonl')
       counts[f'{kind}:{path}'] = sum(1 for _ in f)
   return counts
 
@@ -88,18 +125,29 @@ def test_summary_accounts_for_every_input_line(run_output):
   assert {s: row['read'] for s, row in summary['sources'].items()} == input_lines(inputs)
   for row in list(summary['sources'].values()) + [summary['totals']]:
     assert row['read'] == row['clean'] + row['dead_letter'] + row['duplicate'] + row['filtered']
-  clean_by_source = dict(sql(output, 'select source, count(*) from events group by all '
-                                     'union all select source, count(*) from order_lines group by all'))
+  clean_by_source = dict(
+    sql(
+      output,
+      'select source, count(*) from events group by all '
+      'union all select source, count(*) from order_lines group by all',
+    )
+  )
   # Catalog and taxonomy rows are kept in the product dimension, not in a table.
-  tabled = {s: r['clean'] for s, r in summary['sources'].items()
-            if r['clean'] and not s.startswith(('catalog-csv:', 'taxonomy:'))}
+  tabled = {
+    s: r['clean']
+    for s, r in summary['sources'].items()
+    if r['clean'] and not s.startswith(('catalog-csv:', 'taxonomy:'))
+  }
   assert clean_by_source == tabled
   taxonomy = next(r for s, r in summary['sources'].items() if s.startswith('taxonomy:'))
   assert (taxonomy['clean'], taxonomy['filtered'], taxonomy['dead_letter']) == (20, 1, 1)
   dead_by_source = dict(sql(output, 'select source, count(*) from dead_letter group by all'))
-  assert dead_by_source == {s: r['dead_letter'] for s, r in summary['sources'].items()
-                            if r['dead_letter']}
-  counts = {table: sql(output, f'select count(*) from {table}')[0][0] for table in summary['tables']}
+  assert dead_by_source == {
+    s: r['dead_letter'] for s, r in summary['sources'].items() if r['dead_letter']
+  }
+  counts = {
+    table: sql(output, f'select count(*) from {table}')[0][0] for table in summary['tables']
+  }
   assert summary['tables'] == counts
   dead = counts['dead_letter']
   assert summary['totals']['duplicate'] > 0 and summary['totals']['filtered'] > 0
@@ -111,9 +159,12 @@ def test_summary_accounts_for_every_input_line(run_output):
 def test_events_are_unique_and_partitioned_by_their_day(run_output):
   _, output, _ = run_output
   assert sql(output, 'select count(*) - count(distinct event_id) from events') == [(0,)]
-  assert sql(output, "select count(*) from events where dt != (event_time at time zone 'UTC')::date") == [(0,)]
-  assert sql(output, "select count(*) from sessions "
-                     "where dt != (session_start at time zone 'UTC')::date") == [(0,)]
+  assert sql(
+    output, "select count(*) from events where dt != (event_time at time zone 'UTC')::date"
+  ) == [(0,)]
+  assert sql(
+    output, "select count(*) from sessions where dt != (session_start at time zone 'UTC')::date"
+  ) == [(0,)]
 
 
 SESSIONS_BY_SQL = f"""
@@ -136,25 +187,38 @@ select k, session_start, max(t), count(*) from walk group by k, session_start
 def test_sessions_match_an_independent_sql_computation_of_the_rule(run_output):
   _, output, _ = run_output
   expected = set(sql(output, SESSIONS_BY_SQL))
-  actual = set(sql(output, 'select session_key, epoch_us(session_start), epoch_us(session_end), '
-                           'event_count from sessions'))
+  actual = set(
+    sql(
+      output,
+      'select session_key, epoch_us(session_start), epoch_us(session_end), '
+      'event_count from sessions',
+    )
+  )
   assert actual == expected
   # The crawler's 30 hours were cut at 24 h, across midnight.
-  marathon = sql(output, "select event_count, duration_s from sessions "
-                         "where session_key = 'marathon' order by session_start")
+  marathon = sql(
+    output,
+    'select event_count, duration_s from sessions '
+    "where session_key = 'marathon' order by session_start",
+  )
   assert marathon == [(144, 143 * 600.0), (36, 35 * 600.0)]
 
 
 def test_every_event_carries_its_sessions_id(run_output):
   _, output, _ = run_output
-  mismatched = sql(output, """
+  mismatched = sql(
+    output,
+    """
       select count(*) from events e left join sessions s
         on e.session_id = s.session_id
        and coalesce(e.anonymous_id, e.user_id) = s.session_key
        and e.event_time between s.session_start and s.session_end
-      where s.session_id is null""")
+      where s.session_id is null""",
+  )
   assert mismatched == [(0,)]
-  assert sql(output, 'select sum(event_count) = (select count(*) from events) from sessions') == [(True,)]
+  assert sql(output, 'select sum(event_count) = (select count(*) from events) from sessions') == [
+    (True,)
+  ]
 
 
 def test_no_raw_ip_or_email_from_the_inputs_reaches_a_table(run_output):
@@ -168,8 +232,7 @@ def test_no_raw_ip_or_email_from_the_inputs_reaches_a_table(run_output):
     pii.update(m.decode() for m in IPV4.findall(data) if not m.startswith(b'0.'))
   assert len(pii) > 50  # the sample does carry PII
   for table in ('events', 'sessions'):
-    text = '\n'.join(
-        str(row) for row in sql(output, f'select * exclude (dt) from {table}')).lower()
+    text = '\n'.join(str(row) for row in sql(output, f'select * exclude (dt) from {table}')).lower()
     text = text.replace('%40', '@')
     leaked = sorted(value for value in pii if value in text)
     assert leaked == [], f'{table} leaks {leaked[:5]}'
@@ -177,7 +240,7 @@ def test_no_raw_ip_or_email_from_the_inputs_reaches_a_table(run_output):
 
 def test_a_rerun_gives_identical_tables(run_output, tmp_path):
   inputs, output, argv = run_output
-  query = ('select * exclude (dt) from {} order by all')
+  query = 'select * exclude (dt) from {} order by all'
   before = {t: sql(output, query.format(t)) for t in ('events', 'sessions')}
   assert run_cli(argv) == 0
   assert {t: sql(output, query.format(t)) for t in ('events', 'sessions')} == before
@@ -218,18 +281,27 @@ def test_order_totals_and_cancellations_match_sql_over_the_input_csv(run_output)
   cancellations = [row for row in expected if row[0].startswith('C')]
   assert len(cancellations) > 0
   assert sql(output, 'select count(*) from orders where is_cancellation') == [(len(cancellations),)]
-  assert sql(output, 'select count(*) from orders o join order_lines l using (order_id) '
-                     'where o.is_cancellation != l.is_cancellation') == [(0,)]
+  assert sql(
+    output,
+    'select count(*) from orders o join order_lines l using (order_id) '
+    'where o.is_cancellation != l.is_cancellation',
+  ) == [(0,)]
 
 
 def test_web_purchases_link_to_their_orders(run_output):
   _, output, _ = run_output
-  unmatched = sql(output, """
+  unmatched = sql(
+    output,
+    """
       select count(distinct e.order_id) from events e
-      where e.event_type = 'purchase' and e.order_id not in (select order_id from orders)""")
-  linked = sql(output, """
+      where e.event_type = 'purchase' and e.order_id not in (select order_id from orders)""",
+  )
+  linked = sql(
+    output,
+    """
       select count(distinct e.order_id) from events e join orders o using (order_id)
-      where e.event_type = 'purchase'""")
+      where e.event_type = 'purchase'""",
+  )
   assert linked[0][0] > 0
   # Web orders in the clickstream all reach the order history; a dead-lettered
   # or access-log-only purchase is the only excuse.
@@ -257,15 +329,26 @@ from catalog c left join taxonomy t using (category_id) where c.nth = 1
 
 def test_events_and_order_lines_carry_the_product_dimension(run_output):
   inputs, output, _ = run_output
-  expected = {row[0]: row[1:] for row in duckdb.connect().execute(
-      PRODUCT_COLUMNS_BY_SQL.format(inputs=inputs)).fetchall()}
+  expected = {
+    row[0]: row[1:]
+    for row in duckdb.connect().execute(PRODUCT_COLUMNS_BY_SQL.format(inputs=inputs)).fetchall()
+  }
   for table in ('events', 'order_lines'):
-    rows = sql(output, f'select distinct product_id, brand, category_path from {table} '
-                       "where product_id like 'SKU-%'")
+    rows = sql(
+      output,
+      f'select distinct product_id, brand, category_path from {table} '
+      "where product_id like 'SKU-%'",
+    )
     assert len(rows) > 10
     for product_id, brand, path in rows:
       assert (brand, path) == expected.get(product_id, (None, None)), (table, product_id)
   metrics = json.loads((output / '_run_metrics.json').read_text())
-  assert sum(metrics.get('unknown_product', {}).values()) == sql(
-      output, "select count(*) from events where product_id is not null and brand is null")[0][0] + \
-      sql(output, "select count(*) from order_lines where line_type = 'product' and brand is null")[0][0]
+  assert (
+    sum(metrics.get('unknown_product', {}).values())
+    == sql(output, 'select count(*) from events where product_id is not null and brand is null')[0][
+      0
+    ]
+    + sql(output, "select count(*) from order_lines where line_type = 'product' and brand is null")[
+      0
+    ][0]
+  )

@@ -9,15 +9,20 @@ def run(argv, capsys):
   return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize('argv,message', [
+@pytest.mark.parametrize(
+  'argv,message',
+  [
     (['run', '--output', 'x'], 'at least one --source'),
     (['run', '--source', 'events-jsonl=/nope/*.jsonl', '--output', 'x'], 'no file matches'),
     (['run', '--source', 'csv=/tmp/x', '--output', 'x'], "unknown kind 'csv'"),
     (['run', '--source', 'events-jsonl=x'], '--output DIR is needed'),
-    (['run', '--runner-config', '/nope.yaml', '--source', 'events-jsonl=x', '--output', 'x'],
-     'cannot read runner config'),
+    (
+      ['run', '--runner-config', '/nope.yaml', '--source', 'events-jsonl=x', '--output', 'x'],
+      'cannot read runner config',
+    ),
     (['generate', '--output', 'x', '--events', '0'], 'at least 1'),
-])
+  ],
+)
 def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # the default runner config is found from anywhere
   code, _, err = run(argv, capsys)
@@ -41,10 +46,22 @@ def test_help(command, capsys):
 
 
 def test_generate_then_run(tmp_path, capsys):
-  assert cli.main(['generate', '--output', str(tmp_path / 'in'), '--events', '300', '--days', '1']) == 0
+  assert (
+    cli.main(['generate', '--output', str(tmp_path / 'in'), '--events', '300', '--days', '1']) == 0
+  )
   assert 'access.log' in capsys.readouterr().out
-  code, out, _ = run(['run', '--source', f'events-jsonl={tmp_path}/in/*.gz',
-                      '--output', str(tmp_path / 'out'), '--progress', 'never'], capsys)
+  code, out, _ = run(
+    [
+      'run',
+      '--source',
+      f'events-jsonl={tmp_path}/in/*.gz',
+      '--output',
+      str(tmp_path / 'out'),
+      '--progress',
+      'never',
+    ],
+    capsys,
+  )
   assert code == 0
   assert '"totals"' in out and 'records read' in out
   assert (tmp_path / 'out' / '_summary.json').exists()

@@ -39,8 +39,10 @@ def create_stream(kinesis, name: str, shards: int) -> None:
 
 def wait_active(kinesis, name: str) -> None:
   for _ in range(100):
-    if kinesis.describe_stream_summary(StreamName=name)['StreamDescriptionSummary'][
-        'StreamStatus'] == 'ACTIVE':
+    if (
+      kinesis.describe_stream_summary(StreamName=name)['StreamDescriptionSummary']['StreamStatus']
+      == 'ACTIVE'
+    ):
       return
     time.sleep(0.1)
   raise TimeoutError(name)
@@ -48,9 +50,11 @@ def wait_active(kinesis, name: str) -> None:
 
 def put(kinesis, name: str, payloads: list[bytes], key=lambda n: f'k{n}') -> None:
   for start in range(0, len(payloads), 500):
-    batch = payloads[start:start + 500]
-    response = kinesis.put_records(StreamName=name, Records=[
-        {'Data': data, 'PartitionKey': key(start + n)} for n, data in enumerate(batch)])
+    batch = payloads[start : start + 500]
+    response = kinesis.put_records(
+      StreamName=name,
+      Records=[{'Data': data, 'PartitionKey': key(start + n)} for n, data in enumerate(batch)],
+    )
     assert response['FailedRecordCount'] == 0
 
 
@@ -63,8 +67,9 @@ def read_directly(config: KinesisConfig, checkpoint=None, rounds: int = 400):
   for _ in range(rounds):
     tracker = ThreadsafeRestrictionTracker(CheckpointTracker(checkpoint))
     estimator = ManualWatermarkEstimator(None)
-    for output in dofn.process(config.stream, tracker=RestrictionTrackerView(tracker),
-                               watermark=estimator):
+    for output in dofn.process(
+      config.stream, tracker=RestrictionTrackerView(tracker), watermark=estimator
+    ):
       records.append(output.value)
     residual = tracker.deferred_status()
     if residual is None:  # stopped: reading is over
@@ -79,8 +84,13 @@ def kinesis(kinesis_endpoint, aws_credentials):
 
 
 def config(endpoint, stream, **kwargs):
-  return KinesisConfig(stream=stream, endpoint_url=endpoint, region=REGION,
-                       stop_after_idle_s=kwargs.pop('stop_after_idle_s', 1.0), **kwargs)
+  return KinesisConfig(
+    stream=stream,
+    endpoint_url=endpoint,
+    region=REGION,
+    stop_after_idle_s=kwargs.pop('stop_after_idle_s', 1.0),
+    **kwargs,
+  )
 
 
 def test_pipeline_reads_every_record_of_every_shard(kinesis, kinesis_endpoint):
@@ -88,8 +98,11 @@ def test_pipeline_reads_every_record_of_every_shard(kinesis, kinesis_endpoint):
   create_stream(kinesis, 'all-shards', 3)
   put(kinesis, 'all-shards', payloads)
   with beam_pipeline() as p:
-    records = p | beam.Create(['all-shards']) | beam.ParDo(
-        ReadKinesisStream(config(kinesis_endpoint, 'all-shards')))
+    records = (
+      p
+      | beam.Create(['all-shards'])
+      | beam.ParDo(ReadKinesisStream(config(kinesis_endpoint, 'all-shards')))
+    )
     assert_that(records | beam.Map(lambda r: r.data), equal_to(payloads))
 
 
@@ -100,8 +113,9 @@ def test_restart_from_a_checkpoint_loses_and_repeats_nothing(kinesis, kinesis_en
   first, checkpoint, _ = read_directly(config(kinesis_endpoint, 'restart', max_records=100))
   assert len(first) == 100
   # A new worker resumes from the checkpoint alone (no iterators, no memory).
-  rest, _, watermark = read_directly(config(kinesis_endpoint, 'restart'),
-                                     checkpoint=StreamCheckpoint(checkpoint.after))
+  rest, _, watermark = read_directly(
+    config(kinesis_endpoint, 'restart'), checkpoint=StreamCheckpoint(checkpoint.after)
+  )
   assert sorted(r.data for r in first + rest) == sorted(payloads)
   assert watermark == MAX_TIMESTAMP
 
@@ -109,12 +123,15 @@ def test_restart_from_a_checkpoint_loses_and_repeats_nothing(kinesis, kinesis_en
 def test_resharding_mid_read_finishes_parents_before_children(kinesis, kinesis_endpoint):
   create_stream(kinesis, 'reshard', 1)
   put(kinesis, 'reshard', [b'before-%d' % n for n in range(50)])
-  kinesis.update_shard_count(StreamName='reshard', TargetShardCount=2, ScalingType='UNIFORM_SCALING')
+  kinesis.update_shard_count(
+    StreamName='reshard', TargetShardCount=2, ScalingType='UNIFORM_SCALING'
+  )
   wait_active(kinesis, 'reshard')
   put(kinesis, 'reshard', [b'after-%d' % n for n in range(50)])
   records, checkpoint, _ = read_directly(config(kinesis_endpoint, 'reshard'))
   assert sorted(r.data for r in records) == sorted(
-      [b'before-%d' % n for n in range(50)] + [b'after-%d' % n for n in range(50)])
+    [b'before-%d' % n for n in range(50)] + [b'after-%d' % n for n in range(50)]
+  )
   parent = records[0].shard_id
   assert all(r.shard_id == parent for r in records[:50])  # the parent first, whole
   assert parent in checkpoint.finished
@@ -127,8 +144,9 @@ def test_at_timestamp_starts_at_that_arrival_time(kinesis, kinesis_endpoint):
   start = time.time()
   time.sleep(0.5)
   put(kinesis, 'at-time', [b'new-%d' % n for n in range(20)])
-  records, _, _ = read_directly(config(kinesis_endpoint, 'at-time', start_position=AT_TIMESTAMP,
-                                       start_timestamp_s=start))
+  records, _, _ = read_directly(
+    config(kinesis_endpoint, 'at-time', start_position=AT_TIMESTAMP, start_timestamp_s=start)
+  )
   assert sorted(r.data for r in records) == sorted(b'new-%d' % n for n in range(20))
 
 
@@ -140,15 +158,19 @@ def test_empty_shards_do_not_hold_reading(kinesis, kinesis_endpoint):
 
 
 def test_readable_shards_wait_for_parents():
-  shards = [{'ShardId': 'a'}, {'ShardId': 'b', 'ParentShardId': 'a'},
-            {'ShardId': 'c', 'ParentShardId': 'a', 'AdjacentParentShardId': 'x'}]
+  shards = [
+    {'ShardId': 'a'},
+    {'ShardId': 'b', 'ParentShardId': 'a'},
+    {'ShardId': 'c', 'ParentShardId': 'a', 'AdjacentParentShardId': 'x'},
+  ]
   assert readable_shards(shards, set()) == ['a']
   assert readable_shards(shards, {'a'}) == ['b', 'c']  # x expired: not listed any more
 
 
 def test_throttling_is_retried_with_backoff():
-  kinesis = boto3.client('kinesis', region_name=REGION, aws_access_key_id='x',
-                         aws_secret_access_key='x')
+  kinesis = boto3.client(
+    'kinesis', region_name=REGION, aws_access_key_id='x', aws_secret_access_key='x'
+  )
   stubber = Stubber(kinesis)
   for _ in range(2):
     stubber.add_client_error('list_shards', 'ProvisionedThroughputExceededException')
@@ -156,7 +178,8 @@ def test_throttling_is_retried_with_backoff():
   sleeps = []
   with stubber:
     assert call_with_backoff(kinesis.list_shards, sleep=sleeps.append, StreamName='s') == {
-        'Shards': []}
+      'Shards': []
+    }
   assert sleeps == [0.1, 0.2]
   stubber.add_client_error('list_shards', 'ResourceNotFoundException')
   with stubber, pytest.raises(Exception, match='ResourceNotFoundException'):
@@ -184,14 +207,18 @@ def test_an_expired_iterator_is_reopened_after_the_last_read(kinesis, kinesis_en
   reader._client = OnceExpired()
   with stubber:
     records, _, finished = reader._poll(
-        'expiry', real.list_shards(StreamName='expiry')['Shards'][0]['ShardId'],
-        StreamCheckpoint(), _ShardState())
+      'expiry',
+      real.list_shards(StreamName='expiry')['Shards'][0]['ShardId'],
+      StreamCheckpoint(),
+      _ShardState(),
+    )
   assert [r['Data'] for r, _ in records] == [b'r%d' % n for n in range(10)]
   assert calls == [1] and not finished
 
 
 def test_kpl_aggregated_records_are_split_into_user_records(kinesis, kinesis_endpoint):
   from aws_kinesis_agg.aggregator import RecordAggregator
+
   create_stream(kinesis, 'aggregated', 1)
   aggregator = RecordAggregator()
   for n in range(5):
@@ -201,6 +228,11 @@ def test_kpl_aggregated_records_are_split_into_user_records(kinesis, kinesis_end
   put(kinesis, 'aggregated', [b'plain'])
   records, _, _ = read_directly(config(kinesis_endpoint, 'aggregated'))
   assert [(r.data, r.sub_sequence_number) for r in records] == [
-      (b'user-0', 0), (b'user-1', 1), (b'user-2', 2), (b'user-3', 3), (b'user-4', 4),
-      (b'plain', 0)]
+    (b'user-0', 0),
+    (b'user-1', 1),
+    (b'user-2', 2),
+    (b'user-3', 3),
+    (b'user-4', 4),
+    (b'plain', 0),
+  ]
   assert [r.partition_key for r in records[:5]] == [f'k{n}' for n in range(5)]

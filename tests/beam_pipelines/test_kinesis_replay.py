@@ -15,7 +15,10 @@ from tests.conftest import NOW_US, beam_pipeline, fixture_path
 from transforms.parse_events import EventLineParser, ParseEventsJsonl
 from transforms.records import EVENTS_TAG, RawRecord
 
-SOURCES = [f'events-jsonl={fixture_path("events.jsonl")}', f'access-log={fixture_path("access.log")}']
+SOURCES = [
+  f'events-jsonl={fixture_path("events.jsonl")}',
+  f'access-log={fixture_path("access.log")}',
+]
 
 
 def without_source(event):
@@ -32,20 +35,27 @@ def test_canonical_json_parses_back_to_the_same_event(pseudonymizer):
     assert without_source(again) == without_source(event)
 
 
-def test_put_then_read_gives_the_batch_events(kinesis_endpoint, aws_credentials, pseudonymizer,
-                                             capsys):
+def test_put_then_read_gives_the_batch_events(
+  kinesis_endpoint, aws_credentials, pseudonymizer, capsys
+):
   endpoint = ['--kinesis-endpoint-url', kinesis_endpoint, '--region', 'us-east-1']
   assert cli.main(['kinesis', 'create-stream', 'replay', '--shards', '2'] + endpoint) == 0
   put = ['kinesis', 'put', 'replay'] + [arg for s in SOURCES for arg in ('--source', s)]
   assert cli.main(put + endpoint) == 0
   assert '12 events put' in capsys.readouterr().out
   expected = [without_source(e) for e in replay_events(SOURCES, pseudonymizer, NOW_US, Counter())]
-  config = KinesisConfig(stream='replay', endpoint_url=kinesis_endpoint, region='us-east-1',
-                         stop_after_idle_s=1.0)
+  config = KinesisConfig(
+    stream='replay', endpoint_url=kinesis_endpoint, region='us-east-1', stop_after_idle_s=1.0
+  )
   with beam_pipeline() as p:
-    records = (p | beam.Create(['replay']) | beam.ParDo(ReadKinesisStream(config))
-               | beam.Map(lambda r: RawRecord(f'kinesis:{r.stream}', 0, r.data, 0)))
+    records = (
+      p
+      | beam.Create(['replay'])
+      | beam.ParDo(ReadKinesisStream(config))
+      | beam.Map(lambda r: RawRecord(f'kinesis:{r.stream}', 0, r.data, 0))
+    )
     events = (records | ParseEventsJsonl('EUR', NOW_US))[EVENTS_TAG]
     assert_that(events | beam.Map(without_source), equal_to(expected))
   boto3.client('kinesis', endpoint_url=kinesis_endpoint, region_name='us-east-1').delete_stream(
-      StreamName='replay')
+    StreamName='replay'
+  )

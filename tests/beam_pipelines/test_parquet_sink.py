@@ -15,9 +15,14 @@ def write_events(output, events, run_id):
 
 
 def read(output, table):
-  return duckdb.connect().execute(
+  return (
+    duckdb.connect()
+    .execute(
       f"select event_id, dt::varchar from read_parquet('{output}/{table}/*/*.parquet', "
-      'hive_partitioning=true) order by event_id').fetchall()
+      'hive_partitioning=true) order by event_id'
+    )
+    .fetchall()
+  )
 
 
 def test_partitions_by_utc_day_and_replaces_only_what_a_run_writes(tmp_path):
@@ -35,8 +40,13 @@ def test_partitions_by_utc_day_and_replaces_only_what_a_run_writes(tmp_path):
 def test_schema_types(tmp_path):
   output = str(tmp_path)
   write_events(output, [make_event('a', 0, price='19.99', quantity=2, is_bot=True)], 'r1')
-  row = duckdb.connect().execute(
-      f"select typeof(event_time), typeof(price), price::varchar, quantity, is_bot, "
-      f"epoch_us(event_time) from read_parquet('{output}/events/*/*.parquet')").fetchone()
+  row = (
+    duckdb.connect()
+    .execute(
+      f'select typeof(event_time), typeof(price), price::varchar, quantity, is_bot, '
+      f"epoch_us(event_time) from read_parquet('{output}/events/*/*.parquet')"
+    )
+    .fetchone()
+  )
   assert row[:5] == ('TIMESTAMP WITH TIME ZONE', 'DECIMAL(18,4)', '19.9900', 2, True)
   assert row[5] == make_event('a', 0).event_time

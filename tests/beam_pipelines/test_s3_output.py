@@ -30,8 +30,9 @@ def aws_env(monkeypatch, s3_endpoint):
 
 def read_table(s3_endpoint: str, path: str):
   host = s3_endpoint.removeprefix('http://')
-  fs = pyarrow.fs.S3FileSystem(endpoint_override=host, scheme='http', access_key='testing',
-                               secret_key='testing', region=REGION)
+  fs = pyarrow.fs.S3FileSystem(
+    endpoint_override=host, scheme='http', access_key='testing', secret_key='testing', region=REGION
+  )
   return ds.dataset(path, filesystem=fs, format='parquet', partitioning='hive').to_table()
 
 
@@ -41,12 +42,32 @@ def sorted_rows(table, key):
 
 def test_s3_output_equals_local_output(tmp_path, aws_env, s3_endpoint):
   generate(GeneratorConfig(output_dir=str(tmp_path / 'in'), events=1500, days=2, seed=3))
-  common = ['run', '--source', f'events-jsonl={tmp_path}/in/*.gz',
-            '--source', f'orders-csv={tmp_path}/in/orders.csv',
-            '--reference-time', '2026-06-01T00:00:00Z', '--progress', 'never']
+  common = [
+    'run',
+    '--source',
+    f'events-jsonl={tmp_path}/in/*.gz',
+    '--source',
+    f'orders-csv={tmp_path}/in/orders.csv',
+    '--reference-time',
+    '2026-06-01T00:00:00Z',
+    '--progress',
+    'never',
+  ]
   assert cli.main(common + ['--output', str(tmp_path / 'local')]) == 0
-  assert cli.main(common + ['--output', f's3://{BUCKET}/run', '--s3_endpoint_url', s3_endpoint,
-                            '--s3_region_name', REGION]) == 0
+  assert (
+    cli.main(
+      common
+      + [
+        '--output',
+        f's3://{BUCKET}/run',
+        '--s3_endpoint_url',
+        s3_endpoint,
+        '--s3_region_name',
+        REGION,
+      ]
+    )
+    == 0
+  )
 
   local_summary = json.loads((tmp_path / 'local' / '_summary.json').read_text())
   s3_summary = json.loads(aws_env.get_object(Bucket=BUCKET, Key='run/_summary.json')['Body'].read())
@@ -56,14 +77,32 @@ def test_s3_output_equals_local_output(tmp_path, aws_env, s3_endpoint):
   assert any(k.startswith('run/events/dt=2026-03-01/part-') for k in keys)
   for table, key in (('events', 'event_id'), ('orders', 'order_id')):
     remote = read_table(s3_endpoint, f'{BUCKET}/run/{table}')
-    local = ds.dataset(str(tmp_path / 'local' / table), format='parquet', partitioning='hive').to_table()
+    local = ds.dataset(
+      str(tmp_path / 'local' / table), format='parquet', partitioning='hive'
+    ).to_table()
     assert remote.num_rows == local_summary['tables'][table] > 0
     assert sorted_rows(remote, key) == sorted_rows(local, key)
 
   # A rerun replaces each partition whole on S3 too (copy in, then delete the old files).
-  assert cli.main(common + ['--output', f's3://{BUCKET}/run', '--s3_endpoint_url', s3_endpoint,
-                            '--s3_region_name', REGION]) == 0
-  day_files = [o['Key'] for o in aws_env.list_objects_v2(
-      Bucket=BUCKET, Prefix='run/events/dt=2026-03-01/')['Contents']]
+  assert (
+    cli.main(
+      common
+      + [
+        '--output',
+        f's3://{BUCKET}/run',
+        '--s3_endpoint_url',
+        s3_endpoint,
+        '--s3_region_name',
+        REGION,
+      ]
+    )
+    == 0
+  )
+  day_files = [
+    o['Key']
+    for o in aws_env.list_objects_v2(Bucket=BUCKET, Prefix='run/events/dt=2026-03-01/')['Contents']
+  ]
   assert len(day_files) == 1 and day_files[0] not in keys
-  assert read_table(s3_endpoint, f'{BUCKET}/run/events').num_rows == local_summary['tables']['events']
+  assert (
+    read_table(s3_endpoint, f'{BUCKET}/run/events').num_rows == local_summary['tables']['events']
+  )

@@ -34,19 +34,34 @@ def test_lines_of_plain_and_gzip_files_with_positions(tmp_path):
   files = expand_inputs([parse_source_spec(f'events-jsonl={tmp_path}/*')])
   with beam_pipeline() as p:
     read = p | ReadLines(files)
-    assert_that(read['records'] | beam.Map(lambda r: (r.source.rsplit('/', 1)[1], r.position, r.payload)),
-                equal_to([('a.jsonl', 1, b'one'), ('a.jsonl', 2, b'two'), ('a.jsonl', 3, b'three'),
-                          ('b.jsonl.gz', 1, b'four'), ('b.jsonl.gz', 2, b''),
-                          ('b.jsonl.gz', 3, b'six')]))
+    assert_that(
+      read['records'] | beam.Map(lambda r: (r.source.rsplit('/', 1)[1], r.position, r.payload)),
+      equal_to(
+        [
+          ('a.jsonl', 1, b'one'),
+          ('a.jsonl', 2, b'two'),
+          ('a.jsonl', 3, b'three'),
+          ('b.jsonl.gz', 1, b'four'),
+          ('b.jsonl.gz', 2, b''),
+          ('b.jsonl.gz', 3, b'six'),
+        ]
+      ),
+    )
 
 
 def test_a_truncated_gzip_keeps_what_was_read_and_reports_the_rest(tmp_path):
   data = gzip.compress(b''.join(b'line %d\n' % n for n in range(5000)))
-  (tmp_path / 'cut.jsonl.gz').write_bytes(data[:len(data) // 2])
+  (tmp_path / 'cut.jsonl.gz').write_bytes(data[: len(data) // 2])
   files = expand_inputs([parse_source_spec(f'events-jsonl={tmp_path}/cut.jsonl.gz')])
   with beam_pipeline() as p:
     read = p | ReadLines(files)
-    assert_that(read['records'] | beam.combiners.Count.Globally()
-                | beam.Map(lambda n: 0 < n < 5000), equal_to([True]), label='some lines')
-    assert_that(read[DEAD_LETTER_TAG] | beam.Map(lambda d: (d.reason, d.step)),
-                equal_to([('unreadable_input', 'read_lines')]), label='dead letter')
+    assert_that(
+      read['records'] | beam.combiners.Count.Globally() | beam.Map(lambda n: 0 < n < 5000),
+      equal_to([True]),
+      label='some lines',
+    )
+    assert_that(
+      read[DEAD_LETTER_TAG] | beam.Map(lambda d: (d.reason, d.step)),
+      equal_to([('unreadable_input', 'read_lines')]),
+      label='dead letter',
+    )

@@ -19,36 +19,74 @@ COMMON = ['--reference-time', '2026-06-01T00:00:00Z', '--progress', 'never']
 
 def rows(output, table: str) -> list[tuple]:
   exclude = '(dt, source)' if table == 'events' else '(dt)'
-  return duckdb.connect().execute(
+  return (
+    duckdb.connect()
+    .execute(
       f"select * exclude {exclude} from read_parquet('{output}/{table}/*/*.parquet', "
-      'hive_partitioning = true) order by all').fetchall()
+      'hive_partitioning = true) order by all'
+    )
+    .fetchall()
+  )
 
 
-def test_streaming_over_kinesis_gives_the_batch_tables(tmp_path, kinesis_endpoint, aws_credentials,
-                                                      monkeypatch):
+def test_streaming_over_kinesis_gives_the_batch_tables(
+  tmp_path, kinesis_endpoint, aws_credentials, monkeypatch
+):
   monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'parity-salt')
   inputs = tmp_path / 'in'
   generate(GeneratorConfig(output_dir=str(inputs), events=1500, days=1, seed=21))
-  sources = ['--source', f'events-jsonl={inputs}/*.gz', '--source', f'access-log={inputs}/access.log']
-  products = ['--source', f'catalog-csv={inputs}/catalog.csv',
-              '--source', f'taxonomy={inputs}/taxonomy.txt']
+  sources = [
+    '--source',
+    f'events-jsonl={inputs}/*.gz',
+    '--source',
+    f'access-log={inputs}/access.log',
+  ]
+  products = [
+    '--source',
+    f'catalog-csv={inputs}/catalog.csv',
+    '--source',
+    f'taxonomy={inputs}/taxonomy.txt',
+  ]
   assert cli.main(['run', *sources, *products, '--output', str(tmp_path / 'batch'), *COMMON]) == 0
 
   endpoint = ['--kinesis-endpoint-url', kinesis_endpoint, '--region', 'us-east-1']
   assert cli.main(['kinesis', 'create-stream', 'parity', '--shards', '2', *endpoint]) == 0
   assert cli.main(['kinesis', 'put', 'parity', *sources, *endpoint]) == 0
-  assert cli.main(['run', '--runner-config', 'runner_configs/direct_streaming.yaml',
-                   '--kinesis-stream', 'parity', '--kinesis-endpoint-url', kinesis_endpoint,
-                   '--kinesis-region', 'us-east-1', '--stop-after-idle', '2', *products,
-                   '--output', str(tmp_path / 'stream'), *COMMON]) == 0
+  assert (
+    cli.main(
+      [
+        'run',
+        '--runner-config',
+        'runner_configs/direct_streaming.yaml',
+        '--kinesis-stream',
+        'parity',
+        '--kinesis-endpoint-url',
+        kinesis_endpoint,
+        '--kinesis-region',
+        'us-east-1',
+        '--stop-after-idle',
+        '2',
+        *products,
+        '--output',
+        str(tmp_path / 'stream'),
+        *COMMON,
+      ]
+    )
+    == 0
+  )
 
   for table in ('events', 'sessions'):
     batch, stream = rows(tmp_path / 'batch', table), rows(tmp_path / 'stream', table)
     assert len(batch) > 100
     assert stream == batch, table
-  with_products = duckdb.connect().execute(
-      f"select count(brand), count(category_path) from read_parquet("
-      f"'{tmp_path}/stream/events/*/*.parquet')").fetchone()
+  with_products = (
+    duckdb.connect()
+    .execute(
+      f'select count(brand), count(category_path) from read_parquet('
+      f"'{tmp_path}/stream/events/*/*.parquet')"
+    )
+    .fetchone()
+  )
   assert min(with_products) > 100  # the product dimension joined in the stream too
   summary = json.loads((tmp_path / 'stream' / '_summary.json').read_text())
   kinesis = summary['sources']['kinesis:parity']

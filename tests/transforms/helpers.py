@@ -9,7 +9,12 @@ T0 = 1_772_359_200_000_000  # 2026-03-01T10:00:00Z
 def make_event(event_id: str, minute: float, key: str = 'a1', **fields) -> Event:
   """An enriched-looking event ``minute`` minutes after T0."""
   values = dict.fromkeys(Event._fields)
-  values.update(event_id=event_id, event_type='page_view', event_time=T0 + round(minute * MINUTE_US),
-                anonymous_id=key, source='test')
+  values.update(
+    event_id=event_id,
+    event_type='page_view',
+    event_time=T0 + round(minute * MINUTE_US),
+    anonymous_id=key,
+    source='test',
+  )
   values.update(fields)
   return Event(**values)

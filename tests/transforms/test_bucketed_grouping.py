@@ -23,17 +23,25 @@ def test_equal_keys_meet_in_one_bucket():
     return number, sorted({e.anonymous_id for e in bucket_records(batches, Event)})
 
   with beam_pipeline() as p:
-    grouped = (p | 'A' >> beam.Create(events[:20]), p | 'B' >> beam.Create(events[20:])) | \
-        GroupIntoBuckets(lambda e: e.anonymous_id, num_buckets=3)
+    grouped = (
+      p | 'A' >> beam.Create(events[:20]),
+      p | 'B' >> beam.Create(events[20:]),
+    ) | GroupIntoBuckets(lambda e: e.anonymous_id, num_buckets=3)
     expected = {}
     for n in range(5):
       expected.setdefault(bucket_of(f'k{n}', 3), []).append(f'k{n}')
-    assert_that(grouped | beam.Map(keys_per_bucket),
-                equal_to([(b, sorted(keys)) for b, keys in expected.items()]))
+    assert_that(
+      grouped | beam.Map(keys_per_bucket),
+      equal_to([(b, sorted(keys)) for b, keys in expected.items()]),
+    )
 
 
 def test_windowed_input_is_refused():
   with pytest.raises(ValueError, match='global window'):
     with beam_pipeline() as p:
-      _ = (p | beam.Create([1]) | beam.WindowInto(FixedWindows(60))
-           | GroupIntoBuckets(str, num_buckets=2))
+      _ = (
+        p
+        | beam.Create([1])
+        | beam.WindowInto(FixedWindows(60))
+        | GroupIntoBuckets(str, num_buckets=2)
+      )

@@ -26,6 +26,8 @@ def test_pipeline_drops_duplicates_across_inputs():
   first = [make_event('x', 0), make_event('y', 1)]
   second = [make_event('x', 0), make_event('z', 2)]
   with beam_pipeline() as p:
-    out = (p | 'First' >> beam.Create(first), p | 'Second' >> beam.Create(second)) | \
-        DeduplicateEvents(num_buckets=4)
+    out = (
+      p | 'First' >> beam.Create(first),
+      p | 'Second' >> beam.Create(second),
+    ) | DeduplicateEvents(num_buckets=4)
     assert_that(out | beam.Map(lambda e: e.event_id), equal_to(['x', 'y', 'z']))

@@ -8,12 +8,18 @@ from transforms.geo import country_for_ip
 from transforms.marketing import Utm, classify_channel, referrer_host, utm_parameters
 from transforms.user_agent import parse_user_agent
 
-IPHONE = ('Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 '
-          '(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1')
-IPAD = ('Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) '
-        'Version/17.4 Mobile/15E148 Safari/604.1')
-CHROME = ('Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) '
-          'Chrome/124.0.0.0 Safari/537.36')
+IPHONE = (
+  'Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 '
+  '(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1'
+)
+IPAD = (
+  'Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) '
+  'Version/17.4 Mobile/15E148 Safari/604.1'
+)
+CHROME = (
+  'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) '
+  'Chrome/124.0.0.0 Safari/537.36'
+)
 
 
 def test_user_agents():
@@ -49,14 +55,27 @@ def test_utm_and_channels():
 
 def test_enrichment_fills_columns_and_removes_raw_pii(pseudonymizer):
   raw = make_event(
-      'e1', 0, user_id='Jane.Doe@example.com', ip='81.2.69.142', user_agent=IPHONE,
-      page_url='https://shop.example/?utm_source=newsletter&utm_medium=email&e=jane%40example.com',
-      properties='{"contact":"jane@example.com","ip":"81.2.69.142"}')
+    'e1',
+    0,
+    user_id='Jane.Doe@example.com',
+    ip='81.2.69.142',
+    user_agent=IPHONE,
+    page_url='https://shop.example/?utm_source=newsletter&utm_medium=email&e=jane%40example.com',
+    properties='{"contact":"jane@example.com","ip":"81.2.69.142"}',
+  )
   event = enrich_event(raw, pseudonymizer, 'shop.example')
   assert (event.browser, event.os, event.device_class, event.is_bot) == (
-      'Mobile Safari', 'iOS', 'mobile', False)
+    'Mobile Safari',
+    'iOS',
+    'mobile',
+    False,
+  )
   assert (event.country, event.channel, event.utm_source, event.utm_medium) == (
-      'GB', 'email', 'newsletter', 'email')
+    'GB',
+    'email',
+    'newsletter',
+    'email',
+  )
   assert event.ip is None and event.user_agent is None
   assert event.user_id == pseudonymizer.token('jane.doe@example.com')
   text = repr(event)
@@ -66,7 +85,12 @@ def test_enrichment_fills_columns_and_removes_raw_pii(pseudonymizer):
 
 def test_pipeline(pseudonymizer):
   with beam_pipeline() as p:
-    out = p | beam.Create([make_event('e1', 0, ip='8.8.8.8', user_agent=CHROME)]) | \
-        EnrichEvents(pseudonymizer)
-    assert_that(out | beam.Map(lambda e: (e.country, e.device_class, e.ip)),
-                equal_to([('US', 'desktop', None)]))
+    out = (
+      p
+      | beam.Create([make_event('e1', 0, ip='8.8.8.8', user_agent=CHROME)])
+      | EnrichEvents(pseudonymizer)
+    )
+    assert_that(
+      out | beam.Map(lambda e: (e.country, e.device_class, e.ip)),
+      equal_to([('US', 'desktop', None)]),
+    )

@@ -11,7 +11,9 @@ from transforms.event_time import (
 NOON_UTC = 1_772_366_400_000_000  # 2026-03-01T12:00:00Z
 
 
-@pytest.mark.parametrize('value', [
+@pytest.mark.parametrize(
+  'value',
+  [
     '2026-03-01T12:00:00Z',
     '2026-03-01T13:00:00+01:00',
     '2026-03-01T07:00:00-05:00',
@@ -20,7 +22,8 @@ NOON_UTC = 1_772_366_400_000_000  # 2026-03-01T12:00:00Z
     1_772_366_400.0,
     1_772_366_400_000,
     '1772366400',
-])
+  ],
+)
 def test_every_accepted_form_gives_the_same_instant(value):
   assert parse_event_time(value) == NOON_UTC
 
@@ -30,13 +33,16 @@ def test_sub_second_precision_is_kept():
   assert parse_event_time(1_772_366_400_123) == NOON_UTC + 123_000
 
 
-@pytest.mark.parametrize('value,code', [
+@pytest.mark.parametrize(
+  'value,code',
+  [
     ('2026-03-01T12:00:00', 'event_time_without_offset'),
     ('yesterday', 'invalid_event_time'),
     (True, 'invalid_event_time'),
     (float('nan'), 'invalid_event_time'),
     ({'t': 1}, 'invalid_event_time'),
-])
+  ],
+)
 def test_unusable_values_are_rejected_with_a_reason(value, code):
   with pytest.raises(EventTimeError) as e:
     parse_event_time(value)

@@ -3,7 +3,9 @@ import pytest
 from transforms.event_types import CANONICAL_EVENT_TYPES, canonical_event_type, snake_case
 
 
-@pytest.mark.parametrize('raw,expected', [
+@pytest.mark.parametrize(
+  'raw,expected',
+  [
     ('page_view', 'page_view'),
     ('PageView', 'page_view'),
     ('page-view', 'page_view'),
@@ -15,7 +17,8 @@ from transforms.event_types import CANONICAL_EVENT_TYPES, canonical_event_type, 
     ('order', 'purchase'),
     ('teleport', None),
     ('', None),
-])
+  ],
+)
 def test_canonical_event_type(raw, expected):
   assert canonical_event_type(raw) == expected
 

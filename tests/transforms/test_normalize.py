@@ -17,7 +17,11 @@ BASE = {'event_type': 'page_view', 'event_time': '2026-03-01T12:00:00Z', 'anonym
 def test_minimal_event():
   e = event(BASE)
   assert (e.event_type, e.event_time, e.anonymous_id, e.user_id) == (
-      'page_view', 1_772_366_400_000_000, 'a1', None)
+    'page_view',
+    1_772_366_400_000_000,
+    'a1',
+    None,
+  )
   assert e.event_id.startswith('h-') and e.source == 'test'
 
 
@@ -69,9 +73,15 @@ def test_every_problem_of_a_record_is_reported():
   with pytest.raises(RecordError) as e:
     event({'event_time': '2999-01-01T00:00:00Z', 'price': 'free', 'quantity': -1})
   codes = e.value.reason.split(',')
-  assert sorted(codes) == sorted([
-      'invalid_price', 'invalid_quantity', 'missing_event_type', 'event_time_out_of_range',
-      'missing_identity'])
+  assert sorted(codes) == sorted(
+    [
+      'invalid_price',
+      'invalid_quantity',
+      'missing_event_type',
+      'event_time_out_of_range',
+      'missing_identity',
+    ]
+  )
   assert e.value.event_time is None  # an absurd time is no partition day
 
 
@@ -85,7 +95,11 @@ def test_readable_time_is_kept_on_rejection():
 def test_wrong_types():
   with pytest.raises(RecordError) as e:
     event({**BASE, 'anonymous_id': {'x': 1}, 'event_type': 7, 'properties': 'nope'})
-  assert set(e.value.reason.split(',')) == {'invalid_type', 'missing_event_type', 'invalid_properties'}
+  assert set(e.value.reason.split(',')) == {
+    'invalid_type',
+    'missing_event_type',
+    'invalid_properties',
+  }
 
 
 def test_huge_fields_are_rejected_not_truncated():

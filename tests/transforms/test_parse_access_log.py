@@ -25,7 +25,9 @@ def test_log_time():
       parse_log_time(bad)
 
 
-@pytest.mark.parametrize('method,path,status,reason', [
+@pytest.mark.parametrize(
+  'method,path,status,reason',
+  [
     ('GET', '/product/1', 200, None),
     ('POST', '/cart/add', 303, None),
     ('GET', '/old', 301, 'status_3xx'),
@@ -35,12 +37,15 @@ def test_log_time():
     ('GET', '/favicon.ico', 200, 'static_asset'),
     ('HEAD', '/', 200, 'non_page_method'),
     ('GET', '/v1.2/page', 200, None),
-])
+  ],
+)
 def test_filter_reason(method, path, status, reason):
   assert filter_reason(method, path, status) == reason
 
 
-@pytest.mark.parametrize('path,event_type,ids', [
+@pytest.mark.parametrize(
+  'path,event_type,ids',
+  [
     ('/product/SKU-1', 'product_view', {'product_id': 'SKU-1'}),
     ('/p/a%20b/', 'product_view', {'product_id': 'a b'}),
     ('/cart/add', 'add_to_cart', {}),
@@ -48,7 +53,8 @@ def test_filter_reason(method, path, status, reason):
     ('/search', 'search', {}),
     ('/category/12', 'page_view', {'category_id': '12'}),
     ('/about', 'page_view', {}),
-])
+  ],
+)
 def test_route(path, event_type, ids):
   assert route(path) == (event_type, ids)
 
@@ -64,11 +70,19 @@ def test_golden_fixture(pseudonymizer):
   assert landing['anonymous_id'].startswith('pii-')
   assert (product['event_type'], product['product_id']) == ('product_view', 'SKU-7')
   assert (cart['event_type'], cart['product_id'], cart['quantity'], cart['user_id']) == (
-      'add_to_cart', 'SKU-7', 3, 'C-77')
+    'add_to_cart',
+    'SKU-7',
+    3,
+    'C-77',
+  )
   assert (purchase['event_type'], purchase['order_id']) == ('purchase', 'O-9')
   assert by_line[2] == {'line': 2, 'filtered': 'static_asset'}
   assert by_line[6]['event']['category_id'] == '12'
-  assert [by_line[n]['filtered'] for n in (7, 8, 9)] == ['status_3xx', 'non_page_method', 'status_4xx']
+  assert [by_line[n]['filtered'] for n in (7, 8, 9)] == [
+    'status_3xx',
+    'non_page_method',
+    'status_4xx',
+  ]
   assert by_line[10]['dead_letter'] == 'malformed_log_line'
   assert by_line[11]['dead_letter'] == 'invalid_event_time'
   assert by_line[12] == {'line': 12, 'filtered': 'status_4xx'}  # a TLS probe
@@ -77,14 +91,20 @@ def test_golden_fixture(pseudonymizer):
 
 def test_pipeline_routes_events_and_dead_letters(pseudonymizer):
   lines = [
-      b'81.2.69.142 - - [01/Mar/2026:10:00:00 +0100] "GET /p/1 HTTP/1.1" 200 5 "-" "curl/8.4.0"',
-      b'81.2.69.142 - - [01/Mar/2026:10:00:00 +0100] "GET /a.js HTTP/1.1" 200 5 "-" "curl/8.4.0"',
-      b'not a log line',
+    b'81.2.69.142 - - [01/Mar/2026:10:00:00 +0100] "GET /p/1 HTTP/1.1" 200 5 "-" "curl/8.4.0"',
+    b'81.2.69.142 - - [01/Mar/2026:10:00:00 +0100] "GET /a.js HTTP/1.1" 200 5 "-" "curl/8.4.0"',
+    b'not a log line',
   ]
   with beam_pipeline() as p:
     records = p | beam.Create([RawRecord(SOURCE, n, line, 0) for n, line in enumerate(lines, 1)])
     parsed = records | ParseAccessLog(pseudonymizer, NOW_US)
-    assert_that(parsed[EVENTS_TAG] | 'Types' >> beam.Map(lambda e: (e.event_type, e.product_id)),
-                equal_to([('product_view', '1')]), label='events')
-    assert_that(parsed[DEAD_LETTER_TAG] | 'Letters' >> beam.Map(lambda d: (d.position, d.reason)),
-                equal_to([('3', 'malformed_log_line')]), label='dead letters')
+    assert_that(
+      parsed[EVENTS_TAG] | 'Types' >> beam.Map(lambda e: (e.event_type, e.product_id)),
+      equal_to([('product_view', '1')]),
+      label='events',
+    )
+    assert_that(
+      parsed[DEAD_LETTER_TAG] | 'Letters' >> beam.Map(lambda d: (d.position, d.reason)),
+      equal_to([('3', 'malformed_log_line')]),
+      label='dead letters',
+    )

@@ -43,17 +43,22 @@ def test_oversized_records_are_dead_letters_with_a_cut_payload():
 
 def test_pipeline_routes_events_and_dead_letters():
   lines = [
-      b'{"event_id":"e1","event_type":"cart","event_time":1772359200,"user_id":"u1"}',
-      b'\xff\xfe garbage',
-      b'',
+    b'{"event_id":"e1","event_type":"cart","event_time":1772359200,"user_id":"u1"}',
+    b'\xff\xfe garbage',
+    b'',
   ]
   with beam_pipeline() as p:
     records = p | beam.Create([RawRecord(SOURCE, n, line, 7) for n, line in enumerate(lines, 1)])
     parsed = records | ParseEventsJsonl('EUR', NOW_US)
-    assert_that(parsed[EVENTS_TAG] | 'Ids' >> beam.Map(lambda e: (e.event_id, e.event_type)),
-                equal_to([('e1', 'add_to_cart')]), label='events')
     assert_that(
-        parsed[DEAD_LETTER_TAG] | 'Letters' >> beam.Map(
-            lambda d: (d.payload, d.reason, d.step, d.source, d.position, d.input_time)),
-        equal_to([(b'\xff\xfe garbage', 'invalid_utf8', 'parse_events_jsonl', SOURCE, '2', 7)]),
-        label='dead letters')
+      parsed[EVENTS_TAG] | 'Ids' >> beam.Map(lambda e: (e.event_id, e.event_type)),
+      equal_to([('e1', 'add_to_cart')]),
+      label='events',
+    )
+    assert_that(
+      parsed[DEAD_LETTER_TAG]
+      | 'Letters'
+      >> beam.Map(lambda d: (d.payload, d.reason, d.step, d.source, d.position, d.input_time)),
+      equal_to([(b'\xff\xfe garbage', 'invalid_utf8', 'parse_events_jsonl', SOURCE, '2', 7)]),
+      label='dead letters',
+    )

@@ -45,12 +45,19 @@ def test_golden_fixture(pseudonymizer):
   assert by_line[1] == {'line': 1, 'filtered': 'header'}
   first = by_line[2]['event']
   assert (first['order_id'], first['quantity'], first['unit_price'], first['amount']) == (
-      '536365', 6, '2.55', '15.3')
+    '536365',
+    6,
+    '2.55',
+    '15.3',
+  )
   assert (first['customer_id'], first['country'], first['currency']) == ('17850', 'GB', 'GBP')
   assert by_line[4]['event']['line_type'] == 'service'  # POST
   discount = by_line[6]['event']
   assert (discount['is_cancellation'], discount['line_type'], discount['amount']) == (
-      True, 'adjustment', '-27.5')
+    True,
+    'adjustment',
+    '-27.5',
+  )
   assert by_line[7]['event']['country'] == 'IE'  # EIRE
   assert by_line[7]['event']['description'] == 'SET OF 3 COLOURED  FLYING DUCKS'
   assert by_line[8] == {'line': 8, 'filtered': 'stock_adjustment'}
@@ -65,9 +72,18 @@ def test_golden_fixture(pseudonymizer):
 def test_pipeline_routes_lines_and_dead_letters(pseudonymizer):
   lines = [b'536365,71053,LANTERN,6,12/1/2010 8:26,3.39,17850.0,United Kingdom', b'nonsense']
   with beam_pipeline() as p:
-    parsed = p | beam.Create([RawRecord(SOURCE, n, x, 0) for n, x in enumerate(lines, 1)]) | \
-        ParseOrdersCsv(pseudonymizer, 'UTC', 'EUR', NOW_US)
-    assert_that(parsed[ORDER_LINES_TAG] | 'Lines' >> beam.Map(lambda x: (x.order_id, x.amount)),
-                equal_to([('536365', '20.34')]), label='lines')
-    assert_that(parsed[DEAD_LETTER_TAG] | 'Letters' >> beam.Map(lambda d: d.reason),
-                equal_to(['wrong_column_count']), label='dead letters')
+    parsed = (
+      p
+      | beam.Create([RawRecord(SOURCE, n, x, 0) for n, x in enumerate(lines, 1)])
+      | ParseOrdersCsv(pseudonymizer, 'UTC', 'EUR', NOW_US)
+    )
+    assert_that(
+      parsed[ORDER_LINES_TAG] | 'Lines' >> beam.Map(lambda x: (x.order_id, x.amount)),
+      equal_to([('536365', '20.34')]),
+      label='lines',
+    )
+    assert_that(
+      parsed[DEAD_LETTER_TAG] | 'Letters' >> beam.Map(lambda d: d.reason),
+      equal_to(['wrong_column_count']),
+      label='dead letters',
+    )

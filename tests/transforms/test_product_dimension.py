@@ -21,8 +21,12 @@ def raw(line: bytes, position: int = 1, source: str = 's') -> RawRecord:
 
 def test_taxonomy_lines():
   assert parse_taxonomy_line(raw(b'3 - Home & Garden >Decor > Candles ')) == Category(
-      '3', 'Home & Garden > Decor > Candles', 's', 1)
-  for line, reason in ((b'# Google_Product_Taxonomy_Version: 2021', 'comment'), (b'', 'blank_line')):
+    '3', 'Home & Garden > Decor > Candles', 's', 1
+  )
+  for line, reason in (
+    (b'# Google_Product_Taxonomy_Version: 2021', 'comment'),
+    (b'', 'blank_line'),
+  ):
     with pytest.raises(RecordFiltered, match=reason):
       parse_taxonomy_line(raw(line))
   for line in (b'Home > Decor', b'x - Home', b'3 - Home >  > Decor'):
@@ -41,14 +45,20 @@ def test_catalog_lines():
 
 
 PRODUCTS = {'SKU-1': Product('SKU-1', 'Lantern', 'Nordlicht', '8', '12.5', 'EUR', 's', 1)}
-CATEGORIES = {'8': Category('8', 'Home > Lighting > Lanterns', 's', 1),
-              '12': Category('12', 'Apparel > Shoes', 's', 2)}
+CATEGORIES = {
+  '8': Category('8', 'Home > Lighting > Lanterns', 's', 1),
+  '12': Category('12', 'Apparel > Shoes', 's', 2),
+}
 
 
 def test_join_fills_product_and_category_columns():
   joined, unknown = join_product(make_event('e', 0, product_id='SKU-1'), PRODUCTS, CATEGORIES)
   assert (joined.category_id, joined.category_path, joined.brand, joined.product_title) == (
-      '8', 'Home > Lighting > Lanterns', 'Nordlicht', 'Lantern')
+    '8',
+    'Home > Lighting > Lanterns',
+    'Nordlicht',
+    'Lantern',
+  )
   assert not unknown
   # A category page has a category but no product.
   joined, unknown = join_product(make_event('e', 0, category_id='12'), PRODUCTS, CATEGORIES)
@@ -58,14 +68,22 @@ def test_join_fills_product_and_category_columns():
 
 
 def test_pipeline_keeps_the_first_listing_and_joins_as_side_input():
-  products = [Product('SKU-1', 'Lantern', 'Nordlicht', '8', '12.5', 'EUR', 'b', 1),
-              Product('SKU-1', 'Other', 'Other', '12', '1', 'EUR', 'a', 9)]
+  products = [
+    Product('SKU-1', 'Lantern', 'Nordlicht', '8', '12.5', 'EUR', 'b', 1),
+    Product('SKU-1', 'Other', 'Other', '12', '1', 'EUR', 'a', 9),
+  ]
   with beam_pipeline() as p:
     dims = p | 'Products' >> beam.Create(products) | 'KeyProducts' >> KeyedDimension('product_id')
-    cats = p | 'Categories' >> beam.Create(list(CATEGORIES.values())) | 'KeyCats' >> \
-        KeyedDimension('category_id')
-    events = p | 'Events' >> beam.Create([make_event('e1', 0, product_id='SKU-1'),
-                                          make_event('e2', 1, product_id='SKU-9')])
+    cats = (
+      p
+      | 'Categories' >> beam.Create(list(CATEGORIES.values()))
+      | 'KeyCats' >> KeyedDimension('category_id')
+    )
+    events = p | 'Events' >> beam.Create(
+      [make_event('e1', 0, product_id='SKU-1'), make_event('e2', 1, product_id='SKU-9')]
+    )
     joined = events | JoinProductDimension(dims, cats, Event)
-    assert_that(joined | beam.Map(lambda e: (e.event_id, e.brand, e.category_path)),
-                equal_to([('e1', 'Other', 'Apparel > Shoes'), ('e2', None, None)]))
+    assert_that(
+      joined | beam.Map(lambda e: (e.event_id, e.brand, e.category_path)),
+      equal_to([('e1', 'Other', 'Apparel > Shoes'), ('e2', None, None)]),
+    )

@@ -45,8 +45,11 @@ def reference_sessions(times, gap, max_duration):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(0, 10 * DAY), max_size=60),
-       st.integers(1, 3 * 60 * MINUTE_US), st.integers(1, 2 * DAY))
+@given(
+  st.lists(st.integers(0, 10 * DAY), max_size=60),
+  st.integers(1, 3 * 60 * MINUTE_US),
+  st.integers(1, 2 * DAY),
+)
 def test_start_indices_agree_with_the_plain_rule(times, gap, max_duration):
   times = sorted(times)
   starts = session_start_indices(times, gap, max_duration)
@@ -72,13 +75,21 @@ def test_input_order_does_not_matter_and_ties_break_by_event_id():
 
 def test_session_summary():
   events = [
-      make_event('e1', 0, channel='organic_search', device_class='mobile', country='GB',
-                 page_url='/landing', user_id=None),
-      make_event('e2', 1, event_type='product_view', page_url='/p/1', user_id='C-1'),
-      make_event('e3', 2, event_type='add_to_cart'),
-      make_event('e4', 3, event_type='purchase', price='19.99', quantity=2, currency='EUR',
-                 page_url='/thanks'),
-      make_event('e5', 4, event_type='purchase', price='0.02', currency='EUR', is_bot=True),
+    make_event(
+      'e1',
+      0,
+      channel='organic_search',
+      device_class='mobile',
+      country='GB',
+      page_url='/landing',
+      user_id=None,
+    ),
+    make_event('e2', 1, event_type='product_view', page_url='/p/1', user_id='C-1'),
+    make_event('e3', 2, event_type='add_to_cart'),
+    make_event(
+      'e4', 3, event_type='purchase', price='19.99', quantity=2, currency='EUR', page_url='/thanks'
+    ),
+    make_event('e5', 4, event_type='purchase', price='0.02', currency='EUR', is_bot=True),
   ]
   row = summarize_session('s-1', 'a1', events)
   assert (row.session_start, row.session_end, row.duration_s) == (T0, T0 + 4 * MINUTE_US, 240.0)
@@ -91,23 +102,38 @@ def test_session_summary():
 
 
 def test_revenue_in_several_currencies_is_not_added_up():
-  events = [make_event('e1', 0, event_type='purchase', price='1', currency='EUR'),
-            make_event('e2', 1, event_type='purchase', price='1', currency='USD')]
+  events = [
+    make_event('e1', 0, event_type='purchase', price='1', currency='EUR'),
+    make_event('e2', 1, event_type='purchase', price='1', currency='USD'),
+  ]
   assert summarize_session('s', 'a1', events)[10:12] == (None, None)
 
 
 def test_pipeline_sessionizes_every_key():
-  events = [make_event('a', 0, key='k1'), make_event('b', 10, key='k1'),
-            make_event('c', 45, key='k1'), make_event('d', 0, key='k2', user_id='u2'),
-            make_event('e', 5, key=None, user_id='u3')]
+  events = [
+    make_event('a', 0, key='k1'),
+    make_event('b', 10, key='k1'),
+    make_event('c', 45, key='k1'),
+    make_event('d', 0, key='k2', user_id='u2'),
+    make_event('e', 5, key=None, user_id='u3'),
+  ]
   with beam_pipeline() as p:
     out = p | beam.Create(events) | Sessionize(gap_s=1800, max_duration_s=86400, num_buckets=3)
     assert_that(
-        out[EVENTS_TAG] | 'EventSessions' >> beam.Map(lambda e: (e.event_id, e.session_id)),
-        equal_to([('a', make_session_id('k1', T0)), ('b', make_session_id('k1', T0)),
-                  ('c', make_session_id('k1', T0 + 45 * MINUTE_US)),
-                  ('d', make_session_id('k2', T0)), ('e', make_session_id('u3', T0 + 5 * MINUTE_US))]),
-        label='events')
+      out[EVENTS_TAG] | 'EventSessions' >> beam.Map(lambda e: (e.event_id, e.session_id)),
+      equal_to(
+        [
+          ('a', make_session_id('k1', T0)),
+          ('b', make_session_id('k1', T0)),
+          ('c', make_session_id('k1', T0 + 45 * MINUTE_US)),
+          ('d', make_session_id('k2', T0)),
+          ('e', make_session_id('u3', T0 + 5 * MINUTE_US)),
+        ]
+      ),
+      label='events',
+    )
     assert_that(
-        out[SESSIONS_TAG] | 'SessionKeys' >> beam.Map(lambda s: (s.session_key, s.event_count)),
-        equal_to([('k1', 2), ('k1', 1), ('k2', 1), ('u3', 1)]), label='sessions')
+      out[SESSIONS_TAG] | 'SessionKeys' >> beam.Map(lambda s: (s.session_key, s.event_count)),
+      equal_to([('k1', 2), ('k1', 1), ('k2', 1), ('u3', 1)]),
+      label='sessions',
+    )

@@ -44,16 +44,28 @@ def parity_lines(seed: int = 5) -> list[tuple[float, bytes]]:
     for _ in range(rng.randint(1, 25)):
       t += rng.choice((20, 60, 300, 1799, 1800, 2400))  # gaps around the 30 min rule
       n += 1
-      line = orjson.dumps({'event_id': f'e{n}', 'event_type': 'page_view', 'event_time': t,
-                           'anonymous_id': f'v{visitor}'})
+      line = orjson.dumps(
+        {
+          'event_id': f'e{n}',
+          'event_type': 'page_view',
+          'event_time': t,
+          'anonymous_id': f'v{visitor}',
+        }
+      )
       arrivals.append((round(t + rng.uniform(0, MAX_DELAY_S), 3), line))
       if rng.random() < 0.1:  # a retry
         arrivals.append((round(t + rng.uniform(0, MAX_DELAY_S), 3), line))
   # A crawler for 25 hours, every 15 minutes: the 24 h cap must cut it the same way.
   for k in range(101):
     t = T0 + k * 900
-    arrivals.append((round(t + rng.uniform(0, MAX_DELAY_S), 3), orjson.dumps(
-        {'event_id': f'bot{k}', 'event_type': 'page_view', 'event_time': t, 'anonymous_id': 'bot'})))
+    arrivals.append(
+      (
+        round(t + rng.uniform(0, MAX_DELAY_S), 3),
+        orjson.dumps(
+          {'event_id': f'bot{k}', 'event_type': 'page_view', 'event_time': t, 'anonymous_id': 'bot'}
+        ),
+      )
+    )
   return sorted(arrivals)
 
 
@@ -79,7 +91,9 @@ def build_test_stream(arrivals: list[tuple[float, bytes]]) -> BeamTestStream:
       batch = []
     batch.append(TimestampedValue(RawRecord(SOURCE, n, line, 0), arrival))
   stream.add_elements(batch)
-  return stream.advance_watermark_to(Timestamp(settled(arrivals[-1][0]))).advance_watermark_to_infinity()
+  return stream.advance_watermark_to(
+    Timestamp(settled(arrivals[-1][0]))
+  ).advance_watermark_to_infinity()
 
 
 def settled(last_arrival_s: float) -> int:
@@ -98,8 +112,9 @@ def test_batch_pipeline_gives_the_reference_rows():
   arrivals = parity_lines()
   reference = reference_rows(arrivals)
   with beam_pipeline() as p:
-    records = p | beam.Create([RawRecord(SOURCE, n, line, 0)
-                               for n, (_, line) in enumerate(arrivals, 1)])
+    records = p | beam.Create(
+      [RawRecord(SOURCE, n, line, 0) for n, (_, line) in enumerate(arrivals, 1)]
+    )
     events = (records | ParseEventsJsonl('EUR', NOW_US))[EVENTS_TAG]
     outputs = events | DeduplicateEvents(num_buckets=4) | Sessionize(num_buckets=4)
     events_view, sessions_view = session_view(outputs)
@@ -110,17 +125,21 @@ def test_batch_pipeline_gives_the_reference_rows():
 def test_streaming_sessions_equal_batch_sessions():
   arrivals = parity_lines()
   reference = reference_rows(arrivals)
-  out_of_order = sum(1 for (_, a), (_, b) in zip(arrivals, arrivals[1:], strict=False)
-                     if orjson.loads(a)['event_time'] > orjson.loads(b)['event_time'])
+  out_of_order = sum(
+    1
+    for (_, a), (_, b) in zip(arrivals, arrivals[1:], strict=False)
+    if orjson.loads(a)['event_time'] > orjson.loads(b)['event_time']
+  )
   assert out_of_order > 20 and len(reference['events']) < len(arrivals)  # shuffled, duplicated
   with streaming_pipeline() as p:
     records = p | build_test_stream(arrivals)
-    events = (records
-              | ParseEventsJsonl('EUR', NOW_US)).events
-    outputs = (events
-               | TimestampByEventTime()
-               | DeduplicateStreaming()
-               | SessionizeStreaming(allowed_lateness_s=LATENESS_S))
+    events = (records | ParseEventsJsonl('EUR', NOW_US)).events
+    outputs = (
+      events
+      | TimestampByEventTime()
+      | DeduplicateStreaming()
+      | SessionizeStreaming(allowed_lateness_s=LATENESS_S)
+    )
     events_view, sessions_view = session_view(outputs)
     assert_that(events_view, equal_to(reference['events']), label='events')
     assert_that(sessions_view, equal_to(reference['sessions']), label='sessions')
@@ -133,6 +152,7 @@ def reference_rows(arrivals):
   from transforms.deduplicate import deduplicate
   from transforms.parse_events import EventLineParser
   from transforms.sessionize import sessionize_key
+
   parse = EventLineParser('EUR', NOW_US)
   events = []
   for n, (_, line) in enumerate(arrivals, 1):
@@ -154,26 +174,37 @@ def reference_rows(arrivals):
 
 def test_an_event_for_an_emitted_session_is_a_late_dead_letter():
   def line(event_id, t):
-    return orjson.dumps({'event_id': event_id, 'event_type': 'page_view', 'event_time': t,
-                         'anonymous_id': 'v'})
+    return orjson.dumps(
+      {'event_id': event_id, 'event_type': 'page_view', 'event_time': t, 'anonymous_id': 'v'}
+    )
 
-  stream = (BeamTestStream()
-            .add_elements([TimestampedValue(RawRecord(SOURCE, 1, line('a', T0), 0), T0)])
-            .add_elements([TimestampedValue(RawRecord(SOURCE, 2, line('b', T0 + 60), 0), T0 + 60)])
-            # The session of a and b is final once the watermark passes b + gap + lateness.
-            .advance_watermark_to(Timestamp(T0 + 60 + 1800 + LATENESS_S + 1))
-            .add_elements([TimestampedValue(RawRecord(SOURCE, 3, line('late', T0 + 120), 0),
-                                            T0 + 2400)])
-            .add_elements([TimestampedValue(RawRecord(SOURCE, 4, line('next', T0 + 2400), 0),
-                                            T0 + 2400)])
-            .advance_watermark_to(Timestamp(settled(T0 + 2400)))
-            .advance_watermark_to_infinity())
+  stream = (
+    BeamTestStream()
+    .add_elements([TimestampedValue(RawRecord(SOURCE, 1, line('a', T0), 0), T0)])
+    .add_elements([TimestampedValue(RawRecord(SOURCE, 2, line('b', T0 + 60), 0), T0 + 60)])
+    # The session of a and b is final once the watermark passes b + gap + lateness.
+    .advance_watermark_to(Timestamp(T0 + 60 + 1800 + LATENESS_S + 1))
+    .add_elements([TimestampedValue(RawRecord(SOURCE, 3, line('late', T0 + 120), 0), T0 + 2400)])
+    .add_elements([TimestampedValue(RawRecord(SOURCE, 4, line('next', T0 + 2400), 0), T0 + 2400)])
+    .advance_watermark_to(Timestamp(settled(T0 + 2400)))
+    .advance_watermark_to_infinity()
+  )
   with streaming_pipeline() as p:
     events = (p | stream | ParseEventsJsonl('EUR', NOW_US)).events
-    outputs = (events | TimestampByEventTime() | DeduplicateStreaming()
-               | SessionizeStreaming(allowed_lateness_s=LATENESS_S))
-    assert_that(outputs[EVENTS_TAG] | 'Ids' >> beam.Map(lambda e: e.event_id),
-                equal_to(['a', 'b', 'next']), label='on time')
-    assert_that(outputs[DEAD_LETTER_TAG] | 'Late' >> beam.Map(
-        lambda d: (d.reason, orjson.loads(d.payload)['event_id'], d.event_time)),
-        equal_to([('late', 'late', (T0 + 120) * 1_000_000)]), label='late')
+    outputs = (
+      events
+      | TimestampByEventTime()
+      | DeduplicateStreaming()
+      | SessionizeStreaming(allowed_lateness_s=LATENESS_S)
+    )
+    assert_that(
+      outputs[EVENTS_TAG] | 'Ids' >> beam.Map(lambda e: e.event_id),
+      equal_to(['a', 'b', 'next']),
+      label='on time',
+    )
+    assert_that(
+      outputs[DEAD_LETTER_TAG]
+      | 'Late' >> beam.Map(lambda d: (d.reason, orjson.loads(d.payload)['event_id'], d.event_time)),
+      equal_to([('late', 'late', (T0 + 120) * 1_000_000)]),
+      label='late',
+    )
