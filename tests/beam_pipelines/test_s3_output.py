@@ -53,21 +53,16 @@ def test_s3_output_equals_local_output(tmp_path, aws_env, s3_endpoint):
     '--progress',
     'never',
   ]
+  to_s3 = [
+    '--output',
+    f's3://{BUCKET}/run',
+    '--s3_endpoint_url',
+    s3_endpoint,
+    '--s3_region_name',
+    REGION,
+  ]
   assert cli.main(common + ['--output', str(tmp_path / 'local')]) == 0
-  assert (
-    cli.main(
-      common
-      + [
-        '--output',
-        f's3://{BUCKET}/run',
-        '--s3_endpoint_url',
-        s3_endpoint,
-        '--s3_region_name',
-        REGION,
-      ]
-    )
-    == 0
-  )
+  assert cli.main(common + to_s3) == 0
 
   local_summary = json.loads((tmp_path / 'local' / '_summary.json').read_text())
   s3_summary = json.loads(aws_env.get_object(Bucket=BUCKET, Key='run/_summary.json')['Body'].read())
@@ -84,20 +79,7 @@ def test_s3_output_equals_local_output(tmp_path, aws_env, s3_endpoint):
     assert sorted_rows(remote, key) == sorted_rows(local, key)
 
   # A rerun replaces each partition whole on S3 too (copy in, then delete the old files).
-  assert (
-    cli.main(
-      common
-      + [
-        '--output',
-        f's3://{BUCKET}/run',
-        '--s3_endpoint_url',
-        s3_endpoint,
-        '--s3_region_name',
-        REGION,
-      ]
-    )
-    == 0
-  )
+  assert cli.main(common + to_s3) == 0
   day_files = [
     o['Key']
     for o in aws_env.list_objects_v2(Bucket=BUCKET, Prefix='run/events/dt=2026-03-01/')['Contents']
