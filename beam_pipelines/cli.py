@@ -213,10 +213,15 @@ def _generate(args: argparse.Namespace) -> int:
 def main(argv: Optional[list[str]] = None) -> int:
   parser = _parser()
   args, extra = parser.parse_known_args(argv)
+  # force: importing Beam already logged a warning, which configured the root logger.
   logging.basicConfig(
     level=logging.INFO if args.verbose else logging.WARNING,
     format='%(asctime)s %(levelname)s %(name)s: %(message)s',
+    force=True,
   )
+  logging.getLogger().addFilter(_quiet_known_noise)
+  # -v is for shopstream's progress; Beam's own INFO lines are runner internals.
+  logging.getLogger('apache_beam').setLevel(logging.WARNING)
   if args.command != 'run' and extra:
     parser.error(f'unrecognized arguments: {" ".join(extra)}')
   try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import logging
 import sys
+import time
 import zlib
 from collections.abc import Iterator
 from typing import NamedTuple, Optional
@@ -110,6 +111,7 @@ class _ReadFileLines(beam.DoFn):
   def process(self, file: InputFile) -> Iterator:
     source = file.source
     raw, stream = _open(file.path)
+    started = time.monotonic()
     progress = self._progress_bar(file)
     position = 0
     try:
@@ -143,6 +145,8 @@ class _ReadFileLines(beam.DoFn):
       if progress is not None:
         progress.update(file.size - progress.n)
         progress.close()
+      # Without a terminal this log line (shopstream -v) is the progress report.
+      _LOGGER.info('read %s: %d records in %.1f s', file.path, position, time.monotonic() - started)
 
   def _progress_bar(self, file: InputFile):
     if not (self._show_progress and sys.stderr.isatty()):
