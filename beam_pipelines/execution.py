@@ -32,9 +32,12 @@ def cyclic_gc_paused() -> Iterator[None]:
     gc.collect()
 
 
-def run_to_summary(pipeline: beam.Pipeline, output: str) -> dict:
-  """Runs the pipeline, writes _summary.json and _run_metrics.json, checks the accounting."""
-  with cyclic_gc_paused():
+def run_to_summary(pipeline: beam.Pipeline, output: str, pause_gc: bool = True) -> dict:
+  """Runs the pipeline, writes _summary.json and _run_metrics.json, checks the accounting.
+
+  ``pause_gc`` suits bounded runs only: a stream that runs for days must collect.
+  """
+  with cyclic_gc_paused() if pause_gc else contextlib.nullcontext():
     result = pipeline.run()
     result.wait_until_finish()
   counters = run_summary.committed_counters(result)

@@ -157,4 +157,5 @@ def run(argv: Optional[list[str]] = None) -> dict:
     _LOGGER.warning('no --stop-after-idle or --max-records: reading until stopped')
   pipeline = beam.Pipeline(options=options)
   build_streaming_pipeline(pipeline, options)
-  return execution.run_to_summary(pipeline, opts.output)
+  bounded = opts.stop_after_idle is not None or opts.max_records is not None
+  return execution.run_to_summary(pipeline, opts.output, pause_gc=bounded)
