@@ -128,14 +128,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def _kinesis(args: argparse.Namespace) -> int:
   import boto3
+  from botocore.exceptions import NoRegionError
 
   from beam_pipelines import kinesis_replay
   from transforms.pseudonymize import Pseudonymizer, salt_from_environment
 
-  client = boto3.client('kinesis', endpoint_url=args.kinesis_endpoint_url, region_name=args.region)
+  if args.kinesis_command == 'create-stream' and args.shards < 1:
+    raise ValueError('--shards must be at least 1')
+  try:
+    client = boto3.client(
+      'kinesis', endpoint_url=args.kinesis_endpoint_url, region_name=args.region
+    )
+  except NoRegionError:
+    raise ValueError('no AWS region: give --region or set AWS_DEFAULT_REGION') from None
   if args.kinesis_command == 'create-stream':
-    if args.shards < 1:
-      raise ValueError('--shards must be at least 1')
     client.create_stream(StreamName=args.name, ShardCount=args.shards)
     client.get_waiter('stream_exists').wait(
       StreamName=args.name, WaiterConfig={'Delay': 1, 'MaxAttempts': 120}

@@ -37,7 +37,10 @@ def test_bad_option_values_are_refused_by_the_parser(capsys):
   assert 'session-gap-minutes' in capsys.readouterr().err
 
 
-@pytest.mark.parametrize('command', [[], ['run'], ['generate']])
+@pytest.mark.parametrize(
+  'command',
+  [[], ['run'], ['generate'], ['kinesis'], ['kinesis', 'put'], ['kinesis', 'create-stream']],
+)
 def test_help(command, capsys):
   with pytest.raises(SystemExit) as e:
     cli.main(command + ['--help'])
@@ -65,3 +68,29 @@ def test_generate_then_run(tmp_path, capsys):
   assert code == 0
   assert '"totals"' in out and 'records read' in out
   assert (tmp_path / 'out' / '_summary.json').exists()
+
+
+def test_kinesis_arguments_are_checked(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(['kinesis', 'put', 'stream'])  # no --source
+  assert e.value.code == 2
+  assert '--source' in capsys.readouterr().err
+  code, _, err = run(['kinesis', 'create-stream', 's', '--shards', '0'], capsys)
+  assert code == cli.EXIT_BAD_ARGUMENTS and 'at least 1' in err
+
+
+def test_streaming_run_refuses_event_sources(capsys, tmp_path):
+  (tmp_path / 'a.jsonl').write_text('{}\n')
+  code, _, err = run(
+    [
+      'run',
+      '--kinesis-stream',
+      's',
+      '--source',
+      f'events-jsonl={tmp_path}/a.jsonl',
+      '--output',
+      str(tmp_path / 'out'),
+    ],
+    capsys,
+  )
+  assert code == cli.EXIT_BAD_ARGUMENTS and 'only the product dimension' in err
