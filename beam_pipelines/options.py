@@ -169,3 +169,17 @@ class ShopstreamOptions(PipelineOptions):
       help='How long (event time) an event_id is remembered for deduplication '
       '(default: %(default)s).',
     )
+    flag(
+      'file-window-minutes',
+      type=_positive_float,
+      default=10.0,
+      help='Streaming: rows are written per window of this length (event time), one '
+      'file per window, day and file shard (default: %(default)s).',
+    )
+    flag(
+      'file-shards',
+      type=_positive_int,
+      default=2,
+      help='Streaming: files per window and day, the parallelism of the writes '
+      '(default: %(default)s).',
+    )

@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import uuid
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -106,17 +106,12 @@ class _WriteStagedParquet(accounting.CountingDoFn):
 
 
 class WriteTable(beam.PTransform):
-  """Rows of one table to Parquet files; outputs the WrittenFiles.
+  """Rows of one table to staged Parquet files for PublishTables; outputs the WrittenFiles."""
 
-  With a run_id the files are staged for PublishTables (batch: partitions
-  replaced whole). Without one they go straight into their partitions, new
-  files beside the old (streaming: every row is final when it is emitted).
-  """
-
-  def __init__(self, spec: TableSpec, output: str, run_id: Optional[str]):
+  def __init__(self, spec: TableSpec, output: str, run_id: str):
     super().__init__()
     self._spec = spec
-    self._staging = staging_root(output, run_id) if run_id else output
+    self._staging = staging_root(output, run_id)
 
   def expand(self, rows):
     return rows | 'WriteStagedParquet' >> beam.ParDo(

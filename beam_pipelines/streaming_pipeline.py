@@ -7,9 +7,9 @@ event-time dedup and sessionization -> Parquet, with late events as dead letters
       --output out/ --stop-after-idle 10
 
 Locally (FnApiRunner) the source runs until its stop condition and the
-stages after it run then; on Flink it runs continuously. Rows are written
-once, when final (see transforms/streaming.py), so the Parquet files of a
-streaming run are appended to, never rewritten.
+stages after it run then; on Flink it runs continuously. Rows are emitted
+once, when final (see transforms/streaming.py), and written in windowed
+files whose names a retry reproduces (see streaming_sink.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import apache_beam as beam
 import orjson
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines import execution, parquet_sink, tables
+from beam_pipelines import execution, tables
 from beam_pipelines.batch_pipeline import (
   CountClean,
   CountDeadLetters,
@@ -38,6 +38,7 @@ from beam_pipelines.sources import (
   expand_inputs,
   parse_source_spec,
 )
+from beam_pipelines.streaming_sink import WriteWindowedTable
 from transforms.enrich import EnrichEvents
 from transforms.event_time import EventTimeError, parse_event_time
 from transforms.parse_events import ParseEventsJsonl
@@ -143,8 +144,8 @@ def build_streaming_pipeline(
     ),
   }
   for name, table_rows in rows.items():
-    _ = table_rows | f'Write {name}' >> parquet_sink.WriteTable(
-      tables.TABLES[name], opts.output, None
+    _ = table_rows | f'Write {name}' >> WriteWindowedTable(
+      tables.TABLES[name], opts.output, opts.file_window_minutes * 60, opts.file_shards
     )
   return rows
 
