@@ -183,3 +183,10 @@ class ShopstreamOptions(PipelineOptions):
       help='Streaming: files per window and day, the parallelism of the writes '
       '(default: %(default)s).',
     )
+    flag(
+      'dimension-refresh-minutes',
+      type=_positive_float,
+      default=15.0,
+      help='Streaming: how often the catalog and taxonomy files are checked for '
+      'changes and reloaded (default: %(default)s).',
+    )

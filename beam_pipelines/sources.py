@@ -86,7 +86,8 @@ def expand_inputs(specs: list[SourceSpec]) -> list[InputFile]:
   return sorted(files.values())
 
 
-def _open(path: str):
+def open_input(path: str):
+  """(the raw stream, the stream to read lines from: gunzipped for .gz); close both."""
   raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
   return raw, (gzip.GzipFile(fileobj=raw, mode='rb') if path.endswith('.gz') else raw)
 
@@ -110,7 +111,7 @@ class _ReadFileLines(beam.DoFn):
 
   def process(self, file: InputFile) -> Iterator:
     source = file.source
-    raw, stream = _open(file.path)
+    raw, stream = open_input(file.path)
     started = time.monotonic()
     progress = self._progress_bar(file)
     position = 0

@@ -25,9 +25,9 @@ from beam_pipelines import execution, tables
 from beam_pipelines.batch_pipeline import (
   CountClean,
   CountDeadLetters,
-  product_join,
   reference_time_us,
 )
+from beam_pipelines.dimension_refresh import RefreshingProductJoin
 from beam_pipelines.kinesis import KinesisConfig, KinesisRecord, ReadKinesisStream
 from beam_pipelines.options import ShopstreamOptions
 from beam_pipelines.sources import (
@@ -42,7 +42,7 @@ from beam_pipelines.streaming_sink import WriteWindowedTable
 from transforms.enrich import EnrichEvents
 from transforms.event_time import EventTimeError, parse_event_time
 from transforms.parse_events import ParseEventsJsonl
-from transforms.product_dimension import PARSED_TAG, ParseCatalogCsv, ParseTaxonomy
+from transforms.product_dimension import PARSED_TAG, KeyedDimension, ParseCatalogCsv, ParseTaxonomy
 from transforms.pseudonymize import Pseudonymizer, salt_from_environment
 from transforms.records import (
   DEAD_LETTER_TAG,
@@ -57,6 +57,7 @@ from transforms.streaming import DeduplicateStreaming, SessionizeStreaming, Time
 _LOGGER = logging.getLogger(__name__)
 
 PARSERS = {CATALOG_CSV: ParseCatalogCsv, TAXONOMY: ParseTaxonomy}
+DIMENSION_IDS = {CATALOG_CSV: 'product_id', TAXONOMY: 'category_id'}
 
 
 def json_event_time(data: bytes) -> Optional[int]:
@@ -103,14 +104,20 @@ def build_streaming_pipeline(
     )
   now_us = reference_time_us(opts)
   pseudonymizer = pseudonymizer or Pseudonymizer(salt_from_environment())
-  # The product dimension is read once, at the start, as in batch.
-  dimensions, dead_letters = {}, []
+  # The product dimension: read here for its accounting and dead letters (as
+  # in batch), and joined by RefreshingProductJoin, which reloads it on change.
+  dead_letters = []
   for kind in sorted({f.kind for f in files}):
     read = p | f'Read {kind}' >> ReadLines([f for f in files if f.kind == kind])
     outputs = read['records'] | f'Parse {kind}' >> PARSERS[kind]()
-    dimensions[kind] = outputs[PARSED_TAG]
+    _ = outputs[PARSED_TAG] | f'Count {kind}' >> KeyedDimension(DIMENSION_IDS[kind])
     dead_letters.extend([read[DEAD_LETTER_TAG], outputs[DEAD_LETTER_TAG]])
-  join = product_join(p, dimensions)
+  specs = [parse_source_spec(text) for text in opts.source or ()]
+  join = (
+    beam.ParDo(RefreshingProductJoin(specs, opts.dimension_refresh_minutes * 60))
+    if specs
+    else beam.Map(lambda event: event)
+  )
 
   parsed = (
     p
@@ -123,7 +130,7 @@ def build_streaming_pipeline(
   sessionized = (
     parsed[EVENTS_TAG]
     | 'Enrich' >> EnrichEvents(pseudonymizer, opts.site_host)
-    | 'JoinProducts' >> join(Event)
+    | 'JoinProducts' >> join.with_output_types(Event)
     | 'EventTime' >> TimestampByEventTime()
     | 'Deduplicate' >> DeduplicateStreaming(opts.dedup_hours * 3600)
     | 'Sessionize'
