@@ -14,7 +14,6 @@ held in memory to be ordered: replay large histories in date-range slices.)
 
 from __future__ import annotations
 
-import gzip
 import logging
 import time
 from collections import Counter
@@ -22,7 +21,13 @@ from collections.abc import Iterator
 
 import orjson
 
-from beam_pipelines.sources import ACCESS_LOG, EVENTS_JSONL, expand_inputs, parse_source_spec
+from beam_pipelines.sources import (
+  ACCESS_LOG,
+  EVENTS_JSONL,
+  expand_inputs,
+  open_input,
+  parse_source_spec,
+)
 from transforms.dead_letters import RecordError, RecordFiltered, check_size
 from transforms.event_time import format_us
 from transforms.parse_access_log import AccessLogParser
@@ -58,15 +63,18 @@ def replay_events(
   files = expand_inputs([parse_source_spec(text) for text in sources])
   for file in files:
     if file.kind not in REPLAYABLE_KINDS:
-      raise ValueError(f'kinesis put replays {", ".join(REPLAYABLE_KINDS)}, not {file.kind}')
+      raise ValueError(
+        f'kinesis put replays clickstream ({", ".join(REPLAYABLE_KINDS)}), not {file.kind}: '
+        'order exports and the product dimension stay batch inputs'
+      )
     parse = (
       EventLineParser('EUR', now_us)
       if file.kind == EVENTS_JSONL
       else AccessLogParser(pseudonymizer, now_us)
     )
-    opener = gzip.open if file.path.endswith('.gz') else open
-    with opener(file.path, 'rb') as f:
-      for position, line in enumerate(f, 1):
+    raw, stream = open_input(file.path)  # local or s3://, gzipped or not
+    with raw, stream:
+      for position, line in enumerate(stream, 1):
         record = RawRecord(file.source, position, line.rstrip(b'\r\n'), file.mtime_us)
         try:
           check_size(record)
