@@ -38,7 +38,7 @@ from beam_pipelines.sources import (
   expand_inputs,
   parse_source_spec,
 )
-from transforms import accounting
+from transforms import accounting, day_window
 from transforms.deduplicate import DeduplicateEvents
 from transforms.enrich import EnrichEvents
 from transforms.event_time import parse_event_time
@@ -65,8 +65,10 @@ from transforms.records import (
   Category,
   DeadLetter,
   Event,
+  Order,
   OrderLine,
   Product,
+  SessionRow,
 )
 from transforms.sessionize import Sessionize
 
@@ -164,12 +166,18 @@ def build_pipeline(
     dead_letters.extend([read[DEAD_LETTER_TAG], outputs[DEAD_LETTER_TAG]])
 
   join = product_join(p, parsed)
+  window = _day_window(opts)
   rows: dict[str, beam.PCollection] = {}
   events = [
     parsed[kind] | f'Enrich {kind}' >> EnrichEvents(pseudonymizer, opts.site_host)
     for kind in EVENT_KINDS
     if kind in parsed
   ]
+  if window:
+    events = [
+      kind_events | f'Context {n}' >> day_window.keep_in_context(window, _event_time, Event)
+      for n, kind_events in enumerate(events)
+    ]
   if events:
     sessionized = (
       tuple(events)
@@ -178,26 +186,51 @@ def build_pipeline(
       | 'Sessionize'
       >> Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, opts.num_buckets)
     )
-    rows[tables.EVENTS.name] = sessionized[EVENTS_TAG] | 'CountCleanEvents' >> beam.ParDo(
+    day_events, day_sessions = sessionized[EVENTS_TAG], sessionized[SESSIONS_TAG]
+    if window:
+      day_events = day_events | 'EventsOfTheDay' >> day_window.keep_in_day(
+        window, _event_time, Event, count_source=True
+      )
+      _ = day_sessions | 'CountUncertainSessions' >> day_window.CountUncertainSessions(window)
+      day_sessions = day_sessions | 'SessionsOfTheDay' >> day_window.keep_in_day(
+        window, _session_start, SessionRow, count_source=False
+      )
+    rows[tables.EVENTS.name] = day_events | 'CountCleanEvents' >> beam.ParDo(
       CountClean()
     ).with_output_types(Event)
-    rows[tables.SESSIONS.name] = sessionized[SESSIONS_TAG]
+    rows[tables.SESSIONS.name] = day_sessions
   order_lines = [
     parsed[kind] | f'JoinProducts {kind}' >> join(OrderLine)
     for kind in ORDER_KINDS
     if kind in parsed
   ]
+  if window:
+    order_lines = [
+      lines | f'OrderContext {n}' >> day_window.keep_in_context(window, _order_time, OrderLine)
+      for n, lines in enumerate(order_lines)
+    ]
   if order_lines:
     orders = tuple(order_lines) | 'BuildOrders' >> BuildOrders(opts.num_buckets)
-    rows[tables.ORDER_LINES.name] = orders[ORDER_LINES_TAG] | 'CountCleanOrderLines' >> beam.ParDo(
+    day_lines, day_orders = orders[ORDER_LINES_TAG], orders[ORDERS_TAG]
+    if window:
+      day_lines = day_lines | 'OrderLinesOfTheDay' >> day_window.keep_in_day(
+        window, _order_time, OrderLine, count_source=True
+      )
+      day_orders = day_orders | 'OrdersOfTheDay' >> day_window.keep_in_day(
+        window, _order_time, Order, count_source=False
+      )
+    rows[tables.ORDER_LINES.name] = day_lines | 'CountCleanOrderLines' >> beam.ParDo(
       CountClean()
     ).with_output_types(OrderLine)
-    rows[tables.ORDERS.name] = orders[ORDERS_TAG]
-  rows[tables.DEAD_LETTER.name] = (
-    dead_letters
-    | 'FlattenDeadLetters' >> beam.Flatten()
-    | 'CountDeadLetters' >> beam.ParDo(CountDeadLetters()).with_output_types(DeadLetter)
-  )
+    rows[tables.ORDERS.name] = day_orders
+  letters = dead_letters | 'FlattenDeadLetters' >> beam.Flatten()
+  if window:
+    letters = letters | 'DeadLettersOfTheDay' >> day_window.keep_partition_day(
+      window, tables.DEAD_LETTER.partition_day, DeadLetter
+    )
+  rows[tables.DEAD_LETTER.name] = letters | 'CountDeadLetters' >> beam.ParDo(
+    CountDeadLetters()
+  ).with_output_types(DeadLetter)
 
   written = [
     table_rows
@@ -207,9 +240,33 @@ def build_pipeline(
   _ = (
     written
     | 'FlattenWrittenFiles' >> beam.Flatten()
-    | 'Publish' >> parquet_sink.PublishTables(opts.output, run_id)
+    | 'Publish'
+    >> parquet_sink.PublishTables(opts.output, run_id, list(rows), [window.day] if window else [])
   )
   return rows
+
+
+def _event_time(event: Event) -> int:
+  return event.event_time
+
+
+def _session_start(session: SessionRow) -> int:
+  return session.session_start
+
+
+def _order_time(record) -> int:  # OrderLine or Order
+  return record.order_time
+
+
+def _day_window(opts: ShopstreamOptions) -> Optional[day_window.DayWindow]:
+  if not opts.day:
+    return None
+  return day_window.day_window(
+    dt.date.fromisoformat(opts.day),
+    opts.session_gap_minutes * 60,
+    opts.max_session_hours * 3600,
+    opts.lookback_hours * 3600 if opts.lookback_hours else None,
+  )
 
 
 def _fixed_layout(opts: ShopstreamOptions, files) -> Optional[Layout]:
@@ -242,7 +299,7 @@ def product_join(p: beam.Pipeline, parsed: dict[str, beam.PCollection]):
   return lambda record_type: JoinProductDimension(products, categories, record_type)
 
 
-def run(argv: Optional[list[str]] = None) -> dict:
+def run(argv: Optional[list[str]] = None, summary_dir: Optional[str] = None) -> dict:
   """Runs the batch pipeline to completion; returns the run summary.
 
   Raises ValueError for bad options and AccountingError if records went missing.
@@ -251,4 +308,4 @@ def run(argv: Optional[list[str]] = None) -> dict:
   opts = options.view_as(ShopstreamOptions)
   pipeline = beam.Pipeline(options=options)
   build_pipeline(pipeline, options)
-  return execution.run_to_summary(pipeline, opts.output)
+  return execution.run_to_summary(pipeline, opts.output, summary_dir=summary_dir)

@@ -4,6 +4,7 @@
     shopstream run --runner-config runner_configs/direct.yaml \\
         --source events-jsonl='sample/events-*.jsonl.gz' \\
         --source access-log=sample/access.log --output out/
+    shopstream backfill --from 2026-03-01 --to 2026-03-03 --source ... --output out/
 
 Exit codes: 0 done, 2 bad arguments or configuration, 1 the run failed.
 """
@@ -70,6 +71,43 @@ def _parser() -> argparse.ArgumentParser:
     help='Runner YAML from runner_configs/ (default: %(default)s).',
   )
   ShopstreamOptions._add_argparse_args(run)
+
+  backfill = commands.add_parser(
+    'backfill',
+    help='Run the batch pipeline day by day over a date range; resumable.',
+    description='Compute each UTC day from FROM to TO with the batch pipeline and replace '
+    "that day's partitions of every table whole. Sessions crossing midnight come out as in "
+    'one run over all the input (each day reads its context: the day before and after). '
+    'State is kept in OUTPUT/_backfill/manifest.json: running the same command again skips '
+    'done days whose inputs did not change and redoes the rest, e.g. after a crash.',
+    epilog=RUN_EPILOG,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  backfill.add_argument(
+    '--from', dest='first_day', required=True, metavar='YYYY-MM-DD', help='First day (UTC).'
+  )
+  backfill.add_argument(
+    '--to', dest='last_day', required=True, metavar='YYYY-MM-DD', help='Last day (UTC), included.'
+  )
+  backfill.add_argument(
+    '--dry-run',
+    action='store_true',
+    help='Print the plan (days, inputs, what is done); change nothing.',
+  )
+  backfill.add_argument(
+    '--parallel',
+    type=int,
+    default=1,
+    metavar='N',
+    help='Days run at once, each in its own process (default: %(default)s).',
+  )
+  backfill.add_argument(
+    '--runner-config',
+    default='runner_configs/direct.yaml',
+    metavar='YAML',
+    help='Runner YAML from runner_configs/ (default: %(default)s).',
+  )
+  ShopstreamOptions._add_argparse_args(backfill)
 
   generate = commands.add_parser(
     'generate',
@@ -164,6 +202,102 @@ def _kinesis(args: argparse.Namespace) -> int:
   return 0
 
 
+# Arguments of the subcommands that are not pipeline options.
+_COMMAND_ARGUMENTS = frozenset(
+  {'command', 'verbose', 'runner_config', 'source', 'first_day', 'last_day', 'dry_run', 'parallel'}
+)
+
+
+def _pipeline_flags(args: argparse.Namespace) -> list[str]:
+  """The runner config's flags, then the shopstream options given on the command line."""
+  flags = runner_config.load_runner_config(args.runner_config)
+  flags += [f'--source={value}' for value in args.source or ()]
+  for name, value in vars(args).items():
+    if name in _COMMAND_ARGUMENTS or value is None:
+      continue
+    flags.append(f'--{name}={value}')
+  return flags
+
+
+def _backfill(args: argparse.Namespace, beam_args: list[str]) -> int:
+  from beam_pipelines import backfill
+  from beam_pipelines.sources import expand_inputs, parse_source_spec
+
+  if args.day or args.run_id or args.kinesis_stream:
+    raise ValueError('backfill sets --day and --run-id itself, and reads no --kinesis-stream')
+  if not args.source:
+    raise ValueError('at least one --source KIND=PATH_OR_GLOB is needed')
+  if not args.output:
+    raise ValueError('--output DIR is needed')
+  if '://' in args.output:
+    raise ValueError(
+      'backfill needs a local --output (its lock and manifest rely on atomic local files); '
+      'copy the tables to object storage afterwards, or use `run --day` per day'
+    )
+  if os.path.exists(args.output) and not os.path.isdir(args.output):
+    raise ValueError(f'--output {args.output} exists and is not a directory')
+  if args.parallel < 1:
+    raise ValueError('--parallel must be at least 1')
+  days = backfill.day_range(args.first_day, args.last_day)
+  files = expand_inputs([parse_source_spec(text) for text in args.source])
+  manifest = backfill.read_manifest(args.output)
+  # One "now" for the whole backfill, kept for resumes: days must agree on
+  # which events are in the future.
+  args.reference_time = (
+    args.reference_time
+    or manifest.get('reference_time')
+    or dt.datetime.now(dt.UTC).isoformat(timespec='seconds')
+  )
+  flags = _pipeline_flags(args) + beam_args
+  current = backfill.fingerprint(files, flags)
+  plans = backfill.plan_days(days, manifest, current)
+  if args.dry_run:
+    sys.stdout.write(''.join(backfill.describe_plan(plans, files, args.output, current)))
+    return 0
+  lock = backfill.acquire_lock(args.output)
+  try:
+    manifest = backfill.read_manifest(args.output)  # again, now that it is ours
+    plans = backfill.plan_days(days, manifest, current)
+    manifest['reference_time'] = args.reference_time
+    todo = [plan.day for plan in plans if plan.action == 'run']
+    for plan in plans:
+      if plan.action == 'skip':
+        print(f'{plan.day} skipped: done, inputs unchanged')
+    bar = backfill.progress_bar(len(todo), args.progress == 'auto')
+    events = [0]
+
+    def report(result) -> None:
+      if result.error:
+        line = f'{result.day} FAILED: {result.error}'
+      else:
+        tables = result.summary['tables']
+        events[0] += tables.get('events', 0)
+        line = (
+          f'{result.day} done in {result.seconds:.1f} s: {tables.get("events", 0):,} events, '
+          f'{tables.get("sessions", 0):,} sessions, {tables.get("orders", 0):,} orders, '
+          f'{tables.get("dead_letter", 0):,} dead letters'
+        )
+      if bar is not None:
+        bar.set_postfix(events=f'{events[0]:,}')
+        bar.update(1)
+        bar.write(line)
+      else:
+        print(line, flush=True)
+
+    results = backfill.execute(args.output, todo, flags, current, args.parallel, manifest, report)
+    if bar is not None:
+      bar.close()
+  finally:
+    os.remove(lock)
+  failed = [r.day for r in results if r.error]
+  print(
+    f'backfill {days[0]}..{days[-1]}: {len(results) - len(failed)} day(s) run, '
+    f'{len(days) - len(todo)} skipped, {len(failed)} failed'
+    + (f' ({", ".join(failed)}); run the same command again to retry them' if failed else '')
+  )
+  return EXIT_FAILED if failed else 0
+
+
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
   from beam_pipelines import batch_pipeline  # Beam is slow to import: only when needed.
 
@@ -173,12 +307,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     raise ValueError('--output DIR is needed')
   if os.path.exists(args.output) and not os.path.isdir(args.output):
     raise ValueError(f'--output {args.output} exists and is not a directory')
-  flags = runner_config.load_runner_config(args.runner_config)
-  flags += [f'--source={value}' for value in args.source or ()]
-  for name, value in vars(args).items():
-    if name in ('command', 'verbose', 'runner_config', 'source') or value is None:
-      continue
-    flags.append(f'--{name}={value}')
+  flags = _pipeline_flags(args)
   started = time.monotonic()
   if args.kinesis_stream:
     from beam_pipelines import streaming_pipeline
@@ -228,11 +357,13 @@ def main(argv: Optional[list[str]] = None) -> int:
   logging.getLogger().addFilter(_quiet_known_noise)
   # -v is for shopstream's progress; Beam's own INFO lines are runner internals.
   logging.getLogger('apache_beam').setLevel(logging.WARNING)
-  if args.command != 'run' and extra:
+  if args.command not in ('run', 'backfill') and extra:
     parser.error(f'unrecognized arguments: {" ".join(extra)}')
   try:
     if args.command == 'run':
       return _run(args, extra)
+    if args.command == 'backfill':
+      return _backfill(args, extra)
     if args.command == 'kinesis':
       return _kinesis(args)
     return _generate(args)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 from collections.abc import Iterator
+from typing import Optional
 
 import apache_beam as beam
 
@@ -32,18 +34,23 @@ def cyclic_gc_paused() -> Iterator[None]:
     gc.collect()
 
 
-def run_to_summary(pipeline: beam.Pipeline, output: str, pause_gc: bool = True) -> dict:
+def run_to_summary(
+  pipeline: beam.Pipeline, output: str, pause_gc: bool = True, summary_dir: Optional[str] = None
+) -> dict:
   """Runs the pipeline, writes _summary.json and _run_metrics.json, checks the accounting.
 
-  ``pause_gc`` suits bounded runs only: a stream that runs for days must collect.
+  The two files go to ``summary_dir`` (default: the output). ``pause_gc``
+  suits bounded runs only: a stream that runs for days must collect.
   """
   with cyclic_gc_paused() if pause_gc else contextlib.nullcontext():
     result = pipeline.run()
     result.wait_until_finish()
   counters = run_summary.committed_counters(result)
   summary = run_summary.build_summary(counters, tables.TABLES)
-  output = output.rstrip('/')
-  run_summary.write_json(f'{output}/{run_summary.SUMMARY_FILE}', summary)
-  run_summary.write_json(f'{output}/{run_summary.METRICS_FILE}', run_summary.reasons(counters))
+  directory = (summary_dir or output).rstrip('/')
+  if summary_dir and '://' not in summary_dir:
+    os.makedirs(summary_dir, exist_ok=True)
+  run_summary.write_json(f'{directory}/{run_summary.SUMMARY_FILE}', summary)
+  run_summary.write_json(f'{directory}/{run_summary.METRICS_FILE}', run_summary.reasons(counters))
   run_summary.check_accounting(summary)
   return summary

@@ -6,6 +6,8 @@ each flag also accepts its underscore spelling, the form YAML keys use.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.sessionize import DEFAULT_GAP_S, DEFAULT_MAX_DURATION_S
@@ -23,6 +25,13 @@ def _positive_int(text: str) -> int:
   if value < 1:
     raise ValueError(f'must be at least 1, got {text}')
   return value
+
+
+def _iso_day(text: str) -> str:
+  try:
+    return dt.date.fromisoformat(text).isoformat()
+  except ValueError:
+    raise ValueError(f'{text!r} is not a date YYYY-MM-DD') from None
 
 
 class ShopstreamOptions(PipelineOptions):
@@ -189,4 +198,20 @@ class ShopstreamOptions(PipelineOptions):
       default=15.0,
       help='Streaming: how often the catalog and taxonomy files are checked for '
       'changes and reloaded (default: %(default)s).',
+    )
+    # One day of a backfill (set by `shopstream backfill`, usable alone).
+    flag(
+      'day',
+      type=_iso_day,
+      default=None,
+      metavar='YYYY-MM-DD',
+      help='Compute only this UTC day: its partitions of every table are replaced whole, '
+      'computed from the day plus its context (see transforms/day_window.py).',
+    )
+    flag(
+      'lookback-hours',
+      type=_positive_float,
+      default=None,
+      help='With --day: event time read before the day (default: max session hours + '
+      'the session gap).',
     )

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -119,8 +120,18 @@ class WriteTable(beam.PTransform):
     ).with_output_types(WrittenFile)
 
 
-def publish(output: str, run_id: str, written: list[WrittenFile]) -> None:
-  """Moves the staged partitions into place, replacing each one whole."""
+def publish(
+  output: str,
+  run_id: str,
+  written: list[WrittenFile],
+  table_names: Sequence[str] = (),
+  owned_days: Sequence[str] = (),
+) -> None:
+  """Moves the staged partitions into place, replacing each one whole.
+
+  ``owned_days`` (a backfill's day) are the run's even where it wrote no
+  rows: those partitions of ``table_names`` are removed, not left stale.
+  """
   staging = staging_root(output, run_id)
   partitions = sorted({(f.table, f.day) for f in written})
   for table, day in partitions:
@@ -128,6 +139,10 @@ def publish(output: str, run_id: str, written: list[WrittenFile]) -> None:
     final = partition_dir(output, table, day)
     committed = {f.path for f in written if (f.table, f.day) == (table, day)}
     _replace_partition(staged, final, committed)
+  for table in table_names:
+    for day in owned_days:
+      if (table, day) not in partitions:
+        _remove_tree(partition_dir(output, table, day))
   _remove_tree(staging)
   _LOGGER.info('published %d partitions to %s', len(partitions), output)
 
@@ -178,26 +193,33 @@ def _remove_tree(path: str) -> None:
 
 
 class _Publish(beam.DoFn):
-  def __init__(self, output: str, run_id: str):
-    self._output = output
-    self._run_id = run_id
+  def __init__(self, output: str, run_id: str, table_names, owned_days):
+    self._args = (output, run_id)
+    self._owned = (tuple(table_names), tuple(owned_days))
 
   def process(self, written: list[WrittenFile]):
-    publish(self._output, self._run_id, written)
+    publish(*self._args, written, *self._owned)
     yield len(written)
 
 
 class PublishTables(beam.PTransform):
   """Waits for every WrittenFile of the run, then publishes them together."""
 
-  def __init__(self, output: str, run_id: str):
+  def __init__(
+    self,
+    output: str,
+    run_id: str,
+    table_names: Sequence[str] = (),
+    owned_days: Sequence[str] = (),
+  ):
     super().__init__()
     self._output = output
     self._run_id = run_id
+    self._owned = (tuple(table_names), tuple(owned_days))
 
   def expand(self, written_files):
     return (
       written_files
       | 'CollectWrittenFiles' >> beam.combiners.ToList()
-      | 'PublishPartitions' >> beam.ParDo(_Publish(self._output, self._run_id))
+      | 'PublishPartitions' >> beam.ParDo(_Publish(self._output, self._run_id, *self._owned))
     )

@@ -56,6 +56,9 @@ def build_summary(counters: dict[str, int], tables: Iterable[str]) -> dict:
   for row in sources.values():
     for column in _COLUMNS:
       totals[column] += row[column]
+  if not totals[accounting.OTHER_DAY]:  # only a backfill's day runs have it
+    for row in (totals, *sources.values()):
+      del row[accounting.OTHER_DAY]
   return {'sources': dict(sorted(sources.items())), 'totals': totals, 'tables': table_rows}
 
 
@@ -74,7 +77,7 @@ def unbalanced_sources(summary: dict) -> dict[str, dict[str, int]]:
   return {
     source: row
     for source, row in summary['sources'].items()
-    if row[accounting.READ] != sum(row[o] for o in accounting.OUTCOMES)
+    if row[accounting.READ] != sum(row.get(o, 0) for o in accounting.OUTCOMES)
   }
 
 
@@ -86,4 +89,6 @@ def write_json(path: str, content: dict) -> None:
 def check_accounting(summary: dict) -> None:
   broken = unbalanced_sources(summary)
   if broken:
-    raise AccountingError(f'records read != clean + dead_letter + duplicate + filtered: {broken}')
+    raise AccountingError(
+      f'records read != clean + dead_letter + duplicate + filtered (+ other_day): {broken}'
+    )

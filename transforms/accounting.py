@@ -1,8 +1,9 @@
 """Run accounting: the Beam counters behind the run summary.
 
 Every record read is counted once as read and once as exactly one of clean,
-dead_letter, duplicate or filtered, per source; the summary checks that
-read = clean + dead_letter + duplicate + filtered. Counter names are
+dead_letter, duplicate or filtered (or, in a backfill's day run, other_day:
+it belongs to another day), per source; the summary checks that
+read = clean + dead_letter + duplicate + filtered + other_day. Counter names are
 ``"<outcome>|<source>"``; reasons and table rows have counters of their own.
 """
 
@@ -18,7 +19,8 @@ CLEAN = 'clean'
 DEAD_LETTER = 'dead_letter'
 DUPLICATE = 'duplicate'
 FILTERED = 'filtered'
-OUTCOMES = (CLEAN, DEAD_LETTER, DUPLICATE, FILTERED)
+OTHER_DAY = 'other_day'
+OUTCOMES = (CLEAN, DEAD_LETTER, DUPLICATE, FILTERED, OTHER_DAY)
 
 FILTERED_REASON = 'filtered_reason'
 DEAD_LETTER_REASON = 'dead_letter_reason'

@@ -50,3 +50,15 @@ def test_schema_types(tmp_path):
   )
   assert row[:5] == ('TIMESTAMP WITH TIME ZONE', 'DECIMAL(18,4)', '19.9900', 2, True)
   assert row[5] == make_event('a', 0).event_time
+
+
+def test_a_day_the_run_owns_is_emptied_when_it_has_no_rows_now(tmp_path):
+  output = str(tmp_path)
+  day = 24 * 60
+  write_events(output, [make_event('a', 0), make_event('b', day)], 'r1')
+  # A backfill's day run for day 2 that finds no rows there any more:
+  with beam_pipeline() as p:
+    written = p | beam.Create([]).with_output_types(parquet_sink.WrittenFile)
+    _ = written | parquet_sink.PublishTables(output, 'r2', ['events', 'sessions'], ['2026-03-02'])
+  assert read(output, 'events') == [('a', '2026-03-01')]
+  assert sorted(os.listdir(os.path.join(output, 'events'))) == ['dt=2026-03-01']

@@ -1,0 +1,316 @@
+"""Backfills: the batch pipeline day by day over a date range, resumable.
+
+    shopstream backfill --from 2026-03-01 --to 2026-03-31 \\
+      --source events-jsonl='archive/*.jsonl.gz' --output tables/ [--parallel 2]
+
+Each UTC day is one run of the batch pipeline with ``--day`` (see
+transforms/day_window.py for how a day's sessions come out as in one run over
+everything): it reads every input, keeps the day and its context, and
+replaces that day's partition of every table whole, also where it now has no
+rows. So running a backfill twice gives identical tables, and a day
+backfilled alone equals that day in a backfill of the whole range.
+
+State lives under ``<output>/_backfill/``:
+
+- ``manifest.json``: per day ``planned | running | done | failed``, the
+  fingerprint of the inputs and settings it was computed from, and its
+  counts. Written whole to a temporary file and renamed over the old one.
+- ``lock``: who is running (host, pid, time). A second backfill on the same
+  output stops with an error; a lock left by a killed process on this host
+  is taken over.
+
+Resuming after a crash or kill -9 is running the same command again: done
+days whose fingerprint matches are skipped, every other day is redone (its
+partitions replaced whole again). A changed input file (size or mtime)
+changes every day's fingerprint: any day's context may come from any file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Optional
+
+from beam_pipelines.sources import InputFile
+
+_LOGGER = logging.getLogger(__name__)
+
+STATE_DIR = '_backfill'
+MANIFEST_FILE = 'manifest.json'
+LOCK_FILE = 'lock'
+MAX_DAYS = 3660
+PLANNED, RUNNING, DONE, FAILED = 'planned', 'running', 'done', 'failed'
+# Pipeline flags that do not change a day's rows, left out of the fingerprint.
+_NOT_IN_FINGERPRINT = ('--progress', '--run_id', '--run-id', '--output')
+
+
+class BackfillError(ValueError):
+  """A backfill that cannot start: bad range, locked output, missing input."""
+
+
+def day_range(first: str, last: str) -> list[str]:
+  """Every day from ``first`` to ``last`` inclusive, as YYYY-MM-DD."""
+  try:
+    start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+  except ValueError as e:
+    raise BackfillError(f'--from/--to must be dates YYYY-MM-DD: {e}') from None
+  if end < start:
+    raise BackfillError(f'--to {last} is before --from {first}')
+  count = (end - start).days + 1
+  if count > MAX_DAYS:
+    raise BackfillError(f'{count} days is more than {MAX_DAYS}: split the range')
+  return [(start + dt.timedelta(days=n)).isoformat() for n in range(count)]
+
+
+def fingerprint(files: list[InputFile], flags: list[str]) -> str:
+  """What a day's rows depend on: every input (path, size, mtime) and the settings."""
+  settings = sorted(f for f in flags if not f.startswith(_NOT_IN_FINGERPRINT))
+  content = json.dumps(
+    {'inputs': [[f.kind, f.path, f.size, f.mtime_us] for f in sorted(files)], 'settings': settings}
+  )
+  return hashlib.sha256(content.encode()).hexdigest()[:24]
+
+
+# --- manifest -------------------------------------------------------------
+
+
+def state_dir(output: str) -> str:
+  return os.path.join(output, STATE_DIR)
+
+
+def read_manifest(output: str) -> dict:
+  path = os.path.join(state_dir(output), MANIFEST_FILE)
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return {'days': {}}
+  except (OSError, ValueError) as e:
+    raise BackfillError(f'cannot read the backfill manifest {path}: {e}') from e
+
+
+def write_manifest(output: str, manifest: dict) -> None:
+  """Replaces the manifest atomically: readers and a resume see old or new, never half."""
+  directory = state_dir(output)
+  os.makedirs(directory, exist_ok=True)
+  temporary = os.path.join(directory, f'.{MANIFEST_FILE}.{os.getpid()}')
+  with open(temporary, 'w', encoding='utf-8') as f:
+    json.dump(manifest, f, indent=2, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(temporary, os.path.join(directory, MANIFEST_FILE))
+
+
+# --- lock -----------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def acquire_lock(output: str) -> str:
+  """Takes the output's backfill lock; BackfillError if another backfill holds it."""
+  directory = state_dir(output)
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, LOCK_FILE)
+  me = {'host': socket.gethostname(), 'pid': os.getpid(), 'since': _now_text()}
+  for _ in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      holder = _read_lock(path)
+      if holder.get('host') == me['host'] and not _pid_alive(int(holder.get('pid', -1))):
+        _LOGGER.warning('taking over the lock of a backfill that died: %s', holder)
+        os.remove(path)
+        continue
+      raise BackfillError(
+        f'another backfill holds {path} (pid {holder.get("pid")} on {holder.get("host")} '
+        f'since {holder.get("since")}); wait for it, or remove the file if that run is gone'
+      ) from None
+    with os.fdopen(fd, 'w') as f:
+      json.dump(me, f)
+    return path
+  raise BackfillError(f'could not take the lock {path}')
+
+
+def _read_lock(path: str) -> dict:
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}  # being written right now, or damaged: treat as held by someone unknown
+
+
+def _now_text() -> str:
+  return dt.datetime.now(dt.UTC).isoformat(timespec='seconds')
+
+
+# --- plan -----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DayPlan:
+  day: str
+  action: str  # 'run' or 'skip'
+  why: str
+
+
+def plan_days(days: list[str], manifest: dict, current: str) -> list[DayPlan]:
+  """What to do with each day given the manifest and the current fingerprint."""
+  plans = []
+  for day in days:
+    entry = manifest.get('days', {}).get(day)
+    if entry is None:
+      plans.append(DayPlan(day, 'run', 'new'))
+    elif entry.get('state') == DONE and entry.get('fingerprint') == current:
+      plans.append(DayPlan(day, 'skip', 'done'))
+    elif entry.get('state') == DONE:
+      plans.append(DayPlan(day, 'run', 'inputs or settings changed'))
+    else:
+      plans.append(DayPlan(day, 'run', f'unfinished ({entry.get("state")})'))
+  return plans
+
+
+def describe_plan(
+  plans: list[DayPlan], files: list[InputFile], output: str, current: str
+) -> Iterator[str]:
+  """The lines ``--dry-run`` prints."""
+  todo = [p for p in plans if p.action == 'run']
+  yield f'backfill of {len(plans)} day(s) into {output}: {len(todo)} to run, '
+  yield f'{len(plans) - len(todo)} done already (fingerprint {current})\n'
+  yield f"inputs, read by every day (a day's context can come from any file): {len(files)}\n"
+  for f in files:
+    yield f'  {f.kind:13} {f.path} ({f.size:,} bytes)\n'
+  for p in plans:
+    yield f'  {p.day}  {p.action:4}  {p.why}\n'
+
+
+# --- run ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DayResult:
+  day: str
+  summary: Optional[dict]
+  seconds: float
+  error: Optional[str] = None
+
+
+def run_day(flags: list[str], output: str, day: str) -> DayResult:
+  """One day through the batch pipeline (in this process)."""
+  from beam_pipelines import batch_pipeline  # Beam is slow to import
+
+  started = time.monotonic()
+  run_id = f'backfill-{day}'
+  _remove_stale_staging(output, run_id)
+  summary = batch_pipeline.run(
+    [*flags, f'--day={day}', f'--run_id={run_id}'],
+    summary_dir=os.path.join(state_dir(output), 'days', day),
+  )
+  return DayResult(day, summary, time.monotonic() - started)
+
+
+def _remove_stale_staging(output: str, run_id: str) -> None:
+  """A killed attempt of the day can have left staged files: start clean."""
+  import shutil
+
+  from beam_pipelines.parquet_sink import staging_root
+
+  shutil.rmtree(staging_root(output, run_id), ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+  """Worker processes must not outlive a killed backfill and publish behind a resume."""
+  try:
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL('libc.so.6', use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+  except (OSError, AttributeError):  # not Linux: rely on the lock alone
+    pass
+
+
+def _run_day_in_worker(flags: list[str], output: str, day: str) -> DayResult:
+  try:
+    return run_day(flags, output, day)
+  except Exception as e:  # reported per day; the other days go on
+    _LOGGER.exception('backfill day %s failed', day)
+    return DayResult(day, None, 0.0, f'{type(e).__name__}: {e}')
+
+
+def execute(
+  output: str,
+  days: list[str],
+  flags: list[str],
+  current: str,
+  parallel: int,
+  manifest: dict,
+  on_day_done: Callable[[DayResult], None],
+) -> list[DayResult]:
+  """Runs the days, keeping the manifest current; returns every day's result."""
+  entries = manifest.setdefault('days', {})
+  for day in days:
+    entries[day] = {'state': PLANNED, 'fingerprint': current}
+  write_manifest(output, manifest)
+
+  def started(day: str) -> None:
+    entries[day] = {'state': RUNNING, 'fingerprint': current, 'started': _now_text()}
+    write_manifest(output, manifest)
+
+  def finished(result: DayResult) -> None:
+    entry = entries[result.day]
+    entry['finished'] = _now_text()
+    entry['seconds'] = round(result.seconds, 1)
+    if result.error:
+      entry.update(state=FAILED, error=result.error)
+    else:
+      entry.update(state=DONE, totals=result.summary['totals'], tables=result.summary['tables'])
+    write_manifest(output, manifest)
+    on_day_done(result)
+
+  results = []
+  if parallel <= 1:
+    for day in days:
+      started(day)
+      result = _run_day_in_worker(flags, output, day)
+      finished(result)
+      results.append(result)
+    return results
+  import multiprocessing
+
+  context = multiprocessing.get_context('spawn')  # no fork of a process with Beam threads
+  with futures.ProcessPoolExecutor(parallel, context, initializer=_die_with_parent) as pool:
+    pending = {}
+    for day in days:
+      started(day)
+      pending[pool.submit(_run_day_in_worker, flags, output, day)] = day
+    for done in futures.as_completed(pending):
+      result = done.result()
+      finished(result)
+      results.append(result)
+  return results
+
+
+def progress_bar(total: int, enabled: bool):
+  if not (enabled and sys.stderr.isatty()):
+    return None
+  from tqdm import tqdm
+
+  return tqdm(total=total, unit='day', desc='backfill', file=sys.stderr)
