@@ -10,7 +10,8 @@ replaces that day's partition of every table whole, also where it now has no
 rows. So running a backfill twice gives identical tables, and a day
 backfilled alone equals that day in a backfill of the whole range.
 
-State lives under ``<output>/_backfill/``:
+State lives under ``<output>/_backfill/`` (or ``--state-dir``, a local
+folder, for an output on S3):
 
 - ``manifest.json``: per day ``planned | running | done | failed``, the
   fingerprint of the inputs and settings it was computed from, and its
@@ -83,12 +84,13 @@ def fingerprint(files: list[InputFile], flags: list[str]) -> str:
 # --- manifest -------------------------------------------------------------
 
 
-def state_dir(output: str) -> str:
+def default_state_dir(output: str) -> str:
+  """Where a local output keeps its backfill state; remote outputs name a local one."""
   return os.path.join(output, STATE_DIR)
 
 
-def read_manifest(output: str) -> dict:
-  path = os.path.join(state_dir(output), MANIFEST_FILE)
+def read_manifest(state: str) -> dict:
+  path = os.path.join(state, MANIFEST_FILE)
   try:
     with open(path, encoding='utf-8') as f:
       return json.load(f)
@@ -98,9 +100,9 @@ def read_manifest(output: str) -> dict:
     raise BackfillError(f'cannot read the backfill manifest {path}: {e}') from e
 
 
-def write_manifest(output: str, manifest: dict) -> None:
+def write_manifest(state: str, manifest: dict) -> None:
   """Replaces the manifest atomically: readers and a resume see old or new, never half."""
-  directory = state_dir(output)
+  directory = state
   os.makedirs(directory, exist_ok=True)
   temporary = os.path.join(directory, f'.{MANIFEST_FILE}.{os.getpid()}')
   with open(temporary, 'w', encoding='utf-8') as f:
@@ -123,9 +125,9 @@ def _pid_alive(pid: int) -> bool:
   return True
 
 
-def acquire_lock(output: str) -> str:
-  """Takes the output's backfill lock; BackfillError if another backfill holds it."""
-  directory = state_dir(output)
+def acquire_lock(state: str) -> str:
+  """Takes the backfill lock; BackfillError if another backfill holds it."""
+  directory = state
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, LOCK_FILE)
   me = {'host': socket.gethostname(), 'pid': os.getpid(), 'since': _now_text()}
@@ -211,27 +213,19 @@ class DayResult:
   error: Optional[str] = None
 
 
-def run_day(flags: list[str], output: str, day: str) -> DayResult:
+def run_day(flags: list[str], output: str, state: str, day: str) -> DayResult:
   """One day through the batch pipeline (in this process)."""
   from beam_pipelines import batch_pipeline  # Beam is slow to import
+  from beam_pipelines.parquet_sink import remove_tree, staging_root
 
   started = time.monotonic()
   run_id = f'backfill-{day}'
-  _remove_stale_staging(output, run_id)
+  remove_tree(staging_root(output, run_id))  # what a killed attempt of the day staged
   summary = batch_pipeline.run(
     [*flags, f'--day={day}', f'--run_id={run_id}'],
-    summary_dir=os.path.join(state_dir(output), 'days', day),
+    summary_dir=os.path.join(state, 'days', day),
   )
   return DayResult(day, summary, time.monotonic() - started)
-
-
-def _remove_stale_staging(output: str, run_id: str) -> None:
-  """A killed attempt of the day can have left staged files: start clean."""
-  import shutil
-
-  from beam_pipelines.parquet_sink import staging_root
-
-  shutil.rmtree(staging_root(output, run_id), ignore_errors=True)
 
 
 def _die_with_parent() -> None:
@@ -247,9 +241,9 @@ def _die_with_parent() -> None:
     pass
 
 
-def _run_day_in_worker(flags: list[str], output: str, day: str) -> DayResult:
+def _run_day_in_worker(flags: list[str], output: str, state: str, day: str) -> DayResult:
   try:
-    return run_day(flags, output, day)
+    return run_day(flags, output, state, day)
   except Exception as e:  # reported per day; the other days go on
     _LOGGER.exception('backfill day %s failed', day)
     return DayResult(day, None, 0.0, f'{type(e).__name__}: {e}')
@@ -257,6 +251,7 @@ def _run_day_in_worker(flags: list[str], output: str, day: str) -> DayResult:
 
 def execute(
   output: str,
+  state: str,
   days: list[str],
   flags: list[str],
   current: str,
@@ -268,11 +263,11 @@ def execute(
   entries = manifest.setdefault('days', {})
   for day in days:
     entries[day] = {'state': PLANNED, 'fingerprint': current}
-  write_manifest(output, manifest)
+  write_manifest(state, manifest)
 
   def started(day: str) -> None:
     entries[day] = {'state': RUNNING, 'fingerprint': current, 'started': _now_text()}
-    write_manifest(output, manifest)
+    write_manifest(state, manifest)
 
   def finished(result: DayResult) -> None:
     entry = entries[result.day]
@@ -282,14 +277,14 @@ def execute(
       entry.update(state=FAILED, error=result.error)
     else:
       entry.update(state=DONE, totals=result.summary['totals'], tables=result.summary['tables'])
-    write_manifest(output, manifest)
+    write_manifest(state, manifest)
     on_day_done(result)
 
   results = []
   if parallel <= 1:
     for day in days:
       started(day)
-      result = _run_day_in_worker(flags, output, day)
+      result = _run_day_in_worker(flags, output, state, day)
       finished(result)
       results.append(result)
     return results
@@ -300,7 +295,7 @@ def execute(
     pending = {}
     for day in days:
       started(day)
-      pending[pool.submit(_run_day_in_worker, flags, output, day)] = day
+      pending[pool.submit(_run_day_in_worker, flags, output, state, day)] = day
     for done in futures.as_completed(pending):
       result = done.result()
       finished(result)

@@ -102,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     help='Days run at once, each in its own process (default: %(default)s).',
   )
   backfill.add_argument(
+    '--state-dir',
+    default=None,
+    metavar='DIR',
+    help='Local folder for the manifest and lock (default: OUTPUT/_backfill; needed when '
+    'OUTPUT is s3://...).',
+  )
+  backfill.add_argument(
     '--runner-config',
     default='runner_configs/direct.yaml',
     metavar='YAML',
@@ -204,7 +211,17 @@ def _kinesis(args: argparse.Namespace) -> int:
 
 # Arguments of the subcommands that are not pipeline options.
 _COMMAND_ARGUMENTS = frozenset(
-  {'command', 'verbose', 'runner_config', 'source', 'first_day', 'last_day', 'dry_run', 'parallel'}
+  {
+    'command',
+    'verbose',
+    'runner_config',
+    'source',
+    'first_day',
+    'last_day',
+    'dry_run',
+    'parallel',
+    'state_dir',
+  }
 )
 
 
@@ -229,18 +246,20 @@ def _backfill(args: argparse.Namespace, beam_args: list[str]) -> int:
     raise ValueError('at least one --source KIND=PATH_OR_GLOB is needed')
   if not args.output:
     raise ValueError('--output DIR is needed')
-  if '://' in args.output:
+  remote = '://' in args.output
+  if remote and not args.state_dir:
     raise ValueError(
-      'backfill needs a local --output (its lock and manifest rely on atomic local files); '
-      'copy the tables to object storage afterwards, or use `run --day` per day'
+      f'--output {args.output} is not local: give --state-dir DIR, a local folder for the '
+      "backfill's manifest and lock (they rely on atomic local files)"
     )
-  if os.path.exists(args.output) and not os.path.isdir(args.output):
+  state = args.state_dir or backfill.default_state_dir(args.output)
+  if not remote and os.path.exists(args.output) and not os.path.isdir(args.output):
     raise ValueError(f'--output {args.output} exists and is not a directory')
   if args.parallel < 1:
     raise ValueError('--parallel must be at least 1')
   days = backfill.day_range(args.first_day, args.last_day)
   files = expand_inputs([parse_source_spec(text) for text in args.source])
-  manifest = backfill.read_manifest(args.output)
+  manifest = backfill.read_manifest(state)
   # One "now" for the whole backfill, kept for resumes: days must agree on
   # which events are in the future.
   args.reference_time = (
@@ -254,9 +273,9 @@ def _backfill(args: argparse.Namespace, beam_args: list[str]) -> int:
   if args.dry_run:
     sys.stdout.write(''.join(backfill.describe_plan(plans, files, args.output, current)))
     return 0
-  lock = backfill.acquire_lock(args.output)
+  lock = backfill.acquire_lock(state)
   try:
-    manifest = backfill.read_manifest(args.output)  # again, now that it is ours
+    manifest = backfill.read_manifest(state)  # again, now that it is ours
     plans = backfill.plan_days(days, manifest, current)
     manifest['reference_time'] = args.reference_time
     todo = [plan.day for plan in plans if plan.action == 'run']
@@ -284,7 +303,9 @@ def _backfill(args: argparse.Namespace, beam_args: list[str]) -> int:
       else:
         print(line, flush=True)
 
-    results = backfill.execute(args.output, todo, flags, current, args.parallel, manifest, report)
+    results = backfill.execute(
+      args.output, state, todo, flags, current, args.parallel, manifest, report
+    )
     if bar is not None:
       bar.close()
   finally:

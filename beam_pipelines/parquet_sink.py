@@ -142,8 +142,8 @@ def publish(
   for table in table_names:
     for day in owned_days:
       if (table, day) not in partitions:
-        _remove_tree(partition_dir(output, table, day))
-  _remove_tree(staging)
+        remove_tree(partition_dir(output, table, day))
+  remove_tree(staging)
   _LOGGER.info('published %d partitions to %s', len(partitions), output)
 
 
@@ -178,7 +178,8 @@ def _remove_uncommitted(staged: str, committed: set[str]) -> None:
       os.remove(path)
 
 
-def _remove_tree(path: str) -> None:
+def remove_tree(path: str) -> None:
+  """Deletes a folder (local) or every object under a prefix (object stores)."""
   if FileSystems.get_scheme(path) in (None, 'file'):
     shutil.rmtree(path, ignore_errors=True)
     parent = os.path.dirname(path)

@@ -4,6 +4,12 @@ A config is a mapping with a ``pipeline_options:`` block whose keys are
 PipelineOptions names (``runner``, ``direct_num_workers``, ...). A key that is
 no known option is an error, so a typo cannot silently fall back to a default.
 
+Flink's own settings (checkpointing, state backend) are options of Beam's
+Java FlinkPipelineOptions, which Python does not know: they go in a
+``flink_options:`` block, are checked against FLINK_OPTIONS, and reach the
+Flink job server as flags (the FlinkRunner asks the job server for its
+options and passes them on).
+
     flags = load_runner_config('runner_configs/direct.yaml')
 """
 
@@ -20,6 +26,34 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipelines import options as _shopstream_options  # noqa: F401
 
 PIPELINE_OPTIONS_KEY = 'pipeline_options'
+FLINK_OPTIONS_KEY = 'flink_options'
+# Options of Beam 2.77's Java FlinkPipelineOptions (snake_case, as flags),
+# the ones a deployment sets; see that class's javadoc for the rest.
+FLINK_OPTIONS = frozenset(
+  {
+    'allow_non_restored_state',
+    'auto_watermark_interval',
+    'checkpoint_timeout_millis',
+    'checkpointing_interval',
+    'checkpointing_mode',
+    'execution_mode_for_batch',
+    'execution_retry_delay',
+    'externalized_checkpoints_enabled',
+    'fail_on_checkpointing_errors',
+    'finish_bundle_before_checkpointing',
+    'latency_tracking_interval',
+    'max_bundle_size',
+    'max_bundle_time_mills',
+    'min_pause_between_checkpoints',
+    'number_of_execution_retries',
+    'object_reuse',
+    'retain_externalized_checkpoints_on_cancellation',
+    'savepoint_path',
+    'shutdown_sources_after_idle_ms',
+    'state_backend',
+    'state_backend_storage_path',
+  }
+)
 # runner_configs/ beside the packages, for a relative path used outside the checkout.
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,8 +99,17 @@ def load_runner_config(path: str) -> list[str]:
     raise ValueError(f'runner config {path} is not valid YAML: {e}') from e
   if not isinstance(config, dict) or not isinstance(config.get(PIPELINE_OPTIONS_KEY), dict):
     raise ValueError(f'runner config {path} needs a mapping under "{PIPELINE_OPTIONS_KEY}:"')
+  unknown_keys = sorted(set(config) - {PIPELINE_OPTIONS_KEY, FLINK_OPTIONS_KEY})
+  if unknown_keys:
+    raise ValueError(f'runner config {path}: unknown sections {unknown_keys}')
   values = config[PIPELINE_OPTIONS_KEY]
   unknown = sorted(set(values) - known_option_names())
   if unknown:
     raise ValueError(f'runner config {path}: unknown pipeline options {unknown}')
-  return option_flags(values)
+  flink = config.get(FLINK_OPTIONS_KEY) or {}
+  if flink and values.get('runner') != 'FlinkRunner':
+    raise ValueError(f'runner config {path}: {FLINK_OPTIONS_KEY} need runner: FlinkRunner')
+  unknown = sorted(set(flink) - FLINK_OPTIONS)
+  if unknown:
+    raise ValueError(f'runner config {path}: unknown Flink options {unknown}')
+  return option_flags(values) + option_flags(flink)

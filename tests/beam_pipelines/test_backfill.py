@@ -113,7 +113,7 @@ def test_a_backfill_gives_the_rows_of_one_run_over_everything(full_run, range_ba
     .fetchone()[0]
   )
   assert crossing > 0  # the data has sessions across midnight
-  manifest = backfill.read_manifest(range_backfill)
+  manifest = backfill.read_manifest(backfill.default_state_dir(range_backfill))
   assert {day: entry['state'] for day, entry in manifest['days'].items()} == dict.fromkeys(
     DAYS, 'done'
   )
@@ -220,7 +220,7 @@ def test_bad_ranges_missing_inputs_and_a_held_lock_are_clear_errors(inputs, tmp_
   assert not output.exists()
 
   # A live process (this one) holds the lock: a second backfill must not start.
-  lock = backfill.acquire_lock(str(output))
+  lock = backfill.acquire_lock(backfill.default_state_dir(str(output)))
   assert cli.main(backfill_args(inputs, output)) == 2
   assert 'another backfill holds' in capsys.readouterr().err
   os.remove(lock)
@@ -234,7 +234,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
   (tmp_path / '_backfill' / 'lock').write_text(
     json.dumps({'host': socket.gethostname(), 'pid': int(dead.stdout), 'since': 'earlier'})
   )
-  path = backfill.acquire_lock(str(tmp_path))
+  path = backfill.acquire_lock(backfill.default_state_dir(str(tmp_path)))
   assert json.loads(open(path).read())['pid'] == os.getpid()
 
 

@@ -1,4 +1,5 @@
 import glob
+import json
 import os
 
 import pytest
@@ -39,3 +40,71 @@ def test_malformed_configs_fail(tmp_path, text):
 def test_missing_config_fails():
   with pytest.raises(ValueError, match='cannot read'):
     load_runner_config('/nonexistent.yaml')
+
+
+def options_of(name: str) -> PipelineOptions:
+  return PipelineOptions(load_runner_config(os.path.join(ROOT, 'runner_configs', name)))
+
+
+@pytest.mark.parametrize(
+  'name, runner',
+  [
+    ('direct.yaml', 'FnApiRunner'),
+    ('direct_streaming.yaml', 'FnApiRunner'),
+    ('portable_local.yaml', 'PortableRunner'),
+    ('prism_streaming.yaml', 'PrismRunner'),
+    ('flink_local.yaml', 'FlinkRunner'),
+    ('flink_emr_streaming.yaml', 'FlinkRunner'),
+    ('flink_emr_backfill.yaml', 'FlinkRunner'),
+  ],
+)
+def test_each_target_has_its_config_and_every_value_parses(name, runner):
+  options = options_of(name)
+  assert options.view_as(StandardOptions).runner == runner
+  # Parsing every value with Beam's own argparse types: a bad value fails here.
+  values = options.get_all_options(retain_unknown_options=True)
+  assert values['runner'] == runner
+
+
+@pytest.mark.parametrize('name', ['flink_emr_streaming.yaml', 'flink_emr_backfill.yaml'])
+def test_emr_configs_pin_flink_1_20_and_a_process_harness(name):
+  values = options_of(name).get_all_options(retain_unknown_options=True)
+  assert values['flink_version'] == '1.20'  # EMR 7.7+ ships Flink 1.20
+  assert values['environment_type'] == 'PROCESS'
+  assert json.loads(values['environment_config'])['command'].endswith('/boot')
+  assert values['parallelism'] >= 2
+
+
+def test_the_emr_stream_checkpoints_exactly_once_to_rocksdb():
+  values = options_of('flink_emr_streaming.yaml').get_all_options(retain_unknown_options=True)
+  assert values['streaming'] is True
+  # Flink's own options pass through to its job server, unparsed here.
+  assert values['checkpointing_interval'] == '60000'
+  assert values['checkpointing_mode'] == 'EXACTLY_ONCE'
+  assert values['state_backend'] == 'rocksdb'
+
+
+def test_local_configs_need_no_docker():
+  for name in ('portable_local.yaml', 'prism_streaming.yaml', 'flink_local.yaml'):
+    assert options_of(name).get_all_options()['environment_type'] == 'LOOPBACK', name
+
+
+@pytest.mark.parametrize(
+  'text, problem',
+  [
+    (
+      'pipeline_options:\n  runner: FlinkRunner\nflink_options:\n  checkpointing_intervall: 5\n',
+      'checkpointing_intervall',
+    ),
+    (
+      'pipeline_options:\n  runner: FnApiRunner\nflink_options:\n  checkpointing_interval: 5\n',
+      'need runner: FlinkRunner',
+    ),
+    ('pipeline_options:\n  runner: FnApiRunner\nflnk_options: {}\n', 'flnk_options'),
+  ],
+)
+def test_flink_option_typos_and_misplaced_sections_fail(tmp_path, text, problem):
+  config = tmp_path / 'bad.yaml'
+  config.write_text(text)
+  with pytest.raises(ValueError, match=problem):
+    load_runner_config(str(config))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import duckdb
+import pytest
 
 from beam_pipelines import cli
 from beam_pipelines.sample_data import GeneratorConfig, generate
@@ -29,8 +30,16 @@ def rows(output, table: str) -> list[tuple]:
   )
 
 
+@pytest.mark.parametrize(
+  'runner_config',
+  [
+    'runner_configs/direct_streaming.yaml',
+    # The portable runner protocol, as Flink gets the pipeline (LOOPBACK harness).
+    'runner_configs/portable_local.yaml',
+  ],
+)
 def test_streaming_over_kinesis_gives_the_batch_tables(
-  tmp_path, kinesis_endpoint, aws_credentials, monkeypatch
+  tmp_path, kinesis_endpoint, aws_credentials, monkeypatch, runner_config
 ):
   monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'parity-salt')
   inputs = tmp_path / 'in'
@@ -50,16 +59,17 @@ def test_streaming_over_kinesis_gives_the_batch_tables(
   assert cli.main(['run', *sources, *products, '--output', str(tmp_path / 'batch'), *COMMON]) == 0
 
   endpoint = ['--kinesis-endpoint-url', kinesis_endpoint, '--region', 'us-east-1']
-  assert cli.main(['kinesis', 'create-stream', 'parity', '--shards', '2', *endpoint]) == 0
-  assert cli.main(['kinesis', 'put', 'parity', *sources, *endpoint]) == 0
+  stream_name = f'parity-{tmp_path.name}'  # the emulator is shared by the tests
+  assert cli.main(['kinesis', 'create-stream', stream_name, '--shards', '2', *endpoint]) == 0
+  assert cli.main(['kinesis', 'put', stream_name, *sources, *endpoint]) == 0
   assert (
     cli.main(
       [
         'run',
         '--runner-config',
-        'runner_configs/direct_streaming.yaml',
+        runner_config,
         '--kinesis-stream',
-        'parity',
+        stream_name,
         '--kinesis-endpoint-url',
         kinesis_endpoint,
         '--kinesis-region',
@@ -89,6 +99,6 @@ def test_streaming_over_kinesis_gives_the_batch_tables(
   )
   assert min(with_products) > 100  # the product dimension joined in the stream too
   summary = json.loads((tmp_path / 'stream' / '_summary.json').read_text())
-  kinesis = summary['sources']['kinesis:parity']
+  kinesis = summary['sources'][f'kinesis:{stream_name}']
   assert kinesis['dead_letter'] == 0 and kinesis['duplicate'] > 0
   assert summary['tables']['sessions'] == len(rows(tmp_path / 'batch', 'sessions'))
