@@ -5,6 +5,7 @@
         --source events-jsonl='sample/events-*.jsonl.gz' \\
         --source access-log=sample/access.log --output out/
     shopstream backfill --from 2026-03-01 --to 2026-03-03 --source ... --output out/
+    shopstream deploy emr --bucket B --create-cluster --stream clicks --dry-run
 
 Exit codes: 0 done, 2 bad arguments or configuration, 1 the run failed.
 """
@@ -115,6 +116,47 @@ def _parser() -> argparse.ArgumentParser:
     help='Runner YAML from runner_configs/ (default: %(default)s).',
   )
   ShopstreamOptions._add_argparse_args(backfill)
+
+  deploy = commands.add_parser(
+    'deploy',
+    help='Deploy the streaming job and backfills to Flink on Amazon EMR.',
+    description='Build the wheel, upload it with the runner configs and bootstrap script to '
+    'S3, optionally create an EMR cluster (Flink 1.20), and add steps that start a Flink YARN '
+    'session, the streaming pipeline and a backfill. Credentials come from the standard AWS '
+    'chain only.',
+  )
+  targets = deploy.add_subparsers(dest='target', required=True, metavar='TARGET')
+  emr = targets.add_parser('emr', help='Amazon EMR (Flink 1.20 on EMR 7.7+).')
+  emr.add_argument('--bucket', required=True, help='S3 bucket for artifacts, tables, checkpoints.')
+  where = emr.add_mutually_exclusive_group(required=True)
+  where.add_argument('--cluster-id', metavar='J-ID', help='A running cluster to add steps to.')
+  where.add_argument('--create-cluster', action='store_true', help='Create a cluster first.')
+  emr.add_argument('--region', default=None, help="AWS region (default: the AWS chain's).")
+  emr.add_argument('--release', default='emr-7.7.0', help='EMR release (default: %(default)s).')
+  emr.add_argument(
+    '--instance-type', default='m6i.xlarge', help='Node type (default: %(default)s).'
+  )
+  emr.add_argument('--core-nodes', type=int, default=2, help='Core nodes (default: %(default)s).')
+  emr.add_argument('--stream', metavar='NAME', help='Start the streaming job on this stream.')
+  emr.add_argument(
+    '--dimension',
+    action='append',
+    default=[],
+    metavar='KIND=s3://...',
+    help='catalog-csv or taxonomy input of the product dimension; repeatable.',
+  )
+  emr.add_argument('--backfill-from', metavar='YYYY-MM-DD', help='Also run a backfill from...')
+  emr.add_argument('--backfill-to', metavar='YYYY-MM-DD', help='...to this day.')
+  emr.add_argument(
+    '--backfill-source',
+    action='append',
+    default=[],
+    metavar='KIND=s3://...',
+    help="The backfill's inputs; repeatable.",
+  )
+  emr.add_argument('--wheel', default=None, help='Use this wheel instead of building one.')
+  emr.add_argument('--dry-run', action='store_true', help='Print what would be run; do nothing.')
+  emr.add_argument('--endpoint-url', default=None, help=argparse.SUPPRESS)  # emulators in tests
 
   generate = commands.add_parser(
     'generate',
@@ -319,6 +361,34 @@ def _backfill(args: argparse.Namespace, beam_args: list[str]) -> int:
   return EXIT_FAILED if failed else 0
 
 
+def _deploy(args: argparse.Namespace) -> int:
+  from beam_pipelines import deploy_emr
+
+  config = deploy_emr.DeployConfig(
+    bucket=args.bucket,
+    region=args.region,
+    cluster_id=args.cluster_id,
+    create_cluster=args.create_cluster,
+    release=args.release,
+    instance_type=args.instance_type,
+    core_nodes=args.core_nodes,
+    stream=args.stream,
+    dimension=tuple(args.dimension),
+    backfill_from=args.backfill_from,
+    backfill_to=args.backfill_to,
+    backfill_sources=tuple(args.backfill_source),
+    endpoint_url=args.endpoint_url,
+  )
+  actions = deploy_emr.plan(config, args.wheel)
+  if args.dry_run:
+    sys.stdout.write(deploy_emr.describe(actions))
+    return 0
+  state = deploy_emr.execute(actions)
+  cluster = state.get('cluster_id') or args.cluster_id
+  print(f'cluster {cluster}: steps {", ".join(state["step_ids"])} added')
+  return 0
+
+
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
   from beam_pipelines import batch_pipeline  # Beam is slow to import: only when needed.
 
@@ -385,6 +455,8 @@ def main(argv: Optional[list[str]] = None) -> int:
       return _run(args, extra)
     if args.command == 'backfill':
       return _backfill(args, extra)
+    if args.command == 'deploy':
+      return _deploy(args)
     if args.command == 'kinesis':
       return _kinesis(args)
     return _generate(args)

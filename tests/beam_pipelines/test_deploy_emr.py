@@ -1,0 +1,91 @@
+"""`shopstream deploy emr`: the dry run, and a real run against moto's S3 and EMR."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import boto3
+import pytest
+
+from beam_pipelines import cli, deploy_emr
+
+BASE = ['deploy', 'emr', '--bucket', 'shop-data', '--region', 'us-east-1']
+STREAM = ['--stream', 'clicks', '--dimension', 'catalog-csv=s3://shop-data/dim/catalog.csv']
+BACKFILL = [
+  '--backfill-from',
+  '2026-01-01',
+  '--backfill-to',
+  '2026-01-31',
+  '--backfill-source',
+  'events-jsonl=s3://shop-data/archive/*.jsonl.gz',
+]
+
+
+def test_dry_run_prints_every_command_and_touches_nothing(capsys, monkeypatch):
+  monkeypatch.setattr(deploy_emr.subprocess, 'run', lambda *a, **k: pytest.fail('ran something'))
+  assert cli.main([*BASE, '--create-cluster', *STREAM, *BACKFILL, '--dry-run']) == 0
+  out = capsys.readouterr().out
+  commands = [line for line in out.splitlines() if not line.startswith('#')]
+  assert commands[0] == 'pip wheel --no-deps -w dist .'
+  assert 'aws s3 cp deploy/emr/bootstrap.sh s3://shop-data/shopstream/bootstrap.sh' in out
+  assert 'runner_configs/flink_emr_streaming.yaml s3://shop-data/shopstream/runner_configs/' in out
+  create = next(c for c in commands if c.startswith('aws emr create-cluster'))
+  request = json.loads(shlex.split(create.split('  #')[0])[4])
+  assert request['ReleaseLabel'] == 'emr-7.7.0'
+  assert {a['Name'] for a in request['Applications']} == {'Flink', 'Hadoop'}
+  add_steps = next(c for c in commands if c.startswith('aws emr add-steps'))
+  steps = json.loads(shlex.split(add_steps)[6])
+  assert [s['Name'] for s in steps] == [
+    'flink-yarn-session',
+    'shopstream-stream',
+    'shopstream-backfill',
+  ]
+  stream = steps[1]['HadoopJarStep']['Args'][2]
+  assert (
+    'flink_emr_streaming.yaml --kinesis-stream clicks --output s3://shop-data/tables/' in stream
+  )
+  backfill = steps[2]['HadoopJarStep']['Args'][2]
+  assert '--state-dir /mnt/shopstream/backfill-state' in backfill
+
+
+@pytest.mark.parametrize(
+  'args, problem',
+  [
+    (['--cluster-id', 'j-1'], 'nothing to deploy'),
+    (['--cluster-id', 'j-1', '--backfill-from', '2026-01-01'], 'go together'),
+    (
+      ['--cluster-id', 'j-1', '--backfill-from', '2026-01-01', '--backfill-to', '2026-01-02'],
+      'needs',
+    ),
+  ],
+)
+def test_incomplete_deployments_are_refused(args, problem, capsys):
+  assert cli.main([*BASE, *args, '--dry-run']) == 2
+  assert problem in capsys.readouterr().err
+
+
+def test_deploys_to_moto_emr_and_s3(s3_endpoint, aws_credentials, capsys):
+  s3 = boto3.client('s3', endpoint_url=s3_endpoint, region_name='us-east-1')
+  s3.create_bucket(Bucket='shop-data')
+  argv = [*BASE, '--create-cluster', *STREAM, *BACKFILL, '--endpoint-url', s3_endpoint]
+  assert cli.main(argv) == 0  # builds the real wheel with pip
+  out = capsys.readouterr().out
+  keys = {o['Key'] for o in s3.list_objects_v2(Bucket='shop-data')['Contents']}
+  assert 'shopstream/dist/shopstream-0.1.0-py3-none-any.whl' in keys
+  assert 'shopstream/bootstrap.sh' in keys
+  assert 'shopstream/runner_configs/flink_emr_backfill.yaml' in keys
+
+  emr = boto3.client('emr', endpoint_url=s3_endpoint, region_name='us-east-1')
+  [cluster] = emr.list_clusters()['Clusters']
+  assert f'cluster {cluster["Id"]}: steps' in out
+  described = emr.describe_cluster(ClusterId=cluster['Id'])['Cluster']
+  assert described['ReleaseLabel'] == 'emr-7.7.0'
+  steps = emr.list_steps(ClusterId=cluster['Id'])['Steps']
+  assert sorted(s['Name'] for s in steps) == [
+    'flink-yarn-session',
+    'shopstream-backfill',
+    'shopstream-stream',
+  ]
+  actions = emr.list_bootstrap_actions(ClusterId=cluster['Id'])['BootstrapActions']
+  assert actions[0]['ScriptPath'] == 's3://shop-data/shopstream/bootstrap.sh'
