@@ -33,6 +33,7 @@ demo: install
 	  --source orders-fixed=$(DEMO)/sample/orders-fixed.txt --fixed-layout samples/orders-fixed/layout.yaml \
 	  --source catalog-csv=$(DEMO)/sample/catalog.csv --source taxonomy=$(DEMO)/sample/taxonomy.txt \
 	  --output $(DEMO)/tables
+	$(BIN)/shopstream report --output $(DEMO)/tables
 	$(BIN)/python -m beam_pipelines.streaming_demo --workdir $(DEMO)/streaming
 
 test: install

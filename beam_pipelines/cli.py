@@ -117,6 +117,36 @@ def _parser() -> argparse.ArgumentParser:
   )
   ShopstreamOptions._add_argparse_args(backfill)
 
+  derive = commands.add_parser(
+    'derive',
+    help='Derive the recommendation and retention tables from an output folder.',
+    description='Read the events, sessions, orders and order_lines tables of OUTPUT and '
+    'replace interactions, item_pairs, session_sequences and customers with fresh ones. '
+    '`run` and `backfill` do this at their end; schedule it for a stream.',
+  )
+  derive.add_argument('--output', required=True, metavar='DIR', help='The tables folder.')
+  derive.add_argument(
+    '--runner-config',
+    default='runner_configs/direct.yaml',
+    metavar='YAML',
+    help='Runner YAML (default: %(default)s).',
+  )
+  for name, text in (
+    ('interaction-weights', 'Weights per type, e.g. product_view=1,add_to_cart=4,purchase=10.'),
+    ('max-session-items', 'Distinct products of a session or order that make pairs (50).'),
+    ('as-of', 'customers: count recency and windows back from this time (ISO 8601).'),
+  ):
+    derive.add_argument(f'--{name}', default=None, help=text)
+
+  report = commands.add_parser(
+    'report',
+    help='Write a self-contained HTML report about an output folder.',
+    description='Sessions per day, session length and duration, the funnel, channels and '
+    "devices, top item pairs, dead letters by reason and the last run's accounting, as "
+    'OUTPUT/report.html with inline SVG plots (no network needed to view it).',
+  )
+  report.add_argument('--output', required=True, metavar='DIR', help='The tables folder.')
+
   deploy = commands.add_parser(
     'deploy',
     help='Deploy the streaming job and backfills to Flink on Amazon EMR.',
@@ -353,6 +383,8 @@ def _backfill(args: argparse.Namespace, beam_args: list[str]) -> int:
   finally:
     os.remove(lock)
   failed = [r.day for r in results if r.error]
+  if not failed and args.derived_tables != 'never':
+    _derive(flags, args.output)
   print(
     f'backfill {days[0]}..{days[-1]}: {len(results) - len(failed)} day(s) run, '
     f'{len(days) - len(todo)} skipped, {len(failed)} failed'
@@ -418,6 +450,33 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
   written = ','.join(name for name, rows in summary['tables'].items() if rows)
   where = args.output if '://' in args.output else os.path.abspath(args.output)
   print(f'Tables: {where.rstrip("/")}/{{{written}}}/dt=YYYY-MM-DD/')
+  if args.derived_tables != 'never':
+    _derive(flags + beam_args, args.output)
+  return 0
+
+
+def _derive(flags: list[str], output: str) -> None:
+  """Derives the recommendation and retention tables from what is in ``output``."""
+  from beam_pipelines import derived_pipeline
+
+  started = time.monotonic()
+  counts = derived_pipeline.run(flags)
+  where = output if '://' in output else os.path.abspath(output)
+  print(
+    f'Derived in {time.monotonic() - started:.1f} s: '
+    + ', '.join(f'{name} {rows:,}' for name, rows in counts.items())
+    + f' ({where.rstrip("/")}/<table>/)'
+  )
+
+
+def _derive_command(args: argparse.Namespace, beam_args: list[str]) -> int:
+  if not args.output:
+    raise ValueError('--output DIR is needed')
+  flags = runner_config.load_runner_config(args.runner_config) + [f'--output={args.output}']
+  for name in ('interaction_weights', 'max_session_items', 'as_of'):
+    if getattr(args, name) is not None:
+      flags.append(f'--{name}={getattr(args, name)}')
+  _derive(flags + beam_args, args.output)
   return 0
 
 
@@ -448,7 +507,7 @@ def main(argv: Optional[list[str]] = None) -> int:
   logging.getLogger().addFilter(_quiet_known_noise)
   # -v is for shopstream's progress; Beam's own INFO lines are runner internals.
   logging.getLogger('apache_beam').setLevel(logging.WARNING)
-  if args.command not in ('run', 'backfill') and extra:
+  if args.command not in ('run', 'backfill', 'derive') and extra:
     parser.error(f'unrecognized arguments: {" ".join(extra)}')
   try:
     if args.command == 'run':
@@ -457,6 +516,13 @@ def main(argv: Optional[list[str]] = None) -> int:
       return _backfill(args, extra)
     if args.command == 'deploy':
       return _deploy(args)
+    if args.command == 'derive':
+      return _derive_command(args, extra)
+    if args.command == 'report':
+      from beam_pipelines.report import write_report
+
+      print(f'Report: {os.path.abspath(write_report(args.output))}')
+      return 0
     if args.command == 'kinesis':
       return _kinesis(args)
     return _generate(args)

@@ -215,3 +215,32 @@ class ShopstreamOptions(PipelineOptions):
       help='With --day: event time read before the day (default: max session hours + '
       'the session gap).',
     )
+    # The derived tables (interactions, item_pairs, session_sequences, customers).
+    flag(
+      'derived-tables',
+      default='auto',
+      choices=('auto', 'never'),
+      help='Derive the recommendation and retention tables from the output at the end of a '
+      'batch run or backfill (default: %(default)s).',
+    )
+    flag(
+      'interaction-weights',
+      default=None,
+      metavar='TYPE=W,...',
+      help='Implicit-feedback weight per interaction type in interactions.weight '
+      '(default: product_view=1,add_to_cart=4,purchase=10).',
+    )
+    flag(
+      'max-session-items',
+      type=_positive_int,
+      default=50,
+      help='item_pairs: distinct products of a session or order that count; the rest of a '
+      'very long session is ignored (default: %(default)s).',
+    )
+    flag(
+      'as-of',
+      default=None,
+      metavar='ISO8601',
+      help='customers: the time recency and 7/30/90-day windows count back from (default: '
+      'the latest order or session end in the tables).',
+    )

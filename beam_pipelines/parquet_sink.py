@@ -18,7 +18,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -39,7 +39,7 @@ ROW_GROUP_ROWS = 100_000
 
 class WrittenFile(NamedTuple):
   table: str
-  day: str
+  day: Optional[str]  # None: an unpartitioned (snapshot) table
   path: str
   rows: int
 
@@ -48,7 +48,10 @@ def staging_root(output: str, run_id: str) -> str:
   return FileSystems.join(output, STAGING_DIR, run_id)
 
 
-def partition_dir(root: str, table: str, day: str) -> str:
+def partition_dir(root: str, table: str, day: Optional[str]) -> str:
+  """A table's dt=DAY folder, or the table's own folder for unpartitioned (day None)."""
+  if day is None:
+    return FileSystems.join(root, table)
   return FileSystems.join(root, table, f'{PARTITION_COLUMN}={day}')
 
 
@@ -126,11 +129,13 @@ def publish(
   written: list[WrittenFile],
   table_names: Sequence[str] = (),
   owned_days: Sequence[str] = (),
+  whole_tables: Sequence[str] = (),
 ) -> None:
   """Moves the staged partitions into place, replacing each one whole.
 
   ``owned_days`` (a backfill's day) are the run's even where it wrote no
   rows: those partitions of ``table_names`` are removed, not left stale.
+  ``whole_tables`` (snapshots) keep only what this run wrote.
   """
   staging = staging_root(output, run_id)
   partitions = sorted({(f.table, f.day) for f in written})
@@ -143,6 +148,11 @@ def publish(
     for day in owned_days:
       if (table, day) not in partitions:
         remove_tree(partition_dir(output, table, day))
+  for table in whole_tables:
+    written_days = {day for t, day in partitions if t == table}
+    if None not in written_days:  # an unpartitioned table written is replaced already
+      for stale in _partitions_of(output, table) - written_days:
+        remove_tree(partition_dir(output, table, stale))
   remove_tree(staging)
   _LOGGER.info('published %d partitions to %s', len(partitions), output)
 
@@ -171,6 +181,25 @@ def _replace_partition(staged: str, final: str, committed: set[str]) -> None:
     FileSystems.delete(stale)
 
 
+def _partitions_of(output: str, table: str) -> set[Optional[str]]:
+  """The dt values of a table's partitions; {None} for files straight in its folder."""
+  prefix = f'{PARTITION_COLUMN}='
+  root = FileSystems.join(output, table)
+  if FileSystems.get_scheme(root) in (None, 'file'):
+    if not os.path.isdir(root):
+      return set()
+    names = os.listdir(root)
+    days: set[Optional[str]] = {n[len(prefix) :] for n in names if n.startswith(prefix)}
+    return days | ({None} if any(n.endswith('.parquet') for n in names) else set())
+  found: set[Optional[str]] = set()
+  for result in FileSystems.match([FileSystems.join(root, '**')]):
+    for m in result.metadata_list:
+      relative = m.path[len(root) :].lstrip('/')
+      first = relative.split('/', 1)[0]
+      found.add(first[len(prefix) :] if first.startswith(prefix) else None)
+  return found
+
+
 def _remove_uncommitted(staged: str, committed: set[str]) -> None:
   for name in os.listdir(staged):
     path = os.path.join(staged, name)
@@ -194,9 +223,9 @@ def remove_tree(path: str) -> None:
 
 
 class _Publish(beam.DoFn):
-  def __init__(self, output: str, run_id: str, table_names, owned_days):
+  def __init__(self, output: str, run_id: str, table_names, owned_days, whole_tables):
     self._args = (output, run_id)
-    self._owned = (tuple(table_names), tuple(owned_days))
+    self._owned = (tuple(table_names), tuple(owned_days), tuple(whole_tables))
 
   def process(self, written: list[WrittenFile]):
     publish(*self._args, written, *self._owned)
@@ -212,11 +241,12 @@ class PublishTables(beam.PTransform):
     run_id: str,
     table_names: Sequence[str] = (),
     owned_days: Sequence[str] = (),
+    whole_tables: Sequence[str] = (),
   ):
     super().__init__()
     self._output = output
     self._run_id = run_id
-    self._owned = (tuple(table_names), tuple(owned_days))
+    self._owned = (tuple(table_names), tuple(owned_days), tuple(whole_tables))
 
   def expand(self, written_files):
     return (

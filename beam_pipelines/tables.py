@@ -13,7 +13,17 @@ from typing import NamedTuple, Optional
 import pyarrow as pa
 
 from transforms.event_time import utc_day
-from transforms.records import DeadLetter, Event, Order, OrderLine, SessionRow
+from transforms.records import (
+  Customer,
+  DeadLetter,
+  Event,
+  Interaction,
+  ItemPair,
+  Order,
+  OrderLine,
+  SessionRow,
+  SessionSequence,
+)
 
 TIME = pa.timestamp('us', tz='UTC')
 MONEY = pa.decimal128(18, 4)
@@ -132,11 +142,80 @@ DEAD_LETTER_SCHEMA = pa.schema(
 )
 
 
+INTERACTIONS_SCHEMA = pa.schema(
+  [
+    ('interaction_key', pa.string()),
+    ('product_id', pa.string()),
+    ('views', pa.int64()),
+    ('add_to_carts', pa.int64()),
+    ('purchases', pa.int64()),
+    ('weight', pa.float64()),
+    ('first_time', TIME),
+    ('last_time', TIME),
+    ('last_view_time', TIME),
+    ('last_cart_time', TIME),
+    ('last_purchase_time', TIME),
+    ('category_path', pa.string()),
+    ('top_category', pa.string()),
+  ]
+)
+
+ITEM_PAIRS_SCHEMA = pa.schema(
+  [
+    ('item_a', pa.string()),
+    ('item_b', pa.string()),
+    ('co_views', pa.int64()),
+    ('co_purchases', pa.int64()),
+    ('category_path_a', pa.string()),
+    ('top_category_a', pa.string()),
+    ('category_path_b', pa.string()),
+    ('top_category_b', pa.string()),
+  ]
+)
+
+SESSION_SEQUENCES_SCHEMA = pa.schema(
+  [
+    ('session_id', pa.string()),
+    ('session_key', pa.string()),
+    ('user_id', pa.string()),
+    ('session_start', TIME),
+    ('items', pa.list_(pa.string())),
+    ('item_events', pa.list_(pa.string())),
+    ('length', pa.int64()),
+  ]
+)
+
+CUSTOMERS_SCHEMA = pa.schema(
+  [
+    ('customer_id', pa.string()),
+    ('first_order_time', TIME),
+    ('last_order_time', TIME),
+    ('orders', pa.int64()),
+    ('cancellations', pa.int64()),
+    ('monetary', MONEY),
+    ('currency', pa.string()),
+    ('recency_days', pa.float64()),
+    ('sessions_total', pa.int64()),
+    ('sessions_7d', pa.int64()),
+    ('sessions_30d', pa.int64()),
+    ('sessions_90d', pa.int64()),
+    ('last_session_time', TIME),
+    ('cohort_month', pa.string()),
+    ('as_of', TIME),
+  ]
+)
+
+
+def _unpartitioned(_row) -> None:
+  return None
+
+
 class TableSpec(NamedTuple):
   name: str
   schema: pa.Schema
   row_type: type
-  partition_day: Callable[[NamedTuple], str]
+  # The dt partition of a row; None for snapshot tables written whole.
+  partition_day: Callable[[NamedTuple], Optional[str]]
 
 
 EVENTS = TableSpec('events', EVENTS_SCHEMA, Event, lambda e: utc_day(e.event_time))
@@ -154,6 +233,20 @@ ORDER_LINES = TableSpec(
 )
 
 TABLES = {spec.name: spec for spec in (EVENTS, SESSIONS, ORDERS, ORDER_LINES, DEAD_LETTER)}
+
+# Derived from the tables above (beam_pipelines/derived_pipeline.py).
+INTERACTIONS = TableSpec('interactions', INTERACTIONS_SCHEMA, Interaction, _unpartitioned)
+ITEM_PAIRS = TableSpec('item_pairs', ITEM_PAIRS_SCHEMA, ItemPair, _unpartitioned)
+SESSION_SEQUENCES = TableSpec(
+  'session_sequences',
+  SESSION_SEQUENCES_SCHEMA,
+  SessionSequence,
+  lambda s: utc_day(s.session_start),
+)
+CUSTOMERS = TableSpec('customers', CUSTOMERS_SCHEMA, Customer, _unpartitioned)
+DERIVED_TABLES = {
+  spec.name: spec for spec in (INTERACTIONS, ITEM_PAIRS, SESSION_SEQUENCES, CUSTOMERS)
+}
 
 
 def column_indices(spec: TableSpec) -> list[int]:

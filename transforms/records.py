@@ -189,5 +189,81 @@ class DeadLetter(NamedTuple):
   input_time: int  # fallback partition day: when the input was produced
 
 
-for _record in (RawRecord, Event, SessionRow, OrderLine, Order, Product, Category, DeadLetter):
+class Interaction(NamedTuple):
+  """What one visitor did with one product: the implicit feedback of a recommender."""
+
+  interaction_key: str  # user_id, else the session key (anonymous_id)
+  product_id: str
+  views: int
+  add_to_carts: int
+  purchases: int
+  weight: float  # see recommendations.interaction_weight
+  first_time: int
+  last_time: int
+  last_view_time: Optional[int]
+  last_cart_time: Optional[int]
+  last_purchase_time: Optional[int]
+  category_path: Optional[str]
+  top_category: Optional[str]
+
+
+class ItemPair(NamedTuple):
+  """Two products seen together in sessions or bought together in orders (item_a < item_b)."""
+
+  item_a: str
+  item_b: str
+  co_views: int  # sessions in which both were viewed
+  co_purchases: int  # orders in which both were bought
+  category_path_a: Optional[str]
+  top_category_a: Optional[str]
+  category_path_b: Optional[str]
+  top_category_b: Optional[str]
+
+
+class SessionSequence(NamedTuple):
+  """The products of one session in time order: input of session-based recommenders."""
+
+  session_id: str
+  session_key: str
+  user_id: Optional[str]
+  session_start: int
+  items: tuple  # product_ids in time order, repeats kept
+  item_events: tuple  # the event_type of each item
+  length: int
+
+
+class Customer(NamedTuple):
+  """Retention features of one customer as of the run's end."""
+
+  customer_id: str
+  first_order_time: Optional[int]
+  last_order_time: Optional[int]
+  orders: int  # orders that are not cancellations
+  cancellations: int
+  monetary: Optional[str]  # net of cancellations; None when currencies are mixed
+  currency: Optional[str]
+  recency_days: Optional[float]  # as_of - last order
+  sessions_total: int
+  sessions_7d: int
+  sessions_30d: int
+  sessions_90d: int
+  last_session_time: Optional[int]
+  cohort_month: Optional[str]  # YYYY-MM of the first order, else of the first session
+  as_of: int
+
+
+for _record in (
+  RawRecord,
+  Event,
+  SessionRow,
+  OrderLine,
+  Order,
+  Product,
+  Category,
+  DeadLetter,
+  Interaction,
+  ItemPair,
+  SessionSequence,
+  Customer,
+):
   coders.registry.register_coder(_record, RecordCoder)

@@ -1,0 +1,277 @@
+"""The derived tables against DuckDB SQL over the tables they come from.
+
+One generated sample (clickstream, order history with cancellations, the
+product dimension) goes through `shopstream run`, which derives the tables at
+its end; each derived table must equal an independent SQL computation over
+the events, sessions, orders and order_lines Parquet.
+"""
+
+from __future__ import annotations
+
+import os
+from html.parser import HTMLParser
+
+import duckdb
+import pytest
+
+from beam_pipelines import cli, report
+from beam_pipelines.sample_data import GeneratorConfig, generate
+from tests.conftest import TEST_SALT
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _module_salt():
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('SHOPSTREAM_PII_SALT', TEST_SALT.decode())
+    yield
+
+
+@pytest.fixture(scope='module')
+def output(tmp_path_factory) -> str:
+  inputs = tmp_path_factory.mktemp('inputs')
+  generate(GeneratorConfig(output_dir=str(inputs), events=4000, days=3, seed=3))
+  out = str(tmp_path_factory.mktemp('tables'))
+  argv = [
+    'run',
+    '--source',
+    f'events-jsonl={inputs}/events-*.jsonl.gz',
+    '--source',
+    f'access-log={inputs}/access.log',
+    '--source',
+    f'orders-csv={inputs}/orders.csv',
+    '--source',
+    f'catalog-csv={inputs}/catalog.csv',
+    '--source',
+    f'taxonomy={inputs}/taxonomy.txt',
+    '--reference-time',
+    '2026-06-01T00:00:00Z',
+    '--progress',
+    'never',
+    '--output',
+    out,
+  ]
+  assert cli.main(argv) == 0
+  return out
+
+
+def sql(output: str):
+  con = duckdb.connect()
+  for table in ('events', 'sessions', 'orders', 'order_lines'):
+    con.execute(
+      f"create view {table} as select * from read_parquet('{output}/{table}/*/*.parquet', "
+      'hive_partitioning = true)'
+    )
+  for table in ('interactions', 'item_pairs', 'customers'):
+    con.execute(f"create view {table} as select * from read_parquet('{output}/{table}/*.parquet')")
+  con.execute(
+    f'create view session_sequences as select * exclude (dt) from read_parquet('
+    f"'{output}/session_sequences/*/*.parquet', hive_partitioning = true)"
+  )
+  return con
+
+
+def same(con, derived: str, expected: str) -> int:
+  """Rows in both directions of the difference; asserts none; returns the row count."""
+  extra = con.execute(f'select count(*) from (({derived}) except all ({expected}))').fetchone()[0]
+  missing = con.execute(f'select count(*) from (({expected}) except all ({derived}))').fetchone()[0]
+  assert (extra, missing) == (0, 0), (derived, expected)
+  return con.execute(f'select count(*) from ({expected})').fetchone()[0]
+
+
+HUMAN_PRODUCT_EVENTS = """
+  select * from events
+  where not coalesce(is_bot, false) and product_id is not null
+    and event_type in ('product_view', 'add_to_cart', 'purchase')
+"""
+
+
+def test_interactions_equal_sql(output):
+  con = sql(output)
+  expected = f"""
+    select coalesce(user_id, anonymous_id) interaction_key, product_id,
+      count(*) filter (event_type = 'product_view') views,
+      count(*) filter (event_type = 'add_to_cart') add_to_carts,
+      count(*) filter (event_type = 'purchase') purchases,
+      1.0 * views + 4.0 * add_to_carts + 10.0 * purchases weight,
+      min(event_time) first_time, max(event_time) last_time,
+      max(event_time) filter (event_type = 'product_view') last_view_time,
+      max(event_time) filter (event_type = 'add_to_cart') last_cart_time,
+      max(event_time) filter (event_type = 'purchase') last_purchase_time,
+      max(category_path) category_path,
+      split_part(max(category_path), ' > ', 1) top_category
+    from ({HUMAN_PRODUCT_EVENTS}) group by all
+  """
+  derived = "select * replace (nullif(top_category, '') as top_category) from interactions"
+  expected = f"select * replace (nullif(top_category, '') as top_category) from ({expected})"
+  assert same(con, derived, expected) > 500
+  repeated = con.execute('select count(*) from interactions where views > 1').fetchone()[0]
+  assert repeated > 0  # the data has repeated views
+
+
+def test_session_sequences_equal_sql(output):
+  con = sql(output)
+  expected = f"""
+    select session_id, any_value(coalesce(anonymous_id, user_id)) session_key,
+      (select first(user_id order by event_time, event_id) from events x
+       where x.session_id = e.session_id and x.user_id is not null) user_id,
+      (select min(event_time) from events x where x.session_id = e.session_id) session_start,
+      list(product_id order by event_time, event_id) items,
+      list(event_type order by event_time, event_id) item_events,
+      count(*) length
+    from ({HUMAN_PRODUCT_EVENTS}) e
+    where session_id not in (select session_id from events where is_bot)
+    group by session_id
+  """
+  assert same(con, 'select * from session_sequences', expected) > 300
+  single = con.execute(
+    'select count(*) from session_sequences where list_unique(items) = 1'
+  ).fetchone()[0]
+  assert single > 0  # sessions with a single product
+
+
+def test_item_pairs_equal_sql(output):
+  con = sql(output)
+  expected = """
+    with viewed as (
+      select session_id, product_id, min((event_time, event_id)) first_seen
+      from events where event_type = 'product_view' and product_id is not null
+        and session_id not in (select session_id from events where is_bot)
+      group by all
+    ), capped_views as (
+      select * from viewed qualify row_number() over (partition by session_id order by first_seen) <= 50
+    ), co_views as (
+      select a.product_id item_a, b.product_id item_b, count(*) co_views
+      from capped_views a join capped_views b using (session_id)
+      where a.product_id < b.product_id group by all
+    ), bought as (
+      select distinct order_id, product_id from events
+      where event_type = 'purchase' and not coalesce(is_bot, false) and order_id is not null and product_id is not null
+      union
+      select distinct order_id, product_id from order_lines
+      where line_type = 'product' and not is_cancellation and quantity > 0 and product_id is not null
+    ), capped_bought as (
+      select * from bought qualify row_number() over (partition by order_id order by product_id) <= 50
+    ), co_purchases as (
+      select a.product_id item_a, b.product_id item_b, count(*) co_purchases
+      from capped_bought a join capped_bought b using (order_id)
+      where a.product_id < b.product_id group by all
+    )
+    select item_a, item_b, coalesce(co_views, 0) co_views, coalesce(co_purchases, 0) co_purchases
+    from co_views full outer join co_purchases using (item_a, item_b)
+  """
+  derived = 'select item_a, item_b, co_views, co_purchases from item_pairs'
+  assert same(con, derived, expected) > 50
+  both = con.execute('select count(*) from item_pairs where co_purchases > 0').fetchone()[0]
+  assert both > 0
+  # Category roll-ups agree with the products' paths in the events.
+  wrong = con.execute("""
+    select count(*) from item_pairs p
+    where category_path_a is not null and top_category_a <> split_part(category_path_a, ' > ', 1)
+  """).fetchone()[0]
+  assert wrong == 0
+
+
+def test_customers_equal_sql(output):
+  con = sql(output)
+  expected = """
+    with as_of as (
+      select greatest((select max(order_time) from orders), (select max(session_end) from sessions)) t
+    ), ids as (
+      select customer_id from orders where customer_id is not null
+      union select user_id from sessions where user_id is not null
+    ), o as (
+      select customer_id, min(order_time) first_order_time, max(order_time) last_order_time,
+        count(*) filter (not is_cancellation) orders, count(*) filter (is_cancellation) cancellations,
+        case when count(distinct currency) = 1 then sum(total_amount) end monetary,
+        case when count(distinct currency) = 1 then any_value(currency) end currency
+      from orders group by all
+    ), s as (
+      select user_id customer_id, count(*) sessions_total,
+        count(*) filter (session_start > (select t from as_of) - interval 7 day) sessions_7d,
+        count(*) filter (session_start > (select t from as_of) - interval 30 day) sessions_30d,
+        count(*) filter (session_start > (select t from as_of) - interval 90 day) sessions_90d,
+        max(session_start) last_session_time, min(session_start) first_session
+      from sessions where user_id is not null group by all
+    )
+    select customer_id, first_order_time, last_order_time, coalesce(orders, 0) orders,
+      coalesce(cancellations, 0) cancellations, monetary, currency,
+      round(epoch_us((select t from as_of)) - epoch_us(last_order_time)) recency_us,
+      coalesce(sessions_total, 0), coalesce(sessions_7d, 0), coalesce(sessions_30d, 0),
+      coalesce(sessions_90d, 0), last_session_time,
+      strftime(coalesce(first_order_time, first_session), '%Y-%m') cohort_month,
+      (select t from as_of) as_of
+    from ids left join o using (customer_id) left join s using (customer_id)
+  """
+  derived = """
+    select customer_id, first_order_time, last_order_time, orders, cancellations, monetary,
+      currency, round(recency_days * 86400e6) recency_us, sessions_total, sessions_7d,
+      sessions_30d, sessions_90d, last_session_time, cohort_month, as_of
+    from customers
+  """
+  assert same(con, derived, expected) > 50
+  cancelled = con.execute('select count(*) from customers where cancellations > 0').fetchone()[0]
+  assert cancelled > 0  # net of cancellations is exercised
+
+
+class _Sections(HTMLParser):
+  """Per <section id>: its <svg> plots, their drawn patches and its table cells.
+
+  matplotlib draws 6 patches for an empty plot (figure, axes, 4 spines) and
+  one more per bar: more than 6 means the plot shows data.
+  """
+
+  def __init__(self):
+    super().__init__()
+    self.sections: dict[str, dict[str, int]] = {}
+    self.current = None
+    self.in_svg = 0
+    self.external: list[str] = []
+
+  def handle_starttag(self, tag, attrs):
+    attrs = dict(attrs)
+    if tag == 'section':
+      self.current = attrs['id']
+      self.sections[self.current] = {'svg': 0, 'patches': 0, 'cells': 0}
+    elif tag == 'svg':
+      self.in_svg += 1
+      self.sections[self.current]['svg'] += 1
+    elif self.in_svg and tag == 'g' and str(attrs.get('id', '')).startswith('patch_'):
+      self.sections[self.current]['patches'] += 1
+    elif tag == 'td' and self.current:
+      self.sections[self.current]['cells'] += 1
+    if tag in ('script', 'link', 'img', 'iframe'):
+      self.external.append(tag)
+    for name in ('src', 'href'):
+      if str(attrs.get(name, '')).startswith(('http:', 'https:', '//')):
+        self.external.append(attrs[name])
+
+  def handle_endtag(self, tag):
+    if tag == 'svg':
+      self.in_svg -= 1
+
+
+def test_the_report_has_every_plot_drawn_and_needs_no_network(output, capsys):
+  assert cli.main(['report', '--output', output]) == 0
+  path = capsys.readouterr().out.strip().removeprefix('Report: ')
+  assert path == os.path.join(os.path.abspath(output), 'report.html')
+  parser = _Sections()
+  with open(path, encoding='utf-8') as f:
+    parser.feed(f.read())
+  assert list(parser.sections) == list(report.SECTIONS)
+  for section, found in parser.sections.items():
+    assert found['svg'] >= 1 and found['patches'] > 6 * found['svg'], section  # bars drawn
+  for section in ('funnel', 'item-pairs', 'dead-letters', 'accounting'):
+    assert parser.sections[section]['cells'] > 4, section
+  assert parser.external == []
+  # The top pair of the table is the top pair of the item_pairs table.
+  top = (
+    sql(output)
+    .execute('select item_a, item_b from item_pairs order by co_views + co_purchases desc, 1, 2')
+    .fetchone()
+  )
+  assert f'<td>{top[0]}</td><td>{top[1]}</td>' in open(path, encoding='utf-8').read()
+
+
+def test_report_on_a_folder_without_tables_is_a_clear_error(tmp_path, capsys):
+  assert cli.main(['report', '--output', str(tmp_path / 'nope')]) == 2
+  assert 'not a folder' in capsys.readouterr().err
