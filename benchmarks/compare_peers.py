@@ -1,0 +1,262 @@
+"""The full batch pipeline against a naive Beam pipeline and DuckDB (a command, not a test).
+
+    python benchmarks/compare_peers.py --sizes 100000,1000000
+
+For each size it generates the input once (cached in --workdir: events-jsonl
+files and an access log with bots and bad lines) and runs, each in a fresh
+process so that its peak RSS is its own:
+
+- full:   shopstream's batch pipeline (parse, enrich, dedup, the session rule
+          with the 24 h cap, the accounting, Parquet) on the FnApiRunner;
+- naive:  the textbook Beam pipeline on the same runner: ReadFromText,
+          json.loads / a regex per line, Sessions(30 min), GroupByKey, one
+          dict per session, WriteToParquet;
+- duckdb: the same gap-only sessions in DuckDB SQL (read_json, regex over the
+          log, window functions, COPY to Parquet).
+
+It prints one JSON line per run and a table with events/s, peak RSS, the
+ratios full/naive and duckdb/full, and how time and memory grow with size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+GAP_S = 1800
+ACCESS_LOG_RE = (
+  r'^(\S+) \S+ \S+ \[([^\]]+)\] "(?:GET|POST|HEAD|PUT|DELETE) [^"]*" (\d{3}) \S+ "[^"]*" "([^"]*)"'
+)
+
+
+def peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_full(inputs: str, output: str) -> dict:
+  from beam_pipelines import batch_pipeline, runner_config
+
+  flags = runner_config.load_runner_config(os.path.join(ROOT, 'runner_configs/direct.yaml')) + [
+    f'--source=events-jsonl={inputs}/*.jsonl.gz',
+    f'--source=access-log={inputs}/access.log',
+    f'--output={output}',
+    '--progress=never',
+    '--reference-time=2026-06-01T00:00:00Z',
+  ]
+  summary = batch_pipeline.run(flags)
+  return {'sessions': summary['tables']['sessions'], 'lines': summary['totals']['read']}
+
+
+def run_naive(inputs: str, output: str) -> dict:
+  import glob
+  import re
+  from datetime import datetime
+
+  import apache_beam as beam
+  import pyarrow as pa
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from apache_beam.transforms.window import Sessions, TimestampedValue
+
+  log_line = re.compile(ACCESS_LOG_RE)
+
+  # Bytes in, decoded leniently: with the default UTF-8 text coder the naive
+  # pipeline dies on the first invalid byte of the dirty sample (seen).
+  def parse_json(line: bytes):
+    try:
+      record = json.loads(line)
+      key = record.get('anonymous_id') or record.get('user_id')
+      when = datetime.fromisoformat(record['event_time'].replace('Z', '+00:00')).timestamp()
+    except (ValueError, KeyError, TypeError, AttributeError):
+      return
+    if key:
+      yield TimestampedValue((key, when), when)
+
+  def parse_log(line: bytes):
+    match = log_line.match(line.decode('utf-8', 'replace'))
+    if not match:
+      return
+    try:
+      when = datetime.strptime(match.group(2), '%d/%b/%Y:%H:%M:%S %z').timestamp()
+    except ValueError:  # the sample's impossible dates
+      return
+    key = f'{match.group(1)}|{match.group(4)}'
+    yield TimestampedValue((key, when), when)
+
+  def to_row(keyed, window=beam.DoFn.WindowParam):
+    key, times = keyed
+    times = list(times)
+    return {
+      'session_key': key,
+      'session_start': window.start.micros,
+      'session_end': max(times),
+      'event_count': len(times),
+    }
+
+  schema = pa.schema(
+    [
+      ('session_key', pa.string()),
+      ('session_start', pa.int64()),
+      ('session_end', pa.float64()),
+      ('event_count', pa.int64()),
+    ]
+  )
+  options = PipelineOptions(['--runner=FnApiRunner'])
+  with beam.Pipeline(options=options) as p:
+    raw = beam.coders.BytesCoder()
+    events = (
+      p
+      | 'Json' >> beam.io.ReadFromText(f'{inputs}/*.jsonl.gz', coder=raw)
+      | beam.FlatMap(parse_json)
+    )
+    hits = (
+      p | 'Log' >> beam.io.ReadFromText(f'{inputs}/access.log', coder=raw) | beam.FlatMap(parse_log)
+    )
+    _ = (
+      (events, hits)
+      | beam.Flatten()
+      | beam.WindowInto(Sessions(GAP_S))
+      | beam.GroupByKey()
+      | beam.Map(to_row)
+      | beam.io.WriteToParquet(f'{output}/sessions', schema)
+    )
+  written = glob.glob(f'{output}/sessions*')
+  import pyarrow.parquet as pq
+
+  return {'sessions': sum(pq.read_metadata(f).num_rows for f in written)}
+
+
+def run_duckdb(inputs: str, output: str) -> dict:
+  import duckdb
+
+  os.makedirs(output, exist_ok=True)
+  con = duckdb.connect()
+  con.execute(f"""
+    create table hits as
+    with json_events as (
+      select coalesce(anonymous_id, user_id) k, try_cast(event_time as timestamptz) t
+      from read_json('{inputs}/*.jsonl.gz', format = 'newline_delimited',
+        columns = {{anonymous_id: 'varchar', user_id: 'varchar', event_time: 'varchar'}},
+        ignore_errors = true)
+    ), log_lines as (
+      select regexp_extract(line, '{ACCESS_LOG_RE}', ['ip', 'time', 'status', 'ua']) m
+      from read_csv('{inputs}/access.log', columns = {{line: 'varchar'}}, delim = '\\x01',
+        quote = '', escape = '', header = false, ignore_errors = true)
+    )
+    select k, t from json_events where k is not null and t is not null
+    union all
+    select m.ip || '|' || m.ua, try_strptime(m.time, '%d/%b/%Y:%H:%M:%S %z')
+    from log_lines where m.ip <> '' and try_strptime(m.time, '%d/%b/%Y:%H:%M:%S %z') is not null
+  """)
+  con.execute(f"""
+    copy (
+      with gaps as (
+        select k, t, case when t - lag(t) over (partition by k order by t)
+          < interval {GAP_S} second then 0 else 1 end starts
+        from hits
+      ), numbered as (
+        select k, t, sum(starts) over (partition by k order by t rows unbounded preceding) n
+        from gaps
+      )
+      select k session_key, min(t) session_start, max(t) session_end, count(*) event_count
+      from numbered group by k, n
+    ) to '{output}/sessions.parquet' (format parquet)
+  """)
+  sessions = con.execute(f"select count(*) from '{output}/sessions.parquet'").fetchone()[0]
+  return {'sessions': sessions}
+
+
+RUNNERS = {'full': run_full, 'naive': run_naive, 'duckdb': run_duckdb}
+
+
+def one(kind: str, inputs: str, output: str) -> None:
+  """Worker mode: one run in this process; prints its figures as JSON."""
+  import shutil
+
+  shutil.rmtree(output, ignore_errors=True)
+  started = time.monotonic()
+  result = RUNNERS[kind](inputs, output)
+  result.update(
+    kind=kind, seconds=round(time.monotonic() - started, 2), peak_rss_mb=round(peak_rss_mb())
+  )
+  print(json.dumps(result))
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument('--sizes', default='100000,1000000', help='Events per run, comma-separated.')
+  parser.add_argument('--days', type=int, default=7)
+  parser.add_argument('--kinds', default='full,naive,duckdb')
+  parser.add_argument('--workdir', default='/tmp/shopstream-bench')
+  parser.add_argument('--one', choices=sorted(RUNNERS), help=argparse.SUPPRESS)
+  parser.add_argument('--inputs', help=argparse.SUPPRESS)
+  parser.add_argument('--output', help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.one:
+    one(args.one, args.inputs, args.output)
+    return
+
+  from beam_pipelines.sample_data import GeneratorConfig, generate
+
+  results = []
+  for size in (int(s) for s in args.sizes.split(',')):
+    inputs = os.path.join(args.workdir, f'input-{size}-{args.days}')
+    if not os.path.exists(os.path.join(inputs, 'access.log')):
+      started = time.monotonic()
+      generate(GeneratorConfig(output_dir=inputs, events=size, days=args.days))
+      print(f'generated {size:,} events in {time.monotonic() - started:.0f} s', file=sys.stderr)
+    for kind in args.kinds.split(','):
+      command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        '--one',
+        kind,
+        '--inputs',
+        inputs,
+        '--output',
+        os.path.join(args.workdir, f'out-{kind}'),
+      ]
+      done = subprocess.run(command, capture_output=True, text=True, check=True)
+      result = json.loads(done.stdout.strip().splitlines()[-1])
+      result['events'] = size
+      print(json.dumps(result), flush=True)
+      results.append(result)
+  print_table(results)
+
+
+def print_table(results: list[dict]) -> None:
+  by = {(r['events'], r['kind']): r for r in results}
+  sizes = sorted({r['events'] for r in results})
+  print('\n| events | run | seconds | events/s | peak RSS MB | sessions | vs full |')
+  print('|---|---|---|---|---|---|---|')
+  for size in sizes:
+    full = by.get((size, 'full'))
+    for kind in ('full', 'naive', 'duckdb'):
+      r = by.get((size, kind))
+      if not r:
+        continue
+      ratio = f'{r["seconds"] / full["seconds"]:.2f}x time' if full and kind != 'full' else ''
+      print(
+        f'| {size:,} | {kind} | {r["seconds"]} | {size / r["seconds"]:,.0f} | '
+        f'{r["peak_rss_mb"]:,} | {r["sessions"]:,} | {ratio} |'
+      )
+  if len(sizes) > 1 and all((s, 'full') in by for s in sizes):
+    small, large = by[(sizes[0], 'full')], by[(sizes[-1], 'full')]
+    print(
+      f'\nfull, {sizes[0]:,} -> {sizes[-1]:,} events ({sizes[-1] / sizes[0]:.0f}x): time '
+      f'{large["seconds"] / small["seconds"]:.1f}x, peak RSS '
+      f'{large["peak_rss_mb"] / small["peak_rss_mb"]:.1f}x'
+    )
+
+
+if __name__ == '__main__':
+  main()
