@@ -138,6 +138,44 @@ def _parser() -> argparse.ArgumentParser:
   ):
     derive.add_argument(f'--{name}', default=None, help=text)
 
+  replay = commands.add_parser(
+    'replay',
+    help='Re-read dead letters with the current transforms and fold the recovered events in.',
+    description='Parse the clickstream dead letters of OUTPUT again (after a parser fix or a '
+    "new event-type synonym). Recovered events join their days: those days' events and "
+    'sessions are recomputed and replaced, the replayed letters leave the dead_letter table, '
+    'letters that still fail stay with their new reason. Accounted in OUTPUT/_replay/.',
+  )
+  replay.add_argument('--output', required=True, metavar='DIR', help='The tables folder.')
+  replay.add_argument(
+    '--reason',
+    action='append',
+    default=[],
+    metavar='CODE',
+    help='Only letters with this reason code (repeatable; default: all).',
+  )
+  replay.add_argument(
+    '--from', dest='first_day', metavar='YYYY-MM-DD', help='First dead-letter day.'
+  )
+  replay.add_argument('--to', dest='last_day', metavar='YYYY-MM-DD', help='Last dead-letter day.')
+  replay.add_argument('--dry-run', action='store_true', help='Print the plan; change nothing.')
+  replay.add_argument(
+    '--source',
+    action='append',
+    default=[],
+    metavar='KIND=PATH',
+    help='catalog-csv / taxonomy: join the product dimension into recovered events.',
+  )
+  replay.add_argument(
+    '--runner-config',
+    default='runner_configs/direct.yaml',
+    metavar='YAML',
+    help='Runner YAML (default: %(default)s).',
+  )
+  replay.add_argument(
+    '--reference-time', default=None, metavar='ISO8601', help='"Now" for future timestamps.'
+  )
+
   report = commands.add_parser(
     'report',
     help='Write a self-contained HTML report about an output folder.',
@@ -469,6 +507,32 @@ def _derive(flags: list[str], output: str) -> None:
   )
 
 
+def _replay(args: argparse.Namespace, beam_args: list[str]) -> int:
+  from beam_pipelines import replay
+
+  for day in (args.first_day, args.last_day):
+    if day is not None:
+      try:
+        dt.date.fromisoformat(day)
+      except ValueError:
+        raise ValueError(f'--from/--to {day!r} is not a date YYYY-MM-DD') from None
+  if not os.path.isdir(os.path.join(args.output, 'dead_letter')):
+    raise ValueError(f'--output {args.output} has no dead_letter table')
+  flags = runner_config.load_runner_config(args.runner_config) + [f'--output={args.output}']
+  flags += [f'--source={spec}' for spec in args.source]
+  if args.reference_time:
+    flags.append(f'--reference_time={args.reference_time}')
+  report = replay.run(flags + beam_args, args.reason, args.first_day, args.last_day, args.dry_run)
+  print(report.pop('plan'), end='')
+  if args.dry_run:
+    print('dry run: nothing changed')
+    return 0
+  print(json.dumps(report, indent=2))
+  if report['replayed'] and report.get('clean'):
+    _derive(flags + beam_args, args.output)
+  return 0
+
+
 def _derive_command(args: argparse.Namespace, beam_args: list[str]) -> int:
   if not args.output:
     raise ValueError('--output DIR is needed')
@@ -507,7 +571,7 @@ def main(argv: Optional[list[str]] = None) -> int:
   logging.getLogger().addFilter(_quiet_known_noise)
   # -v is for shopstream's progress; Beam's own INFO lines are runner internals.
   logging.getLogger('apache_beam').setLevel(logging.WARNING)
-  if args.command not in ('run', 'backfill', 'derive') and extra:
+  if args.command not in ('run', 'backfill', 'derive', 'replay') and extra:
     parser.error(f'unrecognized arguments: {" ".join(extra)}')
   try:
     if args.command == 'run':
@@ -518,6 +582,8 @@ def main(argv: Optional[list[str]] = None) -> int:
       return _deploy(args)
     if args.command == 'derive':
       return _derive_command(args, extra)
+    if args.command == 'replay':
+      return _replay(args, extra)
     if args.command == 'report':
       from beam_pipelines.report import write_report
 

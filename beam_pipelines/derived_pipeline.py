@@ -13,6 +13,8 @@ derive replaces the derived tables whole (a snapshot; ``customers`` says
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterable
 from typing import Optional
 
 import apache_beam as beam
@@ -40,6 +42,11 @@ _LOGGER = logging.getLogger(__name__)
 def table_files(output: str, table: str) -> list[str]:
   pattern = FileSystems.join(output, table, '*', '*.parquet')
   return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+
+
+def partition_of(path: str) -> str:
+  """The dt value of a partitioned table's file."""
+  return os.path.basename(os.path.dirname(path)).partition('=')[2]
 
 
 def rows_of(spec: TableSpec, arrow_table: pa.Table) -> list[tuple]:
@@ -72,12 +79,15 @@ class _ReadParquetRows(beam.DoFn):
 
 
 class ReadTable(beam.PTransform):
-  """The rows of one table of an output folder, as its record type."""
+  """The rows of one table of an output folder (optionally some dt days only)."""
 
-  def __init__(self, spec: TableSpec, output: str):
+  def __init__(self, spec: TableSpec, output: str, days: Optional[Iterable[str]] = None):
     super().__init__()
     self._spec = spec
     self._files = table_files(output, spec.name)
+    if days is not None:
+      wanted = set(days)
+      self._files = [path for path in self._files if partition_of(path) in wanted]
 
   def expand(self, pbegin):
     return (

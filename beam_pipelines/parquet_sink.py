@@ -17,8 +17,8 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
-from typing import NamedTuple, Optional
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Optional, Union
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -128,13 +128,14 @@ def publish(
   run_id: str,
   written: list[WrittenFile],
   table_names: Sequence[str] = (),
-  owned_days: Sequence[str] = (),
+  owned_days: Union[Sequence[str], Mapping[str, Sequence[str]]] = (),
   whole_tables: Sequence[str] = (),
 ) -> None:
   """Moves the staged partitions into place, replacing each one whole.
 
   ``owned_days`` (a backfill's day) are the run's even where it wrote no
   rows: those partitions of ``table_names`` are removed, not left stale.
+  ``owned_days`` may also map each table to its own days (a replay).
   ``whole_tables`` (snapshots) keep only what this run wrote.
   """
   staging = staging_root(output, run_id)
@@ -144,8 +145,9 @@ def publish(
     final = partition_dir(output, table, day)
     committed = {f.path for f in written if (f.table, f.day) == (table, day)}
     _replace_partition(staged, final, committed)
-  for table in table_names:
-    for day in owned_days:
+  owned = owned_days if isinstance(owned_days, Mapping) else dict.fromkeys(table_names, owned_days)
+  for table, days in owned.items():
+    for day in days:
       if (table, day) not in partitions:
         remove_tree(partition_dir(output, table, day))
   for table in whole_tables:
@@ -222,10 +224,16 @@ def remove_tree(path: str) -> None:
     FileSystems.delete(leftovers)
 
 
+def _frozen(owned_days):
+  if isinstance(owned_days, Mapping):
+    return {table: tuple(days) for table, days in owned_days.items()}
+  return tuple(owned_days)
+
+
 class _Publish(beam.DoFn):
   def __init__(self, output: str, run_id: str, table_names, owned_days, whole_tables):
     self._args = (output, run_id)
-    self._owned = (tuple(table_names), tuple(owned_days), tuple(whole_tables))
+    self._owned = (tuple(table_names), _frozen(owned_days), tuple(whole_tables))
 
   def process(self, written: list[WrittenFile]):
     publish(*self._args, written, *self._owned)
@@ -240,13 +248,13 @@ class PublishTables(beam.PTransform):
     output: str,
     run_id: str,
     table_names: Sequence[str] = (),
-    owned_days: Sequence[str] = (),
+    owned_days: Union[Sequence[str], Mapping[str, Sequence[str]]] = (),
     whole_tables: Sequence[str] = (),
   ):
     super().__init__()
     self._output = output
     self._run_id = run_id
-    self._owned = (tuple(table_names), tuple(owned_days), tuple(whole_tables))
+    self._owned = (tuple(table_names), _frozen(owned_days), tuple(whole_tables))
 
   def expand(self, written_files):
     return (
