@@ -55,6 +55,17 @@ def partition_dir(root: str, table: str, day: Optional[str]) -> str:
   return FileSystems.join(root, table, f'{PARTITION_COLUMN}={day}')
 
 
+def make_dirs(directory: str) -> None:
+  """Creates a folder (and its parents) unless it exists; another writer may race us."""
+  if FileSystems.exists(directory):
+    return
+  try:
+    FileSystems.mkdirs(directory)
+  except OSError:  # another bundle made it first
+    if not FileSystems.exists(directory):
+      raise
+
+
 class _WriteStagedParquet(accounting.CountingDoFn):
   def __init__(self, spec: TableSpec, staging: str):
     self._spec = spec
@@ -82,12 +93,7 @@ class _WriteStagedParquet(accounting.CountingDoFn):
     if day not in self._writers:
       directory = partition_dir(self._staging, self._spec.name, day)
       path = FileSystems.join(directory, f'part-{uuid.uuid4().hex}.parquet')
-      if not FileSystems.exists(directory):
-        try:
-          FileSystems.mkdirs(directory)
-        except OSError:  # another bundle made it first
-          if not FileSystems.exists(directory):
-            raise
+      make_dirs(directory)
       stream = FileSystems.create(path)
       writer = pq.ParquetWriter(stream, self._spec.schema, compression='zstd')
       self._writers[day] = (writer, stream, path, 0)

@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
-from beam_pipelines.parquet_sink import WrittenFile, partition_dir
+from beam_pipelines.parquet_sink import WrittenFile, make_dirs, partition_dir
 from beam_pipelines.tables import TableSpec, column_indices, to_arrow
 from transforms import accounting
 
@@ -80,12 +80,7 @@ class _WriteWindowFile(accounting.CountingDoFn):
     rows = sorted(rows, key=row_sort_key)
     directory = partition_dir(self._output, self._spec.name, day)
     path = FileSystems.join(directory, file_name(window.start.micros, pane.index, shard))
-    if not FileSystems.exists(directory):
-      try:
-        FileSystems.mkdirs(directory)
-      except OSError:  # made by another writer meanwhile
-        if not FileSystems.exists(directory):
-          raise
+    make_dirs(directory)
     with FileSystems.create(path) as stream:
       pq.write_table(to_arrow(self._spec, rows, self._indices), stream, compression='zstd')
     self.count(accounting.TABLE_ROWS, self._spec.name, len(rows))

@@ -38,6 +38,14 @@ def _test_salt(monkeypatch):
   monkeypatch.setenv('SHOPSTREAM_PII_SALT', TEST_SALT.decode())
 
 
+@pytest.fixture(scope='module')
+def module_salt():
+  """The salt for module-scoped fixtures, which run before the per-test one."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('SHOPSTREAM_PII_SALT', TEST_SALT.decode())
+    yield
+
+
 @pytest.fixture(scope='session')
 def s3_endpoint():
   """A moto S3 server on a free loopback port, stopped by PID at the end."""

@@ -23,7 +23,6 @@ import pytest
 from beam_pipelines import backfill, cli
 from beam_pipelines.sample_data import GeneratorConfig, generate
 from beam_pipelines.sources import InputFile
-from tests.conftest import TEST_SALT
 
 DAYS = ('2026-03-01', '2026-03-02', '2026-03-03')
 TABLES = ('events', 'sessions', 'orders', 'order_lines', 'dead_letter')
@@ -31,11 +30,8 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 @pytest.fixture(scope='module', autouse=True)
-def _module_salt():
-  """The module's runs happen before the per-test salt fixture: set it for them too."""
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setenv('SHOPSTREAM_PII_SALT', TEST_SALT.decode())
-    yield
+def _salt(module_salt):
+  pass
 
 
 @pytest.fixture(scope='module')

@@ -16,14 +16,11 @@ import pytest
 
 from beam_pipelines import cli, report
 from beam_pipelines.sample_data import GeneratorConfig, generate
-from tests.conftest import TEST_SALT
 
 
 @pytest.fixture(scope='module', autouse=True)
-def _module_salt():
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setenv('SHOPSTREAM_PII_SALT', TEST_SALT.decode())
-    yield
+def _salt(module_salt):
+  pass
 
 
 @pytest.fixture(scope='module')
