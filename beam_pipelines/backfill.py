@@ -228,6 +228,20 @@ def run_day(flags: list[str], output: str, state: str, day: str) -> DayResult:
   return DayResult(day, summary, time.monotonic() - started)
 
 
+def remove_leftover_staging(output: str) -> None:
+  """Staged files of backfill days and derives a killed backfill left behind (ours: locked)."""
+  from apache_beam.io.filesystems import FileSystems
+
+  from beam_pipelines.parquet_sink import STAGING_DIR, remove_tree
+
+  staging = FileSystems.join(output, STAGING_DIR)
+  if '://' in output or not os.path.isdir(staging):
+    return  # object stores: each day clears its own staging before it runs
+  for name in os.listdir(staging):
+    if name.startswith(('backfill-', 'derive-')):
+      remove_tree(os.path.join(staging, name))
+
+
 def _die_with_parent() -> None:
   """Worker processes must not outlive a killed backfill and publish behind a resume."""
   try:

@@ -306,6 +306,12 @@ def run(argv: Optional[list[str]] = None, summary_dir: Optional[str] = None) -> 
   """
   options = PipelineOptions(argv)
   opts = options.view_as(ShopstreamOptions)
+  opts.run_id = opts.run_id or new_run_id()
   pipeline = beam.Pipeline(options=options)
   build_pipeline(pipeline, options)
-  return execution.run_to_summary(pipeline, opts.output, summary_dir=summary_dir)
+  try:
+    return execution.run_to_summary(pipeline, opts.output, summary_dir=summary_dir)
+  except Exception:
+    # The tables are untouched (nothing was published); drop what was staged.
+    parquet_sink.remove_tree(parquet_sink.staging_root(opts.output, opts.run_id))
+    raise

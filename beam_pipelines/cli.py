@@ -386,6 +386,7 @@ def _backfill(args: argparse.Namespace, beam_args: list[str]) -> int:
   lock = backfill.acquire_lock(state)
   try:
     manifest = backfill.read_manifest(state)  # again, now that it is ours
+    backfill.remove_leftover_staging(args.output)
     plans = backfill.plan_days(days, manifest, current)
     manifest['reference_time'] = args.reference_time
     todo = [plan.day for plan in plans if plan.action == 'run']

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -259,3 +260,26 @@ def test_the_fingerprint_follows_inputs_and_settings_but_not_progress():
   assert base == backfill.fingerprint(files, ['--progress=auto', '--session_gap_minutes=30'])
   assert base != backfill.fingerprint(files, ['--session_gap_minutes=20'])
   assert base != backfill.fingerprint([files[0]._replace(mtime_us=2)], ['--session_gap_minutes=30'])
+
+
+@pytest.mark.parametrize('seed', [1, 2])
+def test_killed_at_a_random_moment_and_resumed_equals_a_clean_run(
+  inputs, range_backfill, tmp_path, seed
+):
+  """Kill -9 at a random point of the whole run (start-up, a day, a publish, the derive)."""
+  output = tmp_path / 'killed'
+  command = [sys.executable, '-m', 'beam_pipelines.cli', *backfill_args(inputs, output)]
+  delay = random.Random(seed).uniform(0.5, 12.0)  # a clean run takes ~12 s here
+  process = subprocess.Popen(
+    command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+  )
+  try:
+    process.wait(timeout=delay)
+  except subprocess.TimeoutExpired:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+  resumed = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr
+  assert_same_tables(range_backfill, str(output))
+  assert not (output / '_staging').exists()
+  assert not (output / '_backfill' / 'lock').exists()

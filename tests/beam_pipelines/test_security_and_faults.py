@@ -5,7 +5,9 @@ from __future__ import annotations
 import glob
 import os
 
-from beam_pipelines import cli
+import duckdb
+
+from beam_pipelines import cli, parquet_sink
 from tests.conftest import fixture_path
 
 SALT = 'salt-8f14e45fceea167a5a36dedd4bea2543'
@@ -54,3 +56,52 @@ def test_an_unwritable_output_fails_with_a_clear_error_and_leaves_nothing(tmp_pa
   assert 'shopstream run: failed:' in err and 'a-file' in err
   assert sorted(os.listdir(tmp_path)) == ['a-file']
   assert blocker.read_text() == 'not a folder'
+
+
+def test_a_worker_failure_mid_run_leaves_the_old_tables_and_a_rerun_is_clean(
+  tmp_path, monkeypatch, capsys
+):
+  events = tmp_path / 'events.jsonl'
+  lines = open(fixture_path('events.jsonl'), 'rb').read().splitlines()
+  events.write_bytes(b'\n'.join(lines[:3]) + b'\n')
+  argv = ['run', '--source', f'events-jsonl={events}', *SOURCES[4:], '--derived-tables', 'never']
+  assert cli.main([*argv, '--output', str(tmp_path / 'out')]) == 0
+  before = snapshot(tmp_path / 'out')
+
+  # More input, and a writer that dies after its first file: the bundle fails.
+  events.write_bytes(b'\n'.join(lines) + b'\n')
+  real_to_arrow = parquet_sink.to_arrow
+  calls = []
+
+  def failing_to_arrow(*args, **kwargs):
+    calls.append(1)
+    if len(calls) > 1:
+      raise OSError('disk gone mid-bundle (injected)')
+    return real_to_arrow(*args, **kwargs)
+
+  monkeypatch.setattr(parquet_sink, 'to_arrow', failing_to_arrow)
+  assert cli.main([*argv, '--output', str(tmp_path / 'out')]) == 1
+  assert 'injected' in capsys.readouterr().err
+  assert snapshot(tmp_path / 'out') == before  # nothing half-written is visible
+  assert not (tmp_path / 'out' / '_staging').exists()
+
+  monkeypatch.setattr(parquet_sink, 'to_arrow', real_to_arrow)
+  assert cli.main([*argv, '--output', str(tmp_path / 'out')]) == 0
+  assert cli.main([*argv, '--output', str(tmp_path / 'clean')]) == 0
+  assert tables(tmp_path / 'out') == tables(tmp_path / 'clean')
+
+
+def snapshot(folder) -> dict[str, bytes]:
+  return {
+    os.path.relpath(path, folder): open(path, 'rb').read()
+    for path in glob.glob(f'{folder}/**/*.parquet', recursive=True)
+  }
+
+
+def tables(folder) -> dict[str, list]:
+  return {
+    table: duckdb.connect()
+    .execute(f"select * from read_parquet('{folder}/{table}/*/*.parquet') order by all")
+    .fetchall()
+    for table in ('events', 'sessions')
+  }
