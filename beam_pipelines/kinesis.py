@@ -180,8 +180,13 @@ def kinesis_client(config: KinesisConfig):
 
 
 def call_with_backoff(fn: Callable[..., Any], *, sleep=time.sleep, attempts: int = 8, **kwargs):
-  """A Kinesis call retried with exponential backoff on throttling and transient errors."""
-  from botocore.exceptions import ClientError
+  """A Kinesis call retried with exponential backoff on throttling and transient errors.
+
+  Lost connections (an endpoint restarting, a network blip) are retried too:
+  8 attempts wait up to ~11 s in all before the error reaches the runner,
+  which then restarts the read from its checkpoint.
+  """
+  from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
   delay = 0.1
   for attempt in range(1, attempts + 1):
@@ -191,9 +196,13 @@ def call_with_backoff(fn: Callable[..., Any], *, sleep=time.sleep, attempts: int
       code = e.response.get('Error', {}).get('Code', '')
       if code not in RETRYABLE or attempt == attempts:
         raise
-      _LOGGER.info('kinesis %s: %s, retrying in %.1f s', fn.__name__, code, delay)
-      sleep(delay)
-      delay = min(delay * 2, MAX_BACKOFF_S)
+    except (ConnectionError, HTTPClientError) as e:
+      if attempt == attempts:
+        raise
+      code = type(e).__name__
+    _LOGGER.info('kinesis %s: %s, retrying in %.1f s', fn.__name__, code, delay)
+    sleep(delay)
+    delay = min(delay * 2, MAX_BACKOFF_S)
   raise AssertionError('unreachable')
 
 

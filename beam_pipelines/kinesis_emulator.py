@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Optional
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMULATOR_DIR = os.path.join(PROJECT_ROOT, 'node_modules', 'kinesis-local')
@@ -48,12 +49,10 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(timeout=5)
 
 
-@contextlib.contextmanager
-def running_emulator() -> Iterator[str]:
-  """Starts kinesis-local, yields its plain-HTTP endpoint, stops it by PID."""
+def start_emulator(plain: int, tls: int, persist_dir: Optional[str] = None) -> subprocess.Popen:
+  """Starts kinesis-local on the given ports; with ``persist_dir`` its data outlives a restart."""
   if not os.path.exists(os.path.join(EMULATOR_DIR, 'main.js')):
     raise RuntimeError('kinesis-local is not installed: run `make install`')
-  plain, tls = free_port(), free_port()
   env = {
     **os.environ,
     'KINESIS_MOCK_PLAIN_PORT': str(plain),
@@ -61,6 +60,13 @@ def running_emulator() -> Iterator[str]:
     'KINESIS_MOCK_CERT_PATH': os.path.join(EMULATOR_DIR, 'server.json'),
     'LOG_LEVEL': 'WARN',
   }
+  if persist_dir:
+    env.update(
+      SHOULD_PERSIST_DATA='true',
+      PERSIST_PATH=persist_dir,
+      PERSIST_INTERVAL='200ms',
+      LOAD_DATA_IF_EXISTS='true',
+    )
   process = subprocess.Popen(
     ['node', os.path.join(EMULATOR_DIR, 'main.js')],
     env=env,
@@ -68,6 +74,14 @@ def running_emulator() -> Iterator[str]:
     stderr=subprocess.DEVNULL,
   )
   wait_for_port(plain, process, 'kinesis-local')
+  return process
+
+
+@contextlib.contextmanager
+def running_emulator() -> Iterator[str]:
+  """Starts kinesis-local on free loopback ports, yields its plain-HTTP endpoint, stops it by PID."""
+  plain = free_port()
+  process = start_emulator(plain, free_port())
   try:
     yield f'http://127.0.0.1:{plain}'
   finally:

@@ -236,3 +236,44 @@ def test_kpl_aggregated_records_are_split_into_user_records(kinesis, kinesis_end
     (b'plain', 0),
   ]
   assert [r.partition_key for r in records[:5]] == [f'k{n}' for n in range(5)]
+
+
+def test_an_emulator_restart_mid_read_loses_and_repeats_nothing(aws_credentials, tmp_path):
+  """The endpoint goes away mid-read and comes back (its data persisted): the
+  reader retries the lost connection, reopens its iterator after the last
+  record read, and ends with every record exactly once."""
+  import threading
+
+  from beam_pipelines.kinesis_emulator import free_port, start_emulator, stop
+
+  plain, tls = free_port(), free_port()
+  endpoint = f'http://127.0.0.1:{plain}'
+  process = start_emulator(plain, tls, str(tmp_path))
+  try:
+    kinesis = client(endpoint)
+    create_stream(kinesis, 'restart', 1)
+    payloads = [b'r%04d' % n for n in range(600)]
+    put(kinesis, 'restart', payloads)
+    time.sleep(1.0)  # persisted (every 200 ms)
+    reader = ReadKinesisStream(
+      config(endpoint, 'restart', get_records_limit=100, stop_after_idle_s=3.0)
+    )
+    reader.setup()
+    tracker = ThreadsafeRestrictionTracker(CheckpointTracker(StreamCheckpoint()))
+    outputs = reader.process(
+      'restart', tracker=RestrictionTrackerView(tracker), watermark=ManualWatermarkEstimator(None)
+    )
+    read = [next(outputs).value for _ in range(250)]
+    stop(process)  # mid-read: 250 of 600 records read
+    restarted = []
+    timer = threading.Timer(
+      1.5, lambda: restarted.append(start_emulator(plain, tls, str(tmp_path)))
+    )
+    timer.start()
+    read.extend(output.value for output in outputs)
+    timer.join()
+    process = restarted[0]
+  finally:
+    stop(process)
+  assert [record.data for record in read] == payloads
+  assert len({record.sequence_number for record in read}) == 600
