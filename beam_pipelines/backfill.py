@@ -172,14 +172,14 @@ class DayPlan:
   why: str
 
 
-def plan_days(days: list[str], manifest: dict, current: str) -> list[DayPlan]:
-  """What to do with each day given the manifest and the current fingerprint."""
+def plan_days(days: list[str], manifest: dict, fingerprints: dict[str, str]) -> list[DayPlan]:
+  """What to do with each day given the manifest and each day's current fingerprint."""
   plans = []
   for day in days:
     entry = manifest.get('days', {}).get(day)
     if entry is None:
       plans.append(DayPlan(day, 'run', 'new'))
-    elif entry.get('state') == DONE and entry.get('fingerprint') == current:
+    elif entry.get('state') == DONE and entry.get('fingerprint') == fingerprints[day]:
       plans.append(DayPlan(day, 'skip', 'done'))
     elif entry.get('state') == DONE:
       plans.append(DayPlan(day, 'run', 'inputs or settings changed'))
@@ -189,17 +189,58 @@ def plan_days(days: list[str], manifest: dict, current: str) -> list[DayPlan]:
 
 
 def describe_plan(
-  plans: list[DayPlan], files: list[InputFile], output: str, current: str
+  plans: list[DayPlan], files_by_day: dict[str, list[InputFile]], output: str
 ) -> Iterator[str]:
   """The lines ``--dry-run`` prints."""
   todo = [p for p in plans if p.action == 'run']
   yield f'backfill of {len(plans)} day(s) into {output}: {len(todo)} to run, '
-  yield f'{len(plans) - len(todo)} done already (fingerprint {current})\n'
-  yield f"inputs, read by every day (a day's context can come from any file): {len(files)}\n"
-  for f in files:
-    yield f'  {f.kind:13} {f.path} ({f.size:,} bytes)\n'
+  yield f'{len(plans) - len(todo)} done already\n'
   for p in plans:
-    yield f'  {p.day}  {p.action:4}  {p.why}\n'
+    files = files_by_day[p.day]
+    yield f'  {p.day}  {p.action:4}  {p.why}; reads {len(files)} input(s):\n'
+    for f in files:
+      yield f'      {f.kind:13} {f.path} ({f.size:,} bytes)\n'
+
+
+@dataclasses.dataclass
+class DayInputs:
+  """What each day reads and runs with, and the file spans behind it."""
+
+  files: dict[str, list[InputFile]]
+  flags: dict[str, list[str]]
+  fingerprints: dict[str, str]
+  spans: dict  # file_key -> FileSpan, for the manifest
+
+
+def day_inputs(
+  days: list[str], files: list[InputFile], flags: list[str], manifest: dict
+) -> DayInputs:
+  """Scans the inputs' spans (reusing the manifest's) and picks each day's files."""
+  from apache_beam.options.pipeline_options import PipelineOptions
+
+  from beam_pipelines import input_spans
+  from beam_pipelines.batch_pipeline import reference_time_us
+  from beam_pipelines.options import ShopstreamOptions
+  from transforms.day_window import day_window
+
+  opts = PipelineOptions(flags).view_as(ShopstreamOptions)
+  parsers = input_spans.record_parsers(opts, files, reference_time_us(opts))
+  spans = input_spans.scan_spans(files, parsers, manifest.get('spans', {}))
+  base = [flag for flag in flags if not flag.startswith('--source=')]
+  result = DayInputs({}, {}, {}, spans)
+  for day in days:
+    window = day_window(
+      dt.date.fromisoformat(day),
+      opts.session_gap_minutes * 60,
+      opts.max_session_hours * 3600,
+      opts.lookback_hours * 3600 if opts.lookback_hours else None,
+    )
+    # A day no input reaches still runs, to clear what an earlier run left there.
+    chosen = input_spans.files_for_day(window, files, spans) or files[:1]
+    result.files[day] = chosen
+    result.flags[day] = base + [f'--source={f.kind}={f.path}' for f in chosen]
+    result.fingerprints[day] = fingerprint(chosen, base)
+  return result
 
 
 # --- run ------------------------------------------------------------------
@@ -267,8 +308,8 @@ def execute(
   output: str,
   state: str,
   days: list[str],
-  flags: list[str],
-  current: str,
+  flags_by_day: dict[str, list[str]],
+  fingerprints: dict[str, str],
   parallel: int,
   manifest: dict,
   on_day_done: Callable[[DayResult], None],
@@ -276,11 +317,18 @@ def execute(
   """Runs the days, keeping the manifest current; returns every day's result."""
   entries = manifest.setdefault('days', {})
   for day in days:
-    entries[day] = {'state': PLANNED, 'fingerprint': current}
+    entries[day] = {'state': PLANNED, 'fingerprint': fingerprints[day]}
   write_manifest(state, manifest)
 
   def started(day: str) -> None:
-    entries[day] = {'state': RUNNING, 'fingerprint': current, 'started': _now_text()}
+    entries[day] = {
+      'state': RUNNING,
+      'fingerprint': fingerprints[day],
+      'inputs': [
+        flag.partition('=')[2] for flag in flags_by_day[day] if flag.startswith('--source=')
+      ],
+      'started': _now_text(),
+    }
     write_manifest(state, manifest)
 
   def finished(result: DayResult) -> None:
@@ -298,7 +346,7 @@ def execute(
   if parallel <= 1:
     for day in days:
       started(day)
-      result = _run_day_in_worker(flags, output, state, day)
+      result = _run_day_in_worker(flags_by_day[day], output, state, day)
       finished(result)
       results.append(result)
     return results
@@ -309,7 +357,7 @@ def execute(
     pending = {}
     for day in days:
       started(day)
-      pending[pool.submit(_run_day_in_worker, flags, output, state, day)] = day
+      pending[pool.submit(_run_day_in_worker, flags_by_day[day], output, state, day)] = day
     for done in futures.as_completed(pending):
       result = done.result()
       finished(result)

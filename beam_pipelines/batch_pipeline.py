@@ -133,7 +133,7 @@ def build_pipeline(
   pseudonymizer = pseudonymizer or Pseudonymizer(salt_from_environment())
   run_id = opts.run_id or new_run_id()
   show_progress = opts.progress == 'auto'
-  layout = _fixed_layout(opts, files)
+  layout = fixed_layout(opts, files)
   parsers = {
     EVENTS_JSONL: lambda: ParseEventsJsonl(opts.default_currency, now_us),
     ACCESS_LOG: lambda: ParseAccessLog(pseudonymizer, now_us),
@@ -269,7 +269,7 @@ def _day_window(opts: ShopstreamOptions) -> Optional[day_window.DayWindow]:
   )
 
 
-def _fixed_layout(opts: ShopstreamOptions, files) -> Optional[Layout]:
+def fixed_layout(opts: ShopstreamOptions, files) -> Optional[Layout]:
   """The layout orders-fixed inputs are cut by; ValueError when it is needed and bad."""
   if not any(f.kind == ORDERS_FIXED for f in files):
     return None

@@ -378,17 +378,18 @@ def _backfill(args: argparse.Namespace, beam_args: list[str]) -> int:
     or dt.datetime.now(dt.UTC).isoformat(timespec='seconds')
   )
   flags = _pipeline_flags(args) + beam_args
-  current = backfill.fingerprint(files, flags)
-  plans = backfill.plan_days(days, manifest, current)
+  inputs = backfill.day_inputs(days, files, flags, manifest)
+  plans = backfill.plan_days(days, manifest, inputs.fingerprints)
   if args.dry_run:
-    sys.stdout.write(''.join(backfill.describe_plan(plans, files, args.output, current)))
+    sys.stdout.write(''.join(backfill.describe_plan(plans, inputs.files, args.output)))
     return 0
   lock = backfill.acquire_lock(state)
   try:
     manifest = backfill.read_manifest(state)  # again, now that it is ours
     backfill.remove_leftover_staging(args.output)
-    plans = backfill.plan_days(days, manifest, current)
+    plans = backfill.plan_days(days, manifest, inputs.fingerprints)
     manifest['reference_time'] = args.reference_time
+    manifest['spans'] = {key: list(span) for key, span in inputs.spans.items()}
     todo = [plan.day for plan in plans if plan.action == 'run']
     for plan in plans:
       if plan.action == 'skip':
@@ -415,7 +416,7 @@ def _backfill(args: argparse.Namespace, beam_args: list[str]) -> int:
         print(line, flush=True)
 
     results = backfill.execute(
-      args.output, state, todo, flags, current, args.parallel, manifest, report
+      args.output, state, todo, inputs.flags, inputs.fingerprints, args.parallel, manifest, report
     )
     if bar is not None:
       bar.close()

@@ -92,7 +92,7 @@ def open_input(path: str):
   return raw, (gzip.GzipFile(fileobj=raw, mode='rb') if path.endswith('.gz') else raw)
 
 
-def _fixed_records(stream, record_length: int):
+def fixed_records(stream, record_length: int):
   """Records back to back with no separator (EBCDIC exports); the last may be short."""
   while True:
     record = stream.read(record_length)
@@ -117,7 +117,7 @@ class _ReadFileLines(beam.DoFn):
     position = 0
     try:
       records = (
-        stream if self._record_length is None else _fixed_records(stream, self._record_length)
+        stream if self._record_length is None else fixed_records(stream, self._record_length)
       )
       for position, line in enumerate(records, 1):
         if self._record_length is None:

@@ -186,7 +186,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(inputs, range_backfill, tmp
   assert cli.main([*backfill_args(inputs, fresh), '--dry-run']) == 0
   out = capsys.readouterr().out
   assert not fresh.exists()
-  assert all(f'{day}  run   new' in out for day in DAYS) and 'access.log' in out
+  assert all(f'{day}  run   new; reads' in out for day in DAYS) and 'access.log' in out
 
   before = snapshot(range_backfill)
   assert (
@@ -243,9 +243,8 @@ def test_plan_days_from_the_manifest():
       '2026-03-03': {'state': 'running', 'fingerprint': 'f1'},
     }
   }
-  plans = backfill.plan_days(
-    ['2026-03-01', '2026-03-02', '2026-03-03', '2026-03-04'], manifest, 'f1'
-  )
+  days = ['2026-03-01', '2026-03-02', '2026-03-03', '2026-03-04']
+  plans = backfill.plan_days(days, manifest, dict.fromkeys(days, 'f1'))
   assert [(p.action, p.why) for p in plans] == [
     ('skip', 'done'),
     ('run', 'inputs or settings changed'),
@@ -283,3 +282,37 @@ def test_killed_at_a_random_moment_and_resumed_equals_a_clean_run(
   assert_same_tables(range_backfill, str(output))
   assert not (output / '_staging').exists()
   assert not (output / '_backfill' / 'lock').exists()
+
+
+def test_a_day_reads_only_the_daily_files_that_reach_its_context(tmp_path, capsys):
+  generate(GeneratorConfig(output_dir=str(tmp_path / 'in'), events=1500, days=5, seed=8))
+  sources = [
+    '--source',
+    f'events-jsonl={tmp_path}/in/events-*.jsonl.gz',
+    '--reference-time',
+    '2026-06-01T00:00:00Z',
+    '--progress',
+    'never',
+    '--derived-tables',
+    'never',
+  ]
+  argv = ['backfill', '--from', '2026-03-01', '--to', '2026-03-05', *sources]
+  assert cli.main([*argv, '--output', str(tmp_path / 'out'), '--dry-run']) == 0
+  plan = capsys.readouterr().out
+  first_day = plan[plan.index('2026-03-01  run') : plan.index('2026-03-02  run')]
+  assert 'events-2026-03-01' in first_day and 'events-2026-03-02' in first_day
+  # 03-03 starts after the context of 03-01 ends; 03-05 reaches only itself and
+  # the year 2999 (a dirty line). (03-04 holds a dirty line dated 03-01.)
+  assert 'events-2026-03-03' not in first_day and 'events-2026-03-05' not in first_day
+
+  # Pruned, a day still equals that day of one run over every file.
+  assert cli.main(['run', *sources, '--output', str(tmp_path / 'full')]) == 0
+  one_day = ['backfill', '--from', '2026-03-03', '--to', '2026-03-03', *sources]
+  assert cli.main([*one_day, '--output', str(tmp_path / 'day')]) == 0
+  for table in ('events', 'sessions'):
+    assert rows(str(tmp_path / 'day'), table, ['2026-03-03']) == rows(
+      str(tmp_path / 'full'), table, ['2026-03-03']
+    ), table
+  manifest = backfill.read_manifest(backfill.default_state_dir(str(tmp_path / 'day')))
+  assert len(manifest['days']['2026-03-03']['inputs']) == 4  # of 5 daily files
+  assert len(manifest['spans']) == 5

@@ -94,3 +94,13 @@ def test_pipeline(pseudonymizer):
       out | beam.Map(lambda e: (e.country, e.device_class, e.ip)),
       equal_to([('US', 'desktop', None)]),
     )
+
+
+def test_a_huge_user_agent_is_judged_by_its_first_512_characters():
+  """A forged 200 KB header once stalled a run in crawlerdetect's rules (fuzz suite)."""
+  from transforms.user_agent import MAX_USER_AGENT_CHARS, parse_user_agent
+
+  head = 'Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html) '
+  huge = head + 'x' * 200_000
+  assert parse_user_agent(huge) == parse_user_agent(huge[:MAX_USER_AGENT_CHARS])
+  assert parse_user_agent(huge).is_bot
