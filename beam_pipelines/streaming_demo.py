@@ -3,7 +3,8 @@
 Starts kinesis-local, generates a small sample, runs the batch pipeline on
 it, replays it into a stream with `shopstream kinesis put`, runs the
 streaming pipeline until the stream is idle, and prints whether the events
-and sessions tables of both runs are equal.
+and sessions tables of both runs, and the tables derived from them, are
+equal.
 
     python -m beam_pipelines.streaming_demo --workdir demo/streaming
 """
@@ -86,7 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     ):
       return 1
   equal = True
-  for table, drop in (('events', ('dt', 'source')), ('sessions', ('dt',))):
+  compared = (
+    ('events', ('dt', 'source')),
+    ('sessions', ('dt',)),
+    # The derived tables: each run derived them from what it wrote.
+    ('session_sequences', ('dt',)),
+    ('interactions', ()),
+    ('item_pairs', ()),
+    ('customers', ()),
+  )
+  for table, drop in compared:
     same = table_rows(f'{batch}/{table}', drop) == table_rows(f'{stream}/{table}', drop)
     equal &= same
     rows = len(table_rows(f'{stream}/{table}', drop))
