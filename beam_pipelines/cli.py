@@ -510,7 +510,7 @@ def _derive(flags: list[str], output: str) -> None:
 
 
 def _replay(args: argparse.Namespace, beam_args: list[str]) -> int:
-  from beam_pipelines import replay
+  from beam_pipelines import backfill, replay
 
   for day in (args.first_day, args.last_day):
     if day is not None:
@@ -524,7 +524,13 @@ def _replay(args: argparse.Namespace, beam_args: list[str]) -> int:
   flags += [f'--source={spec}' for spec in args.source]
   if args.reference_time:
     flags.append(f'--reference_time={args.reference_time}')
-  report = replay.run(flags + beam_args, args.reason, args.first_day, args.last_day, args.dry_run)
+  # A replay rewrites days as a backfill does: the two must not overlap.
+  lock = None if args.dry_run else backfill.acquire_lock(backfill.default_state_dir(args.output))
+  try:
+    report = replay.run(flags + beam_args, args.reason, args.first_day, args.last_day, args.dry_run)
+  finally:
+    if lock:
+      os.remove(lock)
   print(report.pop('plan'), end='')
   if args.dry_run:
     print('dry run: nothing changed')

@@ -179,12 +179,13 @@ def kinesis_client(config: KinesisConfig):
   return boto3.client('kinesis', endpoint_url=config.endpoint_url, region_name=config.region)
 
 
-def call_with_backoff(fn: Callable[..., Any], *, sleep=time.sleep, attempts: int = 8, **kwargs):
+def call_with_backoff(fn: Callable[..., Any], *, sleep=time.sleep, attempts: int = 12, **kwargs):
   """A Kinesis call retried with exponential backoff on throttling and transient errors.
 
   Lost connections (an endpoint restarting, a network blip) are retried too:
-  8 attempts wait up to ~11 s in all before the error reaches the runner,
-  which then restarts the read from its checkpoint.
+  12 attempts wait up to ~31 s in all before the error reaches the runner,
+  which then restarts the read from its checkpoint. (With 8, ~11 s, an
+  emulator restarting under a loaded test run was not back in time: seen.)
   """
   from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 

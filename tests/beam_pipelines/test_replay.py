@@ -117,6 +117,20 @@ def test_letters_that_still_fail_stay_with_their_reason(inputs, tmp_path, capsys
   assert rows(output, 'dead_letter') == before
 
 
+def test_replay_stops_while_a_backfill_holds_the_output(inputs, tmp_path, capsys):
+  from beam_pipelines import backfill
+
+  output = tmp_path / 'tables'
+  assert cli.main(['run', *inputs, '--output', str(output), '--derived-tables', 'never']) == 0
+  lock = backfill.acquire_lock(backfill.default_state_dir(str(output)))
+  capsys.readouterr()
+  assert replay(output) == 2
+  assert 'another backfill holds' in capsys.readouterr().err
+  os.remove(lock)
+  assert replay(output, '--reason', 'invalid_json') == 0
+  assert not os.path.exists(lock)
+
+
 def test_replay_needs_a_tables_folder(tmp_path, capsys):
   assert replay(tmp_path / 'nothing') == 2
   assert 'no dead_letter table' in capsys.readouterr().err
