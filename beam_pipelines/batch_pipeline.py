@@ -232,16 +232,8 @@ def build_pipeline(
     CountDeadLetters()
   ).with_output_types(DeadLetter)
 
-  written = [
-    table_rows
-    | f'Write {name}' >> parquet_sink.WriteTable(tables.TABLES[name], opts.output, run_id)
-    for name, table_rows in rows.items()
-  ]
-  _ = (
-    written
-    | 'FlattenWrittenFiles' >> beam.Flatten()
-    | 'Publish'
-    >> parquet_sink.PublishTables(opts.output, run_id, list(rows), [window.day] if window else [])
+  parquet_sink.write_tables(
+    rows, tables.TABLES, opts.output, run_id, [window.day] if window else []
   )
   return rows
 

@@ -127,15 +127,8 @@ def run(argv: Optional[list[str]] = None) -> dict[str, int]:
   pipeline = beam.Pipeline(options=options)
   rows = build_derived(pipeline, options)
   run_id = f'derive-{new_run_id()}'
-  written = [
-    table_rows
-    | f'Write {name}' >> parquet_sink.WriteTable(tables.DERIVED_TABLES[name], opts.output, run_id)
-    for name, table_rows in rows.items()
-  ]
-  _ = (
-    written
-    | 'FlattenWrittenFiles' >> beam.Flatten()
-    | 'Publish' >> parquet_sink.PublishTables(opts.output, run_id, whole_tables=list(rows))
+  parquet_sink.write_tables(
+    rows, tables.DERIVED_TABLES, opts.output, run_id, whole_tables=list(rows)
   )
   with execution.cyclic_gc_paused():
     result = pipeline.run()

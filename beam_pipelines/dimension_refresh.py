@@ -31,17 +31,16 @@ from beam_pipelines.sources import (
   InputFile,
   SourceSpec,
   expand_inputs,
-  open_input,
+  parse_file,
 )
 from transforms import accounting
-from transforms.dead_letters import RecordError, RecordFiltered, check_size
+from transforms.dead_letters import RecordError, RecordFiltered
 from transforms.product_dimension import (
   UNKNOWN_PRODUCT,
   join_product,
   parse_catalog_line,
   parse_taxonomy_line,
 )
-from transforms.records import RawRecord
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -71,22 +70,11 @@ def read_dimension(files: list[InputFile]) -> Dimension:
       parse, target, id_field = parse_catalog_line, products, 'product_id'
     else:
       parse, target, id_field = parse_taxonomy_line, categories, 'category_id'
-    raw, stream = open_input(file.path)
-    try:
-      for position, line in enumerate(stream, 1):
-        record = RawRecord(file.source, position, line.rstrip(b'\r\n'), file.mtime_us)
-        try:
-          check_size(record)
-          row = parse(record)
-        except RecordFiltered:
-          continue
-        except RecordError:
-          rejected += 1
-          continue
-        target.setdefault(getattr(row, id_field), row)
-    finally:
-      stream.close()
-      raw.close()
+    for _, outcome in parse_file(file, parse):
+      if isinstance(outcome, RecordError):
+        rejected += 1
+      elif not isinstance(outcome, RecordFiltered):
+        target.setdefault(getattr(outcome, id_field), outcome)
   return Dimension(products, categories, rejected, fingerprint(files))
 
 

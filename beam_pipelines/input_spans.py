@@ -32,14 +32,12 @@ from beam_pipelines.sources import (
   ORDERS_CSV,
   ORDERS_FIXED,
   InputFile,
-  fixed_records,
-  open_input,
+  parse_file,
 )
 from transforms.day_window import DayWindow
-from transforms.dead_letters import RecordError, RecordFiltered, check_size
+from transforms.dead_letters import RecordError, RecordFiltered
 from transforms.event_time import utc_day
 from transforms.pseudonymize import Pseudonymizer
-from transforms.records import RawRecord
 
 
 class FileSpan(NamedTuple):
@@ -89,28 +87,20 @@ def scan_span(file: InputFile, parse, record_length: Optional[int]) -> FileSpan:
   """The span of one file's records (see the module doc)."""
   days: set[str] = set()
   undated = False
-  raw, stream = open_input(file.path)
   try:
-    records = stream if record_length is None else fixed_records(stream, record_length)
-    for position, line in enumerate(records, 1):
-      record = RawRecord(file.source, position, line.rstrip(b'\r\n'), file.mtime_us)
-      try:
-        check_size(record)
-        parsed = parse(record)
-        when = getattr(parsed, 'event_time', None) or getattr(parsed, 'order_time', None)
-      except RecordFiltered:
+    for _, outcome in parse_file(file, parse, record_length):
+      if isinstance(outcome, RecordFiltered):
         continue
-      except RecordError as error:
-        when = error.event_time
+      if isinstance(outcome, RecordError):
+        when = outcome.event_time
+      else:
+        when = getattr(outcome, 'event_time', None) or getattr(outcome, 'order_time', None)
       if when is None:
         undated = True
-        continue
-      days.add(utc_day(when))
+      else:
+        days.add(utc_day(when))
   except (EOFError, OSError, zlib.error):
     undated = True  # the unreadable rest becomes a dead letter dated by the file
-  finally:
-    stream.close()
-    raw.close()
   return FileSpan(tuple(sorted(days)), utc_day(file.mtime_us) if undated else None)
 
 

@@ -25,15 +25,15 @@ from beam_pipelines.sources import (
   ACCESS_LOG,
   EVENTS_JSONL,
   expand_inputs,
-  open_input,
+  parse_file,
   parse_source_spec,
 )
-from transforms.dead_letters import RecordError, RecordFiltered, check_size
+from transforms.dead_letters import RecordError, RecordFiltered
 from transforms.event_time import format_us
 from transforms.parse_access_log import AccessLogParser
 from transforms.parse_events import EventLineParser
 from transforms.pseudonymize import Pseudonymizer
-from transforms.records import Event, RawRecord
+from transforms.records import Event
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -72,21 +72,14 @@ def replay_events(
       if file.kind == EVENTS_JSONL
       else AccessLogParser(pseudonymizer, now_us)
     )
-    raw, stream = open_input(file.path)  # local or s3://, gzipped or not
-    with raw, stream:
-      for position, line in enumerate(stream, 1):
-        record = RawRecord(file.source, position, line.rstrip(b'\r\n'), file.mtime_us)
-        try:
-          check_size(record)
-          event = parse(record)
-        except RecordFiltered:
-          counts['filtered'] += 1
-          continue
-        except RecordError:
-          counts['dead_letter'] += 1
-          continue
+    for _, outcome in parse_file(file, parse):  # local or s3://, gzipped or not
+      if isinstance(outcome, RecordFiltered):
+        counts['filtered'] += 1
+      elif isinstance(outcome, RecordError):
+        counts['dead_letter'] += 1
+      else:
         counts['sent'] += 1
-        yield event
+        yield outcome
 
 
 def put_events(client, stream: str, events: Iterator[Event], sleep=time.sleep) -> int:

@@ -268,3 +268,23 @@ class PublishTables(beam.PTransform):
       | 'CollectWrittenFiles' >> beam.combiners.ToList()
       | 'PublishPartitions' >> beam.ParDo(_Publish(self._output, self._run_id, *self._owned))
     )
+
+
+def write_tables(
+  rows: Mapping[str, beam.PCollection],
+  specs: Mapping[str, TableSpec],
+  output: str,
+  run_id: str,
+  owned_days: Union[Sequence[str], Mapping[str, Sequence[str]]] = (),
+  whole_tables: Sequence[str] = (),
+) -> None:
+  """Each table's rows staged (WriteTable), then all published together (PublishTables)."""
+  written = [
+    table_rows | f'Write {name}' >> WriteTable(specs[name], output, run_id)
+    for name, table_rows in rows.items()
+  ]
+  _ = (
+    written
+    | 'FlattenWrittenFiles' >> beam.Flatten()
+    | 'Publish' >> PublishTables(output, run_id, list(rows), owned_days, whole_tables)
+  )

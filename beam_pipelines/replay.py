@@ -237,20 +237,12 @@ def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymize
     tables.DEAD_LETTER.name: p
     | 'DeadLetters' >> beam.Create(letters).with_output_types(DeadLetter),
   }
-  written = [
-    table_rows | f'Write {name}' >> parquet_sink.WriteTable(tables.TABLES[name], output, run_id)
-    for name, table_rows in rows.items()
-  ]
   owned = {
     tables.EVENTS.name: plan.affected_days,
     tables.SESSIONS.name: plan.affected_days,
     tables.DEAD_LETTER.name: plan.letter_days,
   }
-  _ = (
-    written
-    | 'FlattenWrittenFiles' >> beam.Flatten()
-    | 'Publish' >> parquet_sink.PublishTables(output, run_id, owned_days=owned)
-  )
+  parquet_sink.write_tables(rows, tables.TABLES, output, run_id, owned_days=owned)
   result = p.run()
   result.wait_until_finish()
   return run_summary.committed_counters(result)

@@ -101,6 +101,32 @@ def fixed_records(stream, record_length: int):
     yield record
 
 
+def parse_file(file: InputFile, parse, record_length: Optional[int] = None) -> Iterator[tuple]:
+  """(RawRecord, outcome) for each record of a file, outside Beam (plans, reloads, replays).
+
+  The outcome is the parsed record, or the RecordFiltered / RecordError the
+  batch path would count or dead-letter. A corrupt compressed file raises
+  (EOFError, OSError or zlib.error) where its readable part ends.
+  """
+  from transforms.dead_letters import RecordError, RecordFiltered, check_size
+
+  raw, stream = open_input(file.path)
+  try:
+    records = stream if record_length is None else fixed_records(stream, record_length)
+    for position, line in enumerate(records, 1):
+      if record_length is None:
+        line = line.rstrip(b'\r\n')
+      record = RawRecord(file.source, position, line, file.mtime_us)
+      try:
+        check_size(record)
+        yield record, parse(record)
+      except (RecordFiltered, RecordError) as outcome:
+        yield record, outcome
+  finally:
+    stream.close()
+    raw.close()
+
+
 class _ReadFileLines(beam.DoFn):
   """One InputFile to one RawRecord per line (or per fixed-length record);
   an unreadable rest is a dead letter."""
