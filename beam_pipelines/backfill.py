@@ -125,24 +125,34 @@ def _pid_alive(pid: int) -> bool:
   return True
 
 
-def acquire_lock(state: str) -> str:
-  """Takes the backfill lock; BackfillError if another backfill holds it."""
+def acquire_lock(state: str, command: str = 'backfill') -> str:
+  """Takes the output's lock for ``command``; BackfillError if another command holds it.
+
+  Backfills, replays and batch runs all replace whole partitions of the same
+  tables, so any two of them on one output must not overlap.
+  """
   directory = state
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, LOCK_FILE)
-  me = {'host': socket.gethostname(), 'pid': os.getpid(), 'since': _now_text()}
+  me = {
+    'command': command,
+    'host': socket.gethostname(),
+    'pid': os.getpid(),
+    'since': _now_text(),
+  }
   for _ in range(2):
     try:
       fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
       holder = _read_lock(path)
       if holder.get('host') == me['host'] and not _pid_alive(int(holder.get('pid', -1))):
-        _LOGGER.warning('taking over the lock of a backfill that died: %s', holder)
+        _LOGGER.warning('taking over the lock of a process that died: %s', holder)
         os.remove(path)
         continue
       raise BackfillError(
-        f'another backfill holds {path} (pid {holder.get("pid")} on {holder.get("host")} '
-        f'since {holder.get("since")}); wait for it, or remove the file if that run is gone'
+        f'another {holder.get("command", "backfill")} holds {path} (pid {holder.get("pid")} '
+        f'on {holder.get("host")} since {holder.get("since")}); wait for it, or remove the '
+        'file if that run is gone'
       ) from None
     with os.fdopen(fd, 'w') as f:
       json.dump(me, f)

@@ -13,6 +13,7 @@ Exit codes: 0 done, 2 bad arguments or configuration, 1 the run failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -462,8 +463,6 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
-  from beam_pipelines import batch_pipeline  # Beam is slow to import: only when needed.
-
   if not args.source and not args.kinesis_stream:
     raise ValueError('at least one --source KIND=PATH_OR_GLOB (or --kinesis-stream NAME) is needed')
   if not args.output:
@@ -477,7 +476,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     summary = streaming_pipeline.run(flags + beam_args)
   else:
-    summary = batch_pipeline.run(flags + beam_args)
+    summary = _locked_batch_run(args.output, flags + beam_args)
   elapsed = time.monotonic() - started
   print(json.dumps(summary, indent=2))
   totals = summary['totals']
@@ -493,6 +492,28 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
   if args.derived_tables != 'never':
     _derive(flags + beam_args, args.output)
   return 0
+
+
+def _locked_batch_run(output: str, flags: list[str]) -> dict:
+  """A batch run holding the output's lock, so that no backfill or replay rewrites it meanwhile.
+
+  Remote outputs have no local state folder to lock (as for backfills, their
+  runs must not overlap by arrangement). A stream is not locked: it runs for
+  days and only adds files.
+  """
+  from beam_pipelines import backfill, batch_pipeline
+
+  if '://' in output:
+    return batch_pipeline.run(flags)
+  created = [d for d in (output, backfill.default_state_dir(output)) if not os.path.exists(d)]
+  lock = backfill.acquire_lock(backfill.default_state_dir(output), 'run')
+  try:
+    return batch_pipeline.run(flags)
+  finally:
+    os.remove(lock)
+    for directory in reversed(created):  # the lock's folders, unless the run filled them
+      with contextlib.suppress(OSError):
+        os.rmdir(directory)
 
 
 def _derive(flags: list[str], output: str) -> None:
@@ -525,7 +546,11 @@ def _replay(args: argparse.Namespace, beam_args: list[str]) -> int:
   if args.reference_time:
     flags.append(f'--reference_time={args.reference_time}')
   # A replay rewrites days as a backfill does: the two must not overlap.
-  lock = None if args.dry_run else backfill.acquire_lock(backfill.default_state_dir(args.output))
+  lock = (
+    None
+    if args.dry_run
+    else backfill.acquire_lock(backfill.default_state_dir(args.output), 'replay')
+  )
   try:
     report = replay.run(flags + beam_args, args.reason, args.first_day, args.last_day, args.dry_run)
   finally:

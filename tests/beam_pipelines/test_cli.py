@@ -1,6 +1,9 @@
+import os
+
 import pytest
 
 from beam_pipelines import cli
+from tests.conftest import fixture_path
 
 
 def run(argv, capsys):
@@ -28,6 +31,36 @@ def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_pa
   code, _, err = run(argv, capsys)
   assert code == cli.EXIT_BAD_ARGUMENTS
   assert message in err
+  assert os.listdir(tmp_path) == []  # nothing made, not even the output's lock folder
+
+
+def test_a_run_and_a_backfill_never_rewrite_one_output_at_once(tmp_path, capsys, monkeypatch):
+  from beam_pipelines import backfill, batch_pipeline
+
+  output = tmp_path / 'tables'
+  source = ['--source', f'events-jsonl={fixture_path("events.jsonl")}', '--progress', 'never']
+  run_argv = ['run', *source, '--output', str(output), '--derived-tables', 'never']
+  lock = backfill.acquire_lock(backfill.default_state_dir(str(output)))
+  code, _, err = run(run_argv, capsys)
+  assert code == cli.EXIT_BAD_ARGUMENTS and 'another backfill holds' in err
+  assert not (output / 'events').exists()
+  os.remove(lock)
+
+  # While a run works, a backfill of the same output is refused.
+  backfill_codes = []
+  real_run = batch_pipeline.run
+
+  def run_with_a_backfill_meanwhile(flags, **kwargs):
+    backfill_argv = ['backfill', '--from', '2026-03-01', '--to', '2026-03-01', *source]
+    backfill_codes.append(run([*backfill_argv, '--output', str(output)], capsys))
+    return real_run(flags, **kwargs)
+
+  monkeypatch.setattr(batch_pipeline, 'run', run_with_a_backfill_meanwhile)
+  code, out, _ = run(run_argv, capsys)
+  assert code == 0 and 'Tables:' in out
+  [(backfill_code, _, backfill_err)] = backfill_codes
+  assert backfill_code == cli.EXIT_BAD_ARGUMENTS and 'another run holds' in backfill_err
+  assert os.listdir(output / '_backfill') == []  # released
 
 
 def test_bad_option_values_are_refused_by_the_parser(capsys):
