@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import time
@@ -21,10 +22,26 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMULATOR_DIR = os.path.join(PROJECT_ROOT, 'node_modules', 'kinesis-local')
 
 
+# Below Linux's ephemeral range (32768-60999): the OS never hands these out as
+# the local port of an outgoing connection, so a port an emulator gives up
+# while it restarts stays free for it. (A port from bind(0) is ephemeral and
+# can be taken meanwhile by any client socket of a busy test run.)
+_PORT_RANGE = (20000, 32000)
+# Not the shared `random`: test plugins may seed it alike in every worker.
+_RANDOM = random.SystemRandom()
+
+
 def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
+  """A loopback port that is free now and outside the ephemeral range."""
+  for _ in range(100):
+    port = _RANDOM.randrange(*_PORT_RANGE)
+    with socket.socket() as s:
+      try:
+        s.bind(('127.0.0.1', port))
+      except OSError:
+        continue
+      return port
+  raise RuntimeError(f'no free port in {_PORT_RANGE}')
 
 
 def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout_s: float = 60) -> None:
