@@ -267,6 +267,11 @@ def fixed_layout(opts: ShopstreamOptions, files) -> Optional[Layout]:
     return None
   if not opts.fixed_layout:
     raise ValueError('--source orders-fixed=... needs --fixed-layout LAYOUT.yaml')
+  return load_fixed_layout(opts)
+
+
+def load_fixed_layout(opts: ShopstreamOptions) -> Layout:
+  """--fixed-layout, checked, and its code page (or --fixed-encoding) known."""
   layout = load_layout(opts.fixed_layout, REQUIRED_COLUMNS)
   encoding = opts.fixed_encoding or layout.encoding
   try:

@@ -142,10 +142,12 @@ def _parser() -> argparse.ArgumentParser:
   replay = commands.add_parser(
     'replay',
     help='Re-read dead letters with the current transforms and fold the recovered events in.',
-    description='Parse the clickstream dead letters of OUTPUT again (after a parser fix or a '
-    "new event-type synonym). Recovered events join their days: those days' events and "
-    'sessions are recomputed and replaced, the replayed letters leave the dead_letter table, '
-    'letters that still fail stay with their new reason. Accounted in OUTPUT/_replay/.',
+    description='Parse the clickstream and order-history dead letters of OUTPUT again (after '
+    'a parser fix or a new event-type synonym). Recovered events join their days: those '
+    "days' events and sessions are recomputed and replaced; recovered order lines join their "
+    "orders, whose days' orders and order_lines are rebuilt. The replayed letters leave the "
+    'dead_letter table, letters that still fail stay with their new reason. Accounted in '
+    'OUTPUT/_replay/.',
   )
   replay.add_argument('--output', required=True, metavar='DIR', help='The tables folder.')
   replay.add_argument(
@@ -165,8 +167,20 @@ def _parser() -> argparse.ArgumentParser:
     action='append',
     default=[],
     metavar='KIND=PATH',
-    help='catalog-csv / taxonomy: join the product dimension into recovered events.',
+    help='catalog-csv / taxonomy: join the product dimension into recovered events and '
+    'order lines.',
   )
+  # How the run that wrote the tables read orders; a replay must read them alike.
+  for name, text in (
+    ('orders-timezone', 'Time zone of order exports, as in the run (default: UTC).'),
+    ('default-currency', 'Currency of prices without one, as in the run (default: EUR).'),
+    (
+      'fixed-layout',
+      'Layout of orders-fixed inputs, as in the run; without it their letters are skipped.',
+    ),
+    ('fixed-encoding', 'Code page of orders-fixed inputs, as in the run.'),
+  ):
+    replay.add_argument(f'--{name}', default=None, help=text)
   replay.add_argument(
     '--runner-config',
     default='runner_configs/direct.yaml',
@@ -543,8 +557,15 @@ def _replay(args: argparse.Namespace, beam_args: list[str]) -> int:
     raise ValueError(f'--output {args.output} has no dead_letter table')
   flags = runner_config.load_runner_config(args.runner_config) + [f'--output={args.output}']
   flags += [f'--source={spec}' for spec in args.source]
-  if args.reference_time:
-    flags.append(f'--reference_time={args.reference_time}')
+  for name in (
+    'reference_time',
+    'orders_timezone',
+    'default_currency',
+    'fixed_layout',
+    'fixed_encoding',
+  ):
+    if getattr(args, name):
+      flags.append(f'--{name}={getattr(args, name)}')
   # A replay rewrites days as a backfill does: the two must not overlap.
   lock = (
     None

@@ -1,27 +1,31 @@
 """``shopstream replay``: dead letters back through the current transforms.
 
-After a parser fix or a new event-type synonym, the clickstream's dead
-letters (sources events-jsonl, access-log and kinesis, and ``late`` events)
-are parsed again:
+After a parser fix or a new event-type synonym, the dead letters of the
+clickstream (sources events-jsonl, access-log and kinesis, and ``late``
+events) and of the order history (orders-csv, orders-fixed) are parsed again:
 
 1. plan (plain Python, the parse functions of the batch path): which letters
    are in scope (``--reason``, ``--from/--to`` on their partition day), which
    now parse (recovered), are filtered, or still fail (with today's reason);
    recovered events make their days *affected*: every day a session through
-   them can touch (from a lookback before to a max session after);
+   them can touch (from a lookback before to a max session after); recovered
+   order lines affect their own day and the days of their order's other lines;
 2. fold (a Beam pipeline, the batch transforms): the events table of the
    affected days and their context is read back, the recovered events are
    enriched and added, deduplicated by event_id and sessionized again; the
-   affected days' events and sessions partitions are replaced whole, as a
-   backfill does, and the dead_letter partitions the letters came from are
-   rewritten without the letters that are now accounted for. Still-failing
-   letters stay, with their new reason, so a second replay recovers nothing
-   twice.
+   order lines of the affected order days are read back, the recovered lines
+   joined to the product dimension and added, and the orders built again
+   (lines numbered by their place in the source, repeats dropped). The
+   affected partitions are replaced whole, as a backfill does, and the
+   dead_letter partitions the letters came from are rewritten without the
+   letters that are now accounted for. Still-failing letters stay, with their
+   new reason, so a second replay recovers nothing twice.
 
 Every replayed letter is accounted: replayed = clean + dead_letter +
-duplicate + filtered (``<output>/_replay/<id>.json``). Order-history and
-dimension dead letters are not replayed (their tables would need the other
-lines of their order); they stay as they are and are counted as skipped.
+duplicate + filtered (``<output>/_replay/<id>.json``). Dimension dead
+letters (catalog, taxonomy) are not replayed: rerun with the fixed dimension
+files instead. They, and order letters of order_lines tables written before
+the ``position`` column existed, stay as they are and count as skipped.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import json
 import logging
 import os
 from collections import Counter
+from decimal import Decimal
 from typing import Optional
 
 import apache_beam as beam
@@ -43,16 +48,38 @@ from beam_pipelines.batch_pipeline import new_run_id
 from beam_pipelines.derived_pipeline import ReadTable, partition_of, rows_of, table_files
 from beam_pipelines.dimension_refresh import RefreshingProductJoin
 from beam_pipelines.options import ShopstreamOptions
-from beam_pipelines.sources import ACCESS_LOG, DIMENSION_KINDS, EVENTS_JSONL, parse_source_spec
+from beam_pipelines.sources import (
+  ACCESS_LOG,
+  DIMENSION_KINDS,
+  EVENTS_JSONL,
+  ORDERS_CSV,
+  ORDERS_FIXED,
+  parse_source_spec,
+)
 from transforms import accounting
 from transforms.dead_letters import RecordError, RecordFiltered, check_size, make_dead_letter
 from transforms.deduplicate import DeduplicateEvents
 from transforms.enrich import EnrichEvents
 from transforms.event_time import US_PER_SECOND, utc_day
+from transforms.fixed_width import Layout
+from transforms.orders import BuildOrders
 from transforms.parse_access_log import AccessLogParser
 from transforms.parse_events import EventLineParser
+from transforms.parse_fixed_orders import FixedWidthOrdersParser
+from transforms.parse_orders import OrdersCsvParser, money
 from transforms.pseudonymize import Pseudonymizer, salt_from_environment
-from transforms.records import EVENTS_TAG, SESSIONS_TAG, DeadLetter, Event, RawRecord, SessionRow
+from transforms.records import (
+  EVENTS_TAG,
+  ORDER_LINES_TAG,
+  ORDERS_TAG,
+  SESSIONS_TAG,
+  DeadLetter,
+  Event,
+  Order,
+  OrderLine,
+  RawRecord,
+  SessionRow,
+)
 from transforms.sessionize import Sessionize
 
 _LOGGER = logging.getLogger(__name__)
@@ -61,7 +88,8 @@ REPLAY_DIR = '_replay'
 # Source kinds whose dead letters replay into events; kinesis records and
 # late events are canonical JSON.
 JSON_KINDS = (EVENTS_JSONL, 'kinesis')
-REPLAYABLE_KINDS = (*JSON_KINDS, ACCESS_LOG)
+EVENT_REPLAY_KINDS = (*JSON_KINDS, ACCESS_LOG)
+ORDER_REPLAY_KINDS = (ORDERS_CSV, ORDERS_FIXED)
 STEP = 'replay'
 
 
@@ -78,15 +106,27 @@ class ReplayPlan:
   skipped: int  # letters of sources that do not replay
   affected_days: list[str]
   letter_days: list[str]
+  recovered_lines: list[OrderLine] = dataclasses.field(default_factory=list)
+  order_days: list[str] = dataclasses.field(default_factory=list)  # orders to rebuild
 
   def counts(self) -> dict[str, int]:
     return {
       'replayed': len(self.in_scope),
-      'recovered': len(self.recovered),
+      'recovered': len(self.recovered) + len(self.recovered_lines),
       'still_failing': len(self.still_failing),
       'filtered': self.filtered,
       'skipped': self.skipped,
     }
+
+
+@dataclasses.dataclass
+class OrderParsing:
+  """What the order parsers need; should match the run that wrote the tables."""
+
+  timezone: str
+  currency: str
+  layout: Optional[Layout] = None  # orders-fixed letters are skipped without one
+  encoding: Optional[str] = None
 
 
 def read_dead_letters(output: str, first: Optional[str], last: Optional[str]) -> list[tuple]:
@@ -110,17 +150,30 @@ def plan_replay(
   default_currency: str,
   lookback_s: float,
   max_session_s: float,
+  orders: Optional[OrderParsing] = None,
 ) -> ReplayPlan:
   parsers = {
-    EVENTS_JSONL: EventLineParser(default_currency, now_us),
+    **dict.fromkeys(JSON_KINDS, EventLineParser(default_currency, now_us)),
     ACCESS_LOG: AccessLogParser(pseudonymizer, now_us),
   }
+  orders = orders or OrderParsing('UTC', default_currency)
+  if _order_lines_have_positions(output):
+    parsers[ORDERS_CSV] = OrdersCsvParser(pseudonymizer, orders.timezone, orders.currency, now_us)
+    if orders.layout:
+      parsers[ORDERS_FIXED] = FixedWidthOrdersParser(
+        orders.layout,
+        orders.encoding or orders.layout.encoding,
+        pseudonymizer,
+        orders.timezone,
+        orders.currency,
+        now_us,
+      )
   in_scope, recovered, failing, filtered, skipped = [], [], [], 0, 0
   for day, letter in read_dead_letters(output, first, last):
     if reasons and not set(reasons) & set(letter.reason.split(',')):
       continue
-    kind = source_kind(letter.source)
-    if kind not in REPLAYABLE_KINDS:
+    parse = parsers.get(source_kind(letter.source))
+    if parse is None:
       skipped += 1
       continue
     in_scope.append((day, letter))
@@ -128,30 +181,53 @@ def plan_replay(
     record = RawRecord(letter.source, position, letter.payload, letter.input_time)
     try:
       check_size(record)
-      recovered.append(parsers[EVENTS_JSONL if kind in JSON_KINDS else kind](record))
+      recovered.append(parse(record))
     except RecordFiltered:
       filtered += 1
     except RecordError as error:
       failing.append(
         (day, make_dead_letter(record, error, STEP)._replace(position=letter.position))
       )
+  events = [record for record in recovered if isinstance(record, Event)]
+  lines = [record for record in recovered if isinstance(record, OrderLine)]
   lookback_us = round(lookback_s * US_PER_SECOND)
   ahead_us = round(max_session_s * US_PER_SECOND)
   affected = set()
-  for event in recovered:
+  for event in events:
     day = utc_day(event.event_time - lookback_us)
     while day <= utc_day(event.event_time + ahead_us):
       affected.add(day)
       day = _next_day(day)
   return ReplayPlan(
     in_scope,
-    recovered,
+    events,
     failing,
     filtered,
     skipped,
     sorted(affected),
     sorted({day for day, _ in in_scope}),
+    lines,
+    order_days(output, lines),
   )
+
+
+def _order_lines_have_positions(output: str) -> bool:
+  """Whether order lines can be numbered among the stored ones (tables since ``position``)."""
+  files = table_files(output, tables.ORDER_LINES.name)
+  return not files or 'position' in pq.read_schema(files[0]).names
+
+
+def order_days(output: str, recovered: list[OrderLine]) -> list[str]:
+  """The days whose orders a recovered line changes: its own and those of its order's lines."""
+  order_ids = {line.order_id for line in recovered}
+  days = {utc_day(line.order_time) for line in recovered}
+  if not order_ids:
+    return []
+  for path in table_files(output, tables.ORDER_LINES.name):
+    stored = pq.read_table(path, columns=['order_id'])
+    if order_ids & set(stored.column('order_id').to_pylist()):
+      days.add(partition_of(path))
+  return sorted(days)
 
 
 def _next_day(day: str, days: int = 1) -> str:
@@ -170,11 +246,12 @@ def describe(plan: ReplayPlan) -> str:
   by_reason = Counter(reason for _, letter in plan.in_scope for reason in letter.reason.split(','))
   lines = [
     f'dead letters to replay: {len(plan.in_scope):,} '
-    f'(plus {plan.skipped:,} of order or dimension sources, not replayed)',
+    f'(plus {plan.skipped:,} of dimension sources or old order tables, not replayed)',
     *(f'  {reason}: {n:,}' for reason, n in sorted(by_reason.items())),
     f'recovered now: {len(plan.recovered):,}; filtered now: {plan.filtered:,}; '
     f'still failing: {len(plan.still_failing):,}',
     f'days to recompute (events, sessions): {", ".join(plan.affected_days) or "none"}',
+    f'days to recompute (orders, order_lines): {", ".join(plan.order_days) or "none"}',
     f'dead_letter partitions to rewrite: {", ".join(plan.letter_days) or "none"}',
   ]
   return '\n'.join(lines) + '\n'
@@ -188,6 +265,29 @@ class _KeepDays(beam.DoFn):
   def process(self, row):
     if utc_day(self._time_of(row)) in self._days:
       yield row
+
+
+def as_parsed(line: OrderLine) -> OrderLine:
+  """A stored line with its money as the parser writes it ('19.99', not the table's '19.9900').
+
+  BuildOrders finds a repeated line by comparing content, so a recovered copy
+  of a stored line must compare equal to it.
+  """
+  return line._replace(
+    unit_price=money(Decimal(line.unit_price)), amount=money(Decimal(line.amount))
+  )
+
+
+def _event_time(event: Event) -> int:
+  return event.event_time
+
+
+def _session_start(session: SessionRow) -> int:
+  return session.session_start
+
+
+def _order_time(record) -> int:  # OrderLine or Order
+  return record.order_time
 
 
 def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymizer) -> dict:
@@ -209,30 +309,54 @@ def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymize
     if spec.kind in DIMENSION_KINDS
   ]
   p = beam.Pipeline(options=options)
+
+  def join_products(records, record_type: type, label: str):
+    if not dimension:
+      return records
+    return records | label >> beam.ParDo(
+      RefreshingProductJoin(dimension, refresh_s=float('inf'))
+    ).with_output_types(record_type)
+
   existing = p | 'ReadEvents' >> ReadTable(tables.EVENTS, output, context_days(plan.affected_days))
   recovered = (
     p
     | 'Recovered' >> beam.Create(plan.recovered).with_output_types(Event)
     | 'Enrich' >> EnrichEvents(pseudonymizer, opts.site_host)
   )
-  if dimension:
-    recovered = recovered | 'JoinProducts' >> beam.ParDo(
-      RefreshingProductJoin(dimension, refresh_s=float('inf'))
-    ).with_output_types(Event)
   sessionized = (
-    (existing, recovered)
+    (existing, join_products(recovered, Event, 'JoinProducts'))
     | 'Deduplicate' >> DeduplicateEvents(opts.num_buckets)
     | 'Sessionize'
     >> Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, opts.num_buckets)
   )
+  stored_lines = (
+    p
+    | 'ReadOrderLines' >> ReadTable(tables.ORDER_LINES, output, plan.order_days)
+    | 'AsParsed' >> beam.Map(as_parsed).with_output_types(OrderLine)
+  )
+  recovered_lines = p | 'RecoveredLines' >> beam.Create(plan.recovered_lines).with_output_types(
+    OrderLine
+  )
+  orders = (
+    stored_lines,
+    join_products(recovered_lines, OrderLine, 'JoinProductsToLines'),
+  ) | 'BuildOrders' >> BuildOrders(opts.num_buckets)
+
+  def of_days(pcoll, days: list[str], time_of, record_type: type, label: str):
+    return pcoll | label >> beam.ParDo(_KeepDays(days, time_of)).with_output_types(record_type)
+
   rows = {
-    tables.EVENTS.name: sessionized[EVENTS_TAG]
-    | 'EventsOfDays'
-    >> beam.ParDo(_KeepDays(plan.affected_days, lambda e: e.event_time)).with_output_types(Event),
-    tables.SESSIONS.name: sessionized[SESSIONS_TAG]
-    | 'SessionsOfDays'
-    >> beam.ParDo(_KeepDays(plan.affected_days, lambda s: s.session_start)).with_output_types(
-      SessionRow
+    tables.EVENTS.name: of_days(
+      sessionized[EVENTS_TAG], plan.affected_days, _event_time, Event, 'EventsOfDays'
+    ),
+    tables.SESSIONS.name: of_days(
+      sessionized[SESSIONS_TAG], plan.affected_days, _session_start, SessionRow, 'SessionsOfDays'
+    ),
+    tables.ORDER_LINES.name: of_days(
+      orders[ORDER_LINES_TAG], plan.order_days, _order_time, OrderLine, 'OrderLinesOfDays'
+    ),
+    tables.ORDERS.name: of_days(
+      orders[ORDERS_TAG], plan.order_days, _order_time, Order, 'OrdersOfDays'
     ),
     tables.DEAD_LETTER.name: p
     | 'DeadLetters' >> beam.Create(letters).with_output_types(DeadLetter),
@@ -240,12 +364,21 @@ def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymize
   owned = {
     tables.EVENTS.name: plan.affected_days,
     tables.SESSIONS.name: plan.affected_days,
+    tables.ORDER_LINES.name: plan.order_days,
+    tables.ORDERS.name: plan.order_days,
     tables.DEAD_LETTER.name: plan.letter_days,
   }
   parquet_sink.write_tables(rows, tables.TABLES, output, run_id, owned_days=owned)
   result = p.run()
   result.wait_until_finish()
   return run_summary.committed_counters(result)
+
+
+def order_parsing(opts: ShopstreamOptions) -> OrderParsing:
+  from beam_pipelines.batch_pipeline import load_fixed_layout
+
+  layout = load_fixed_layout(opts) if opts.fixed_layout else None
+  return OrderParsing(opts.orders_timezone, opts.default_currency, layout, opts.fixed_encoding)
 
 
 def run(
@@ -267,6 +400,7 @@ def run(
     opts.default_currency,
     opts.max_session_hours * 3600 + opts.session_gap_minutes * 60,
     opts.max_session_hours * 3600,
+    order_parsing(opts),
   )
   report = {'plan': describe(plan), **plan.counts()}
   if dry_run or not plan.in_scope:
@@ -277,9 +411,10 @@ def run(
   )
   report.update(
     duplicate=duplicates,
-    clean=len(plan.recovered) - duplicates,
+    clean=report['recovered'] - duplicates,
     dead_letter=len(plan.still_failing),
     affected_days=plan.affected_days,
+    order_days=plan.order_days,
   )
   balance = report['clean'] + report['dead_letter'] + report['duplicate'] + report['filtered']
   if balance != report['replayed']:

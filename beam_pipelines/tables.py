@@ -119,11 +119,15 @@ ORDER_LINES_SCHEMA = pa.schema(
     ('order_time', TIME),
     ('customer_id', pa.string()),
     ('country', pa.string()),
+    ('country_name', pa.string()),
     ('category_id', pa.string()),
     ('category_path', pa.string()),
     ('brand', pa.string()),
     ('product_title', pa.string()),
     ('source', pa.string()),
+    # The line's place in its source: what line_no follows, so that a replay
+    # can number a recovered line among the others as a fresh run would.
+    ('position', pa.int64()),
   ]
 )
 

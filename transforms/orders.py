@@ -24,8 +24,11 @@ from transforms.records import ORDER_LINES_TAG, ORDERS_TAG, Order, OrderLine
 
 
 def _content(line: OrderLine) -> tuple:
-  """What makes two lines the same line: everything but where they were read."""
-  return line._replace(source='', position=0)
+  """What makes two lines the same line: everything but where they were read.
+
+  Not the line_no either: lines read back from the table (a replay) have one.
+  """
+  return line._replace(line_no=None, source='', position=0)
 
 
 def number_lines(lines: Iterable[OrderLine]) -> tuple[list[OrderLine], list[OrderLine]]:

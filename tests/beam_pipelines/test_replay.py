@@ -137,3 +137,118 @@ def test_replay_needs_a_tables_folder(tmp_path, capsys):
   os.makedirs(tmp_path / 'x' / 'dead_letter')
   assert replay(tmp_path / 'x', '--from', '2026-02-30') == 2
   shutil.rmtree(tmp_path / 'x')
+
+
+@pytest.fixture(scope='module')
+def dotted_orders(tmp_path_factory) -> tuple[str, str]:
+  """(orders.csv, catalog.csv): some InvoiceDates written DD.MM.YYYY HH:MM, which the parser rejects.
+
+  Dotted: every line of one order (a whole order comes back), the middle line
+  of a three-line order (renumbered among the stored ones), and a repeated
+  copy of a stored line (a duplicate once recovered).
+  """
+  folder = tmp_path_factory.mktemp('orders')
+  generate(GeneratorConfig(output_dir=str(folder), events=1500, days=2, seed=4))
+  header, *lines = (folder / 'orders.csv').read_text().splitlines()
+  by_order: dict[str, list[int]] = {}
+  for n, line in enumerate(lines):
+    by_order.setdefault(line.split(',')[0], []).append(n)
+  three = next(ns for ns in by_order.values() if len(ns) == 3)
+  whole = next(ns for ns in by_order.values() if len(ns) == 2)
+
+  def dotted(line: str) -> str:
+    fields = line.split(',')
+    month, day, rest = fields[4].split('/')
+    year, time = rest.split(' ')
+    fields[4] = f'{int(day):02d}.{int(month):02d}.{year} {time}'
+    return ','.join(fields)
+
+  for n in [three[1], *whole]:
+    lines[n] = dotted(lines[n])
+  lines.append(dotted(lines[three[0]]))  # the same line exported twice
+  (folder / 'dotted.csv').write_text('\n'.join([header, *lines]) + '\n')
+  return str(folder / 'dotted.csv'), str(folder / 'catalog.csv')
+
+
+def read_dotted_dates(monkeypatch):
+  """The fix: the order parser learns DD.MM.YYYY HH:MM."""
+  from transforms import parse_orders
+
+  real = parse_orders.parse_local_time
+
+  def parse_local_time(text, tz):
+    day, sep, rest = text.strip().partition('.')
+    if sep and rest.count('.') == 1:
+      month, rest = rest.split('.')
+      year, time = rest.split(' ')
+      hour, minute = time.split(':')
+      text = f'{year}-{month}-{day}T{int(hour):02d}:{minute}'
+    return real(text, tz)
+
+  monkeypatch.setattr(parse_orders, 'parse_local_time', parse_local_time)
+
+
+def test_order_lines_replayed_after_a_fix_rebuild_their_orders_as_a_fresh_run(
+  dotted_orders, tmp_path, monkeypatch, capsys
+):
+  orders_csv, catalog = dotted_orders
+  sources = ['--source', f'orders-csv={orders_csv}', '--source', f'catalog-csv={catalog}']
+  argv = [*sources, '--reference-time', '2026-06-01T00:00:00Z', '--progress', 'never']
+  output = tmp_path / 'tables'
+  assert cli.main(['run', *argv, '--output', str(output)]) == 0
+  rejected = [r for r in rows(output, 'dead_letter') if 'invalid_order_time' in r[1]]
+  assert len(rejected) == 4
+
+  read_dotted_dates(monkeypatch)
+  assert cli.main(['run', *argv, '--output', str(tmp_path / 'fresh')]) == 0
+  assert not [r for r in rows(tmp_path / 'fresh', 'dead_letter') if 'order_time' in r[1]]
+  capsys.readouterr()
+  assert replay(output, '--reason', 'invalid_order_time', *sources) == 0
+  out = capsys.readouterr().out
+  assert 'days to recompute (orders, order_lines): 2026-03-0' in out
+  report = json.loads(out[out.index('{') : out.rindex('}') + 1])
+  assert report['replayed'] == 4 and report['recovered'] == 4
+  assert (report['clean'], report['duplicate'], report['dead_letter']) == (3, 1, 0)
+  for table in ('orders', 'order_lines', 'dead_letter'):
+    assert rows(output, table) == rows(tmp_path / 'fresh', table), table
+
+  # Nothing comes back twice.
+  snapshot = {table: rows(output, table) for table in ('orders', 'order_lines', 'dead_letter')}
+  assert replay(output, '--reason', 'invalid_order_time', *sources) == 0
+  assert 'recovered now: 0' in capsys.readouterr().out
+  assert {table: rows(output, table) for table in snapshot} == snapshot
+
+
+def test_order_letters_of_tables_without_line_positions_are_skipped(tmp_path):
+  """order_lines written before the position column: a recovered line has no place."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  from beam_pipelines import replay as replay_module
+  from beam_pipelines import tables
+  from transforms.pseudonymize import Pseudonymizer
+
+  old_schema = tables.ORDER_LINES_SCHEMA.remove(
+    tables.ORDER_LINES_SCHEMA.get_field_index('position')
+  )
+  (tmp_path / 'order_lines' / 'dt=2026-03-01').mkdir(parents=True)
+  pq.write_table(old_schema.empty_table(), tmp_path / 'order_lines' / 'dt=2026-03-01' / 'a.parquet')
+  letter = {
+    'payload': b'ORD-1,SKU-1,THING,1,01.03.2026 10:00,1.00,,France',
+    'reason': 'invalid_order_time',
+    'detail': 'x',
+    'step': 'parse_orders_csv',
+    'source': 'orders-csv:/in/orders.csv',
+    'position': '2',
+    'event_time': None,
+    'input_time': 1772359200000000,
+  }
+  (tmp_path / 'dead_letter' / 'dt=2026-03-01').mkdir(parents=True)
+  pq.write_table(
+    pa.Table.from_pylist([letter], tables.DEAD_LETTER_SCHEMA),
+    tmp_path / 'dead_letter' / 'dt=2026-03-01' / 'a.parquet',
+  )
+  plan = replay_module.plan_replay(
+    str(tmp_path), [], None, None, Pseudonymizer(b's' * 32), 1780272000000000, 'EUR', 90000, 86400
+  )
+  assert (plan.skipped, plan.in_scope, plan.order_days) == (1, [], [])
