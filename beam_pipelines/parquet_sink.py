@@ -33,8 +33,10 @@ from transforms import accounting
 _LOGGER = logging.getLogger(__name__)
 
 STAGING_DIR = '_staging'
-# Rows buffered per partition before a row group is written.
-ROW_GROUP_ROWS = 100_000
+# Rows buffered per partition before a row group is written. A bundle buffers
+# this many rows for every day it holds at once: at 100k, 1M events over 7
+# days peaked at 1,866 MB, at 20k at 1,464 MB, equally fast (measured).
+ROW_GROUP_ROWS = 20_000
 
 
 class WrittenFile(NamedTuple):
