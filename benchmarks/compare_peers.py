@@ -12,7 +12,10 @@ process so that its peak RSS is its own:
           json.loads / a regex per line, Sessions(30 min), GroupByKey, one
           dict per session, WriteToParquet;
 - duckdb: the same gap-only sessions in DuckDB SQL (read_json, regex over the
-          log, window functions, COPY to Parquet).
+          log, window functions, COPY to Parquet);
+- plain:  shopstream's own functions (parse, enrich, dedup, the session rule,
+          Arrow conversion, Parquet) in one plain Python loop, no Beam: the
+          bound any runner of this record-at-a-time design stays under.
 
 It prints one JSON line per run and a table with events/s, peak RSS, the
 ratios full/naive and duckdb/full, and how time and memory grow with size.
@@ -182,7 +185,54 @@ def run_duckdb(inputs: str, output: str) -> dict:
   return {'sessions': sessions}
 
 
-RUNNERS = {'full': run_full, 'naive': run_naive, 'duckdb': run_duckdb}
+def run_plain(inputs: str, output: str) -> dict:
+  import pyarrow.parquet as pq
+
+  from beam_pipelines import tables
+  from beam_pipelines.sources import ACCESS_LOG, EVENTS_JSONL, SourceSpec, expand_inputs, parse_file
+  from transforms.deduplicate import deduplicate
+  from transforms.enrich import enrich_event
+  from transforms.event_time import parse_event_time
+  from transforms.parse_access_log import AccessLogParser
+  from transforms.parse_events import EventLineParser
+  from transforms.pseudonymize import Pseudonymizer, salt_from_environment
+  from transforms.records import Event
+  from transforms.sessionize import sessionize_key
+
+  now_us = parse_event_time('2026-06-01T00:00:00Z')
+  pseudonymizer = Pseudonymizer(salt_from_environment())
+  parsers = {
+    EVENTS_JSONL: EventLineParser('EUR', now_us),
+    ACCESS_LOG: AccessLogParser(pseudonymizer, now_us),
+  }
+  files = expand_inputs(
+    [
+      SourceSpec(EVENTS_JSONL, f'{inputs}/*.jsonl.gz'),
+      SourceSpec(ACCESS_LOG, f'{inputs}/access.log'),
+    ]
+  )
+  events = [
+    enrich_event(outcome, pseudonymizer, None)
+    for file in files
+    for _, outcome in parse_file(file, parsers[file.kind])
+    if isinstance(outcome, Event)
+  ]
+  by_key: dict[str, list] = {}
+  for event, _ in deduplicate(events):
+    by_key.setdefault(event.session_key, []).append(event)
+  del events
+  rows, sessions = [], []
+  for key in sorted(by_key):
+    for session, members in sessionize_key(key, by_key[key], GAP_S * 1_000_000, 86400_000_000):
+      sessions.append(session)
+      rows.extend(members)
+  os.makedirs(output, exist_ok=True)
+  pq.write_table(tables.to_arrow(tables.EVENTS, rows), f'{output}/events.parquet')
+  pq.write_table(tables.to_arrow(tables.SESSIONS, sessions), f'{output}/sessions.parquet')
+  return {'sessions': len(sessions)}
+
+
+RUNNERS = {'full': run_full, 'naive': run_naive, 'duckdb': run_duckdb, 'plain': run_plain}
 
 
 def one(kind: str, inputs: str, output: str) -> None:
@@ -204,7 +254,7 @@ def main() -> None:
   )
   parser.add_argument('--sizes', default='100000,1000000', help='Events per run, comma-separated.')
   parser.add_argument('--days', type=int, default=7)
-  parser.add_argument('--kinds', default='full,naive,duckdb')
+  parser.add_argument('--kinds', default='full,naive,duckdb,plain')
   parser.add_argument('--workdir', default='/tmp/shopstream-bench')
   parser.add_argument('--one', choices=sorted(RUNNERS), help=argparse.SUPPRESS)
   parser.add_argument('--inputs', help=argparse.SUPPRESS)
@@ -249,7 +299,7 @@ def print_table(results: list[dict]) -> None:
   print('|---|---|---|---|---|---|---|')
   for size in sizes:
     full = by.get((size, 'full'))
-    for kind in ('full', 'naive', 'duckdb'):
+    for kind in ('full', 'naive', 'duckdb', 'plain'):
       r = by.get((size, kind))
       if not r:
         continue
