@@ -304,8 +304,7 @@ def run(argv: Optional[list[str]] = None, summary_dir: Optional[str] = None) -> 
   options = PipelineOptions(argv)
   opts = options.view_as(ShopstreamOptions)
   opts.run_id = opts.run_id or new_run_id()
-  pipeline = beam.Pipeline(options=options)
-  build_pipeline(pipeline, options)
+  pipeline, _ = execution.build(options, build_pipeline)
   try:
     return execution.run_to_summary(pipeline, opts.output, summary_dir=summary_dir)
   except Exception:

@@ -124,8 +124,7 @@ def run(argv: Optional[list[str]] = None) -> dict[str, int]:
   """Derives the tables of ``--output``; returns rows written per derived table."""
   options = PipelineOptions(argv)
   opts = options.view_as(ShopstreamOptions)
-  pipeline = beam.Pipeline(options=options)
-  rows = build_derived(pipeline, options)
+  pipeline, rows = execution.build(options, build_derived)
   run_id = f'derive-{new_run_id()}'
   parquet_sink.write_tables(
     rows, tables.DERIVED_TABLES, opts.output, run_id, whole_tables=list(rows)

@@ -5,12 +5,29 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import Iterator
-from typing import Optional
+import shutil
+from collections.abc import Callable, Iterator
+from typing import Optional, TypeVar
 
 import apache_beam as beam
 
 from beam_pipelines import run_summary, tables
+
+T = TypeVar('T')
+
+
+def build(options, add_graph: Callable[[beam.Pipeline, object], T]) -> tuple[beam.Pipeline, T]:
+  """A Pipeline with its graph added; when adding fails (bad options), no folder is left.
+
+  Beam's Pipeline() makes a /tmp/beam-pipeline-temp* folder that only run()
+  removes: every run refused for a bad argument left one behind (seen).
+  """
+  pipeline = beam.Pipeline(options=options)
+  try:
+    return pipeline, add_graph(pipeline, options)
+  except BaseException:
+    shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
+    raise
 
 
 @contextlib.contextmanager

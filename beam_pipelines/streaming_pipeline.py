@@ -177,8 +177,7 @@ def run(argv: Optional[list[str]] = None) -> dict:
   opts = options.view_as(ShopstreamOptions)
   if opts.stop_after_idle is None and opts.max_records is None:
     _LOGGER.warning('no --stop-after-idle or --max-records: reading until stopped')
-  pipeline = beam.Pipeline(options=options)
-  build_streaming_pipeline(pipeline, options)
+  pipeline, _ = execution.build(options, build_streaming_pipeline)
   disable_embedded_state_cache()
   bounded = opts.stop_after_idle is not None or opts.max_records is not None
   return execution.run_to_summary(pipeline, opts.output, pause_gc=bounded)

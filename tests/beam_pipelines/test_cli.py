@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import pytest
 
@@ -27,11 +28,16 @@ def run(argv, capsys):
   ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_path, monkeypatch):
-  monkeypatch.chdir(tmp_path)  # the default runner config is found from anywhere
+  work, temp = tmp_path / 'work', tmp_path / 'temp'
+  work.mkdir()
+  temp.mkdir()
+  monkeypatch.chdir(work)  # the default runner config is found from anywhere
+  monkeypatch.setattr(tempfile, 'tempdir', str(temp))  # where Beam's Pipeline() makes a folder
   code, _, err = run(argv, capsys)
   assert code == cli.EXIT_BAD_ARGUMENTS
   assert message in err
-  assert os.listdir(tmp_path) == []  # nothing made, not even the output's lock folder
+  # Nothing made: not the output's lock folder, not Beam's temp folder.
+  assert os.listdir(work) == [] and os.listdir(temp) == []
 
 
 def test_a_run_and_a_backfill_never_rewrite_one_output_at_once(tmp_path, capsys, monkeypatch):
