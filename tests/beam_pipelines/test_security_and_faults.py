@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import glob
 import os
+import resource
+import signal
+import subprocess
+import sys
 
 import apache_beam as beam
 import duckdb
@@ -59,6 +63,34 @@ def test_an_unwritable_output_fails_with_a_clear_error_and_leaves_nothing(tmp_pa
   assert 'shopstream run: failed:' in err and 'a-file' in err
   assert sorted(os.listdir(tmp_path)) == ['a-file']
   assert blocker.read_text() == 'not a folder'
+
+
+def test_a_full_disk_fails_the_run_clearly_and_leaves_the_old_tables(tmp_path):
+  """The writer's files hit a real OS limit mid-run: a file-size limit (RLIMIT_FSIZE).
+
+  Writes past it fail with EFBIG as they would with ENOSPC on a full disk;
+  mounting a small file system needs privileges these machines lack.
+  """
+  output = tmp_path / 'out'
+  events_only = ['run', '--source', f'events-jsonl={fixture_path("events.jsonl")}', *SOURCES[2:]]
+  assert cli.main([*events_only, '--output', str(output), '--derived-tables', 'never']) == 0
+  before = snapshot(output)
+
+  def small_disk():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))  # smaller than any Parquet file
+
+  done = subprocess.run(
+    [sys.executable, '-m', 'beam_pipelines.cli', 'run', *SOURCES, '--output', str(output)],
+    preexec_fn=small_disk,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert done.returncode == 1
+  assert 'shopstream run: failed:' in done.stderr and 'File too large' in done.stderr
+  assert snapshot(output) == before  # no partition half-written, none replaced
+  assert not (output / '_staging').exists()
 
 
 def test_a_worker_failure_mid_run_leaves_the_old_tables_and_a_rerun_is_clean(
