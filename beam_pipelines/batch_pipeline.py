@@ -175,7 +175,8 @@ def build_pipeline(
   ]
   if window:
     events = [
-      kind_events | f'Context {n}' >> day_window.keep_in_context(window, _event_time, Event)
+      kind_events
+      | f'Context {n}' >> day_window.keep_in_context(window, day_window.event_time_of, Event)
       for n, kind_events in enumerate(events)
     ]
   if events:
@@ -189,11 +190,11 @@ def build_pipeline(
     day_events, day_sessions = sessionized[EVENTS_TAG], sessionized[SESSIONS_TAG]
     if window:
       day_events = day_events | 'EventsOfTheDay' >> day_window.keep_in_day(
-        window, _event_time, Event, count_source=True
+        window, day_window.event_time_of, Event, count_source=True
       )
       _ = day_sessions | 'CountUncertainSessions' >> day_window.CountUncertainSessions(window)
       day_sessions = day_sessions | 'SessionsOfTheDay' >> day_window.keep_in_day(
-        window, _session_start, SessionRow, count_source=False
+        window, day_window.session_start_of, SessionRow, count_source=False
       )
     rows[tables.EVENTS.name] = day_events | 'CountCleanEvents' >> beam.ParDo(
       CountClean()
@@ -206,7 +207,9 @@ def build_pipeline(
   ]
   if window:
     order_lines = [
-      lines | f'OrderContext {n}' >> day_window.keep_in_context(window, _order_time, OrderLine)
+      lines
+      | f'OrderContext {n}'
+      >> day_window.keep_in_context(window, day_window.order_time_of, OrderLine)
       for n, lines in enumerate(order_lines)
     ]
   if order_lines:
@@ -214,10 +217,10 @@ def build_pipeline(
     day_lines, day_orders = orders[ORDER_LINES_TAG], orders[ORDERS_TAG]
     if window:
       day_lines = day_lines | 'OrderLinesOfTheDay' >> day_window.keep_in_day(
-        window, _order_time, OrderLine, count_source=True
+        window, day_window.order_time_of, OrderLine, count_source=True
       )
       day_orders = day_orders | 'OrdersOfTheDay' >> day_window.keep_in_day(
-        window, _order_time, Order, count_source=False
+        window, day_window.order_time_of, Order, count_source=False
       )
     rows[tables.ORDER_LINES.name] = day_lines | 'CountCleanOrderLines' >> beam.ParDo(
       CountClean()
@@ -236,18 +239,6 @@ def build_pipeline(
     rows, tables.TABLES, opts.output, run_id, [window.day] if window else []
   )
   return rows
-
-
-def _event_time(event: Event) -> int:
-  return event.event_time
-
-
-def _session_start(session: SessionRow) -> int:
-  return session.session_start
-
-
-def _order_time(record) -> int:  # OrderLine or Order
-  return record.order_time
 
 
 def _day_window(opts: ShopstreamOptions) -> Optional[day_window.DayWindow]:

@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Optional
 
 _LOGGER = logging.getLogger(__name__)
@@ -484,48 +485,56 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
   if os.path.exists(args.output) and not os.path.isdir(args.output):
     raise ValueError(f'--output {args.output} exists and is not a directory')
   flags = _pipeline_flags(args)
-  started = time.monotonic()
-  if args.kinesis_stream:
-    from beam_pipelines import streaming_pipeline
+  # A stream is not locked: it runs for days and only adds files.
+  with contextlib.nullcontext() if args.kinesis_stream else _holding(args.output, 'run'):
+    started = time.monotonic()
+    if args.kinesis_stream:
+      from beam_pipelines import streaming_pipeline
 
-    summary = streaming_pipeline.run(flags + beam_args)
-  else:
-    summary = _locked_batch_run(args.output, flags + beam_args)
-  elapsed = time.monotonic() - started
-  print(json.dumps(summary, indent=2))
-  totals = summary['totals']
-  print(
-    f'\n{totals["read"]:,} records read in {elapsed:.1f} s '
-    f'({totals["read"] / max(elapsed, 1e-9):,.0f}/s): {totals["clean"]:,} clean, '
-    f'{totals["dead_letter"]:,} dead letters, {totals["duplicate"]:,} duplicates, '
-    f'{totals["filtered"]:,} filtered.'
-  )
-  written = ','.join(name for name, rows in summary['tables'].items() if rows)
-  where = args.output if '://' in args.output else os.path.abspath(args.output)
-  print(f'Tables: {where.rstrip("/")}/{{{written}}}/dt=YYYY-MM-DD/')
-  if args.derived_tables != 'never':
-    _derive(flags + beam_args, args.output)
+      summary = streaming_pipeline.run(flags + beam_args)
+    else:
+      from beam_pipelines import batch_pipeline  # Beam is slow to import: only when needed.
+
+      summary = batch_pipeline.run(flags + beam_args)
+    elapsed = time.monotonic() - started
+    print(json.dumps(summary, indent=2))
+    totals = summary['totals']
+    print(
+      f'\n{totals["read"]:,} records read in {elapsed:.1f} s '
+      f'({totals["read"] / max(elapsed, 1e-9):,.0f}/s): {totals["clean"]:,} clean, '
+      f'{totals["dead_letter"]:,} dead letters, {totals["duplicate"]:,} duplicates, '
+      f'{totals["filtered"]:,} filtered.'
+    )
+    written = ','.join(name for name, rows in summary['tables'].items() if rows)
+    where = args.output if '://' in args.output else os.path.abspath(args.output)
+    print(f'Tables: {where.rstrip("/")}/{{{written}}}/dt=YYYY-MM-DD/')
+    if args.derived_tables != 'never':
+      _derive(flags + beam_args, args.output)
   return 0
 
 
-def _locked_batch_run(output: str, flags: list[str]) -> dict:
-  """A batch run holding the output's lock, so that no backfill or replay rewrites it meanwhile.
+@contextlib.contextmanager
+def _holding(output: str, command: str) -> Iterator[None]:
+  """Holds the output's lock (``_backfill/lock``) while ``command`` rewrites it.
 
-  Remote outputs have no local state folder to lock (as for backfills, their
-  runs must not overlap by arrangement). A stream is not locked: it runs for
-  days and only adds files.
+  Batch runs, backfills and replays all replace whole partitions, so no two
+  of them may work on one output at once. Remote outputs have no local state
+  folder to lock: as for backfills, their runs must not overlap by
+  arrangement. The folders made for the lock go again unless the run filled them.
   """
-  from beam_pipelines import backfill, batch_pipeline
+  from beam_pipelines import backfill
 
   if '://' in output:
-    return batch_pipeline.run(flags)
-  created = [d for d in (output, backfill.default_state_dir(output)) if not os.path.exists(d)]
-  lock = backfill.acquire_lock(backfill.default_state_dir(output), 'run')
+    yield
+    return
+  state = backfill.default_state_dir(output)
+  created = [d for d in (output, state) if not os.path.exists(d)]
+  lock = backfill.acquire_lock(state, command)
   try:
-    return batch_pipeline.run(flags)
+    yield
   finally:
     os.remove(lock)
-    for directory in reversed(created):  # the lock's folders, unless the run filled them
+    for directory in reversed(created):
       with contextlib.suppress(OSError):
         os.rmdir(directory)
 
@@ -545,7 +554,7 @@ def _derive(flags: list[str], output: str) -> None:
 
 
 def _replay(args: argparse.Namespace, beam_args: list[str]) -> int:
-  from beam_pipelines import backfill, replay
+  from beam_pipelines import replay
 
   for day in (args.first_day, args.last_day):
     if day is not None:
@@ -566,24 +575,17 @@ def _replay(args: argparse.Namespace, beam_args: list[str]) -> int:
   ):
     if getattr(args, name):
       flags.append(f'--{name}={getattr(args, name)}')
-  # A replay rewrites days as a backfill does: the two must not overlap.
-  lock = (
-    None
-    if args.dry_run
-    else backfill.acquire_lock(backfill.default_state_dir(args.output), 'replay')
-  )
-  try:
-    report = replay.run(flags + beam_args, args.reason, args.first_day, args.last_day, args.dry_run)
-  finally:
-    if lock:
-      os.remove(lock)
-  print(report.pop('plan'), end='')
   if args.dry_run:
+    report = replay.run(flags + beam_args, args.reason, args.first_day, args.last_day, True)
+    print(report.pop('plan'), end='')
     print('dry run: nothing changed')
     return 0
-  print(json.dumps(report, indent=2))
-  if report['replayed'] and report.get('clean'):
-    _derive(flags + beam_args, args.output)
+  with _holding(args.output, 'replay'):
+    report = replay.run(flags + beam_args, args.reason, args.first_day, args.last_day, False)
+    print(report.pop('plan'), end='')
+    print(json.dumps(report, indent=2))
+    if report['replayed'] and report.get('clean'):
+      _derive(flags + beam_args, args.output)
   return 0
 
 

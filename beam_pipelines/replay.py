@@ -56,7 +56,7 @@ from beam_pipelines.sources import (
   ORDERS_FIXED,
   parse_source_spec,
 )
-from transforms import accounting
+from transforms import accounting, day_window
 from transforms.dead_letters import RecordError, RecordFiltered, check_size, make_dead_letter
 from transforms.deduplicate import DeduplicateEvents
 from transforms.enrich import EnrichEvents
@@ -85,11 +85,8 @@ from transforms.sessionize import Sessionize
 _LOGGER = logging.getLogger(__name__)
 
 REPLAY_DIR = '_replay'
-# Source kinds whose dead letters replay into events; kinesis records and
-# late events are canonical JSON.
+# Kinesis records and late events are canonical JSON, as events-jsonl lines.
 JSON_KINDS = (EVENTS_JSONL, 'kinesis')
-EVENT_REPLAY_KINDS = (*JSON_KINDS, ACCESS_LOG)
-ORDER_REPLAY_KINDS = (ORDERS_CSV, ORDERS_FIXED)
 STEP = 'replay'
 
 
@@ -248,7 +245,7 @@ def describe(plan: ReplayPlan) -> str:
     f'dead letters to replay: {len(plan.in_scope):,} '
     f'(plus {plan.skipped:,} of dimension sources or old order tables, not replayed)',
     *(f'  {reason}: {n:,}' for reason, n in sorted(by_reason.items())),
-    f'recovered now: {len(plan.recovered):,}; filtered now: {plan.filtered:,}; '
+    f'recovered now: {plan.counts()["recovered"]:,}; filtered now: {plan.filtered:,}; '
     f'still failing: {len(plan.still_failing):,}',
     f'days to recompute (events, sessions): {", ".join(plan.affected_days) or "none"}',
     f'days to recompute (orders, order_lines): {", ".join(plan.order_days) or "none"}',
@@ -276,18 +273,6 @@ def as_parsed(line: OrderLine) -> OrderLine:
   return line._replace(
     unit_price=money(Decimal(line.unit_price)), amount=money(Decimal(line.amount))
   )
-
-
-def _event_time(event: Event) -> int:
-  return event.event_time
-
-
-def _session_start(session: SessionRow) -> int:
-  return session.session_start
-
-
-def _order_time(record) -> int:  # OrderLine or Order
-  return record.order_time
 
 
 def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymizer) -> dict:
@@ -347,16 +332,24 @@ def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymize
 
   rows = {
     tables.EVENTS.name: of_days(
-      sessionized[EVENTS_TAG], plan.affected_days, _event_time, Event, 'EventsOfDays'
+      sessionized[EVENTS_TAG], plan.affected_days, day_window.event_time_of, Event, 'EventsOfDays'
     ),
     tables.SESSIONS.name: of_days(
-      sessionized[SESSIONS_TAG], plan.affected_days, _session_start, SessionRow, 'SessionsOfDays'
+      sessionized[SESSIONS_TAG],
+      plan.affected_days,
+      day_window.session_start_of,
+      SessionRow,
+      'SessionsOfDays',
     ),
     tables.ORDER_LINES.name: of_days(
-      orders[ORDER_LINES_TAG], plan.order_days, _order_time, OrderLine, 'OrderLinesOfDays'
+      orders[ORDER_LINES_TAG],
+      plan.order_days,
+      day_window.order_time_of,
+      OrderLine,
+      'OrderLinesOfDays',
     ),
     tables.ORDERS.name: of_days(
-      orders[ORDERS_TAG], plan.order_days, _order_time, Order, 'OrdersOfDays'
+      orders[ORDERS_TAG], plan.order_days, day_window.order_time_of, Order, 'OrdersOfDays'
     ),
     tables.DEAD_LETTER.name: p
     | 'DeadLetters' >> beam.Create(letters).with_output_types(DeadLetter),

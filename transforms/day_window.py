@@ -39,6 +39,20 @@ from transforms import accounting
 from transforms.event_time import US_PER_DAY, US_PER_SECOND, utc_day
 from transforms.records import SessionRow
 
+
+# The time that puts each kind of row in its day (as the tables partition them).
+def event_time_of(event) -> int:
+  return event.event_time
+
+
+def session_start_of(session: SessionRow) -> int:
+  return session.session_start
+
+
+def order_time_of(record) -> int:  # an OrderLine or an Order
+  return record.order_time
+
+
 LOOKBACK_UNCERTAIN = 'lookback_uncertain'
 
 
