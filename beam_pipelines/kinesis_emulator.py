@@ -14,6 +14,7 @@ import os
 import random
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Optional
@@ -44,7 +45,9 @@ def free_port() -> int:
   raise RuntimeError(f'no free port in {_PORT_RANGE}')
 
 
-def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout_s: float = 60) -> None:
+def wait_for_port(
+  port: int, process: subprocess.Popen, what: str, timeout_s: float = 60, log: Optional[str] = None
+) -> None:
   deadline = time.monotonic() + timeout_s
   while True:
     try:
@@ -53,8 +56,15 @@ def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout_s: fl
     except OSError:
       if process.poll() is not None or time.monotonic() > deadline:
         process.kill()
-        raise RuntimeError(f'{what} did not start on port {port}') from None
+        raise RuntimeError(f'{what} did not start on port {port}{_tail(log)}') from None
       time.sleep(0.1)
+
+
+def _tail(log: Optional[str], lines: int = 20) -> str:
+  if not log or not os.path.exists(log):
+    return ''
+  with open(log, encoding='utf-8', errors='replace') as f:
+    return ':\n' + ''.join(f.readlines()[-lines:])
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -62,7 +72,7 @@ def stop(process: subprocess.Popen) -> None:
   try:
     process.wait(timeout=5)
   except subprocess.TimeoutExpired:
-    process.kill()  # the emulator can ignore SIGTERM while busy
+    process.kill()  # with persistence on, kinesis-local ignores SIGTERM (measured)
     process.wait(timeout=5)
 
 
@@ -84,13 +94,19 @@ def start_emulator(plain: int, tls: int, persist_dir: Optional[str] = None) -> s
       PERSIST_INTERVAL='200ms',
       LOAD_DATA_IF_EXISTS='true',
     )
-  process = subprocess.Popen(
-    ['node', os.path.join(EMULATOR_DIR, 'main.js')],
-    env=env,
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.DEVNULL,
-  )
-  wait_for_port(plain, process, 'kinesis-local')
+  # Its output goes to a file, so that a failed start can say why.
+  log = tempfile.NamedTemporaryFile(prefix=f'kinesis-local-{plain}-', suffix='.log', delete=False)
+  with log:
+    process = subprocess.Popen(
+      ['node', os.path.join(EMULATOR_DIR, 'main.js')],
+      env=env,
+      stdout=log,
+      stderr=subprocess.STDOUT,
+    )
+  try:
+    wait_for_port(plain, process, 'kinesis-local', log=log.name)
+  finally:
+    os.remove(log.name)  # the open process keeps writing to it unnamed
   return process
 
 
