@@ -252,3 +252,50 @@ def test_order_letters_of_tables_without_line_positions_are_skipped(tmp_path):
     str(tmp_path), [], None, None, Pseudonymizer(b's' * 32), 1780272000000000, 'EUR', 90000, 86400
   )
   assert (plan.skipped, plan.in_scope, plan.order_days) == (1, [], [])
+
+
+def test_fixed_width_order_letters_replay_with_the_layout_of_the_run(tmp_path, monkeypatch, capsys):
+  """Records whose trailing blanks a text tool trimmed are too short for the layout.
+
+  The fix: short newline-separated records are padded with blanks. The replay
+  reads the letters with the run's --fixed-layout and equals a fresh run.
+  """
+  from transforms.parse_fixed_orders import FixedWidthOrdersParser
+
+  generate(GeneratorConfig(output_dir=str(tmp_path / 'in'), events=1500, days=2, seed=4))
+  lines = (tmp_path / 'in' / 'orders-fixed.txt').read_bytes().splitlines()
+  by_order: dict[bytes, list[int]] = {}
+  for n, line in enumerate(lines):
+    by_order.setdefault(line[:7], []).append(n)
+  longer = next(ns for ns in by_order.values() if len(ns) >= 3)
+  whole = next(ns for ns in by_order.values() if len(ns) == 2)
+  for n in [longer[len(longer) // 2], *whole]:  # a middle line and a whole order
+    lines[n] = lines[n].rstrip(b' ')
+  (tmp_path / 'in' / 'trimmed.txt').write_bytes(b'\n'.join(lines) + b'\n')
+  layout = os.path.join(os.path.dirname(cli.__file__), '..', 'samples/orders-fixed/layout.yaml')
+  sources = ['--source', f'orders-fixed={tmp_path}/in/trimmed.txt', '--fixed-layout', layout]
+  argv = [*sources, '--reference-time', '2026-06-01T00:00:00Z', '--progress', 'never']
+  output = tmp_path / 'tables'
+  assert cli.main(['run', *argv, '--output', str(output)]) == 0
+  # Ours, and the sample's own truncated record (it stays a dead letter).
+  assert len([r for r in rows(output, 'dead_letter') if r[1] == 'wrong_record_length']) == 4
+
+  real = FixedWidthOrdersParser.__call__
+
+  def padding(self, record):
+    width = self.layout.record_length
+    if self.layout.newline and 0 < len(record.payload.rstrip(b'\r')) < width:
+      record = record._replace(payload=record.payload.rstrip(b'\r').ljust(width))
+    return real(self, record)
+
+  monkeypatch.setattr(FixedWidthOrdersParser, '__call__', padding)
+  assert cli.main(['run', *argv, '--output', str(tmp_path / 'fresh')]) == 0
+  still = [r for r in rows(tmp_path / 'fresh', 'dead_letter') if b'TRUNCATED' in r[0]]
+  assert len(still) == 1 and still[0][1] != 'wrong_record_length'  # failing for another reason
+  capsys.readouterr()
+  assert replay(output, '--reason', 'wrong_record_length', '--fixed-layout', layout) == 0
+  out = capsys.readouterr().out
+  report = json.loads(out[out.index('{') : out.rindex('}') + 1])
+  assert (report['replayed'], report['clean'], report['dead_letter']) == (4, 3, 1)
+  for table in ('orders', 'order_lines', 'dead_letter'):
+    assert rows(output, table) == rows(tmp_path / 'fresh', table), table
