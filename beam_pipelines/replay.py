@@ -209,9 +209,12 @@ def plan_replay(
 
 
 def _order_lines_have_positions(output: str) -> bool:
-  """Whether order lines can be numbered among the stored ones (tables since ``position``)."""
+  """Whether order lines can be numbered among the stored ones (tables since ``position``).
+
+  Every file is checked: a table that older runs wrote in part mixes both.
+  """
   files = table_files(output, tables.ORDER_LINES.name)
-  return not files or 'position' in pq.read_schema(files[0]).names
+  return all('position' in pq.read_schema(path).names for path in files)
 
 
 def order_days(output: str, recovered: list[OrderLine]) -> list[str]:

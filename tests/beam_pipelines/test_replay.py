@@ -220,7 +220,7 @@ def test_order_lines_replayed_after_a_fix_rebuild_their_orders_as_a_fresh_run(
 
 
 def test_order_letters_of_tables_without_line_positions_are_skipped(tmp_path):
-  """order_lines written before the position column: a recovered line has no place."""
+  """order_lines written in part before the position column: a recovered line has no place."""
   import pyarrow as pa
   import pyarrow.parquet as pq
 
@@ -231,8 +231,10 @@ def test_order_letters_of_tables_without_line_positions_are_skipped(tmp_path):
   old_schema = tables.ORDER_LINES_SCHEMA.remove(
     tables.ORDER_LINES_SCHEMA.get_field_index('position')
   )
-  (tmp_path / 'order_lines' / 'dt=2026-03-01').mkdir(parents=True)
-  pq.write_table(old_schema.empty_table(), tmp_path / 'order_lines' / 'dt=2026-03-01' / 'a.parquet')
+  # A day written since the column exists, and a later one written before.
+  for day, schema in (('2026-03-01', tables.ORDER_LINES_SCHEMA), ('2026-03-02', old_schema)):
+    (tmp_path / 'order_lines' / f'dt={day}').mkdir(parents=True)
+    pq.write_table(schema.empty_table(), tmp_path / 'order_lines' / f'dt={day}' / 'a.parquet')
   letter = {
     'payload': b'ORD-1,SKU-1,THING,1,01.03.2026 10:00,1.00,,France',
     'reason': 'invalid_order_time',
