@@ -218,15 +218,34 @@ def _order_lines_have_positions(output: str) -> bool:
 
 
 def order_days(output: str, recovered: list[OrderLine]) -> list[str]:
-  """The days whose orders a recovered line changes: its own and those of its order's lines."""
-  order_ids = {line.order_id for line in recovered}
-  days = {utc_day(line.order_time) for line in recovered}
-  if not order_ids:
+  """The days whose orders and order lines a replay rebuilds.
+
+  A recovered line's day, and every day holding a line of an order on those
+  days, until no order has lines outside them: an order is rebuilt only from
+  all of its lines. (Legacy orders have one invoice time, so this is
+  normally the recovered lines' days and nothing more.)
+  """
+  if not recovered:
     return []
+  days_of_order: dict[str, set[str]] = {}
+  orders_of_day: dict[str, set[str]] = {}
   for path in table_files(output, tables.ORDER_LINES.name):
-    stored = pq.read_table(path, columns=['order_id'])
-    if order_ids & set(stored.column('order_id').to_pylist()):
-      days.add(partition_of(path))
+    day = partition_of(path)
+    ids = set(pq.read_table(path, columns=['order_id']).column('order_id').to_pylist())
+    orders_of_day.setdefault(day, set()).update(ids)
+    for order_id in ids:
+      days_of_order.setdefault(order_id, set()).add(day)
+  days = {utc_day(line.order_time) for line in recovered}
+  pending = {line.order_id for line in recovered}
+  for day in days:
+    pending |= orders_of_day.get(day, set())
+  seen: set[str] = set()
+  while pending:
+    order_id = pending.pop()
+    seen.add(order_id)
+    for day in days_of_order.get(order_id, set()) - days:
+      days.add(day)
+      pending |= orders_of_day[day] - seen
   return sorted(days)
 
 

@@ -20,6 +20,7 @@ import pytest
 from beam_pipelines import cli
 from beam_pipelines.sample_data import GeneratorConfig, generate
 from transforms import event_types
+from transforms.records import OrderLine
 
 
 @pytest.fixture(scope='module')
@@ -301,3 +302,35 @@ def test_fixed_width_order_letters_replay_with_the_layout_of_the_run(tmp_path, m
   assert (report['replayed'], report['clean'], report['dead_letter']) == (4, 3, 1)
   for table in ('orders', 'order_lines', 'dead_letter'):
     assert rows(output, table) == rows(tmp_path / 'fresh', table), table
+
+
+def test_orders_are_rebuilt_from_all_their_lines_across_days(tmp_path):
+  """A recovered line on day A rebuilds A's orders; one of them has lines on B, whose other
+  order has lines on C: all three days are rebuilt, and D, untouched, is not."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  from beam_pipelines import replay as replay_module
+  from beam_pipelines import tables
+  from transforms.event_time import parse_event_time
+
+  stored = {
+    '2026-03-01': ['X', 'Y'],
+    '2026-03-02': ['Y', 'Z'],
+    '2026-03-03': ['Z'],
+    '2026-03-04': ['W'],
+  }
+  for day, order_ids in stored.items():
+    folder = tmp_path / 'order_lines' / f'dt={day}'
+    folder.mkdir(parents=True)
+    rows = [{'order_id': order_id} for order_id in order_ids]
+    pq.write_table(pa.Table.from_pylist(rows, tables.ORDER_LINES_SCHEMA), folder / 'a.parquet')
+  recovered = OrderLine._make([None] * len(OrderLine._fields))._replace(
+    order_id='X', order_time=parse_event_time('2026-03-01T10:00:00Z')
+  )
+  assert replay_module.order_days(str(tmp_path), [recovered]) == [
+    '2026-03-01',
+    '2026-03-02',
+    '2026-03-03',
+  ]
+  assert replay_module.order_days(str(tmp_path), []) == []
