@@ -9,7 +9,8 @@ events) and of the order history (orders-csv, orders-fixed) are parsed again:
    now parse (recovered), are filtered, or still fail (with today's reason);
    recovered events make their days *affected*: every day a session through
    them can touch (from a lookback before to a max session after); recovered
-   order lines affect their own day and the days of their order's other lines;
+   order lines affect their own day and every day holding a line of an order
+   on an affected day;
 2. fold (a Beam pipeline, the batch transforms): the events table of the
    affected days and their context is read back, the recovered events are
    enriched and added, deduplicated by event_id and sessionized again; the
