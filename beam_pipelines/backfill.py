@@ -229,12 +229,19 @@ def day_inputs(
   from apache_beam.options.pipeline_options import PipelineOptions
 
   from beam_pipelines import input_spans
-  from beam_pipelines.batch_pipeline import reference_time_us
+  from beam_pipelines.batch_pipeline import fixed_layout, reference_time_us
   from beam_pipelines.options import ShopstreamOptions
+  from beam_pipelines.sources import record_parsers
   from transforms.day_window import day_window
+  from transforms.pseudonymize import Pseudonymizer, salt_from_environment
 
   opts = PipelineOptions(flags).view_as(ShopstreamOptions)
-  parsers = input_spans.record_parsers(opts, files, reference_time_us(opts))
+  parsers = record_parsers(
+    opts,
+    fixed_layout(opts, files),
+    Pseudonymizer(salt_from_environment()),
+    reference_time_us(opts),
+  )
   spans = input_spans.scan_spans(files, parsers, manifest.get('spans', {}))
   base = [flag for flag in flags if not flag.startswith('--source=')]
   result = DayInputs({}, {}, {}, spans)

@@ -24,20 +24,14 @@ from __future__ import annotations
 import zlib
 from typing import NamedTuple, Optional
 
-from beam_pipelines.options import ShopstreamOptions
 from beam_pipelines.sources import (
-  ACCESS_LOG,
   DIMENSION_KINDS,
-  EVENTS_JSONL,
-  ORDERS_CSV,
-  ORDERS_FIXED,
   InputFile,
   parse_file,
 )
 from transforms.day_window import DayWindow
 from transforms.dead_letters import RecordError, RecordFiltered
 from transforms.event_time import utc_day
-from transforms.pseudonymize import Pseudonymizer
 
 
 class FileSpan(NamedTuple):
@@ -47,40 +41,6 @@ class FileSpan(NamedTuple):
 
 def file_key(file: InputFile) -> str:
   return f'{file.kind}|{file.path}|{file.size}|{file.mtime_us}'
-
-
-def record_parsers(opts: ShopstreamOptions, files: list[InputFile], now_us: int) -> dict:
-  """kind -> (parse function, fixed record length or None), as the batch pipeline parses."""
-  from beam_pipelines.batch_pipeline import fixed_layout
-  from transforms.parse_access_log import AccessLogParser
-  from transforms.parse_events import EventLineParser
-  from transforms.parse_fixed_orders import FixedWidthOrdersParser
-  from transforms.parse_orders import OrdersCsvParser
-  from transforms.pseudonymize import salt_from_environment
-
-  pseudonymizer = Pseudonymizer(salt_from_environment())
-  parsers = {
-    EVENTS_JSONL: (EventLineParser(opts.default_currency, now_us), None),
-    ACCESS_LOG: (AccessLogParser(pseudonymizer, now_us), None),
-    ORDERS_CSV: (
-      OrdersCsvParser(pseudonymizer, opts.orders_timezone, opts.default_currency, now_us),
-      None,
-    ),
-  }
-  layout = fixed_layout(opts, files)
-  if layout is not None:
-    parsers[ORDERS_FIXED] = (
-      FixedWidthOrdersParser(
-        layout,
-        opts.fixed_encoding or layout.encoding,
-        pseudonymizer,
-        opts.orders_timezone,
-        opts.default_currency,
-        now_us,
-      ),
-      None if layout.newline else layout.record_length,
-    )
-  return parsers
 
 
 def scan_span(file: InputFile, parse, record_length: Optional[int]) -> FileSpan:

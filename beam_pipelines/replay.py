@@ -50,24 +50,19 @@ from beam_pipelines.derived_pipeline import ReadTable, partition_of, rows_of, ta
 from beam_pipelines.dimension_refresh import RefreshingProductJoin
 from beam_pipelines.options import ShopstreamOptions
 from beam_pipelines.sources import (
-  ACCESS_LOG,
   DIMENSION_KINDS,
   EVENTS_JSONL,
-  ORDERS_CSV,
-  ORDERS_FIXED,
+  ORDER_KINDS,
   parse_source_spec,
+  record_parsers,
 )
 from transforms import accounting, day_window
 from transforms.dead_letters import RecordError, RecordFiltered, check_size, make_dead_letter
 from transforms.deduplicate import DeduplicateEvents
 from transforms.enrich import EnrichEvents
 from transforms.event_time import US_PER_SECOND, utc_day
-from transforms.fixed_width import Layout
 from transforms.orders import BuildOrders
-from transforms.parse_access_log import AccessLogParser
-from transforms.parse_events import EventLineParser
-from transforms.parse_fixed_orders import FixedWidthOrdersParser
-from transforms.parse_orders import OrdersCsvParser, money
+from transforms.parse_orders import money
 from transforms.pseudonymize import Pseudonymizer, salt_from_environment
 from transforms.records import (
   EVENTS_TAG,
@@ -117,16 +112,6 @@ class ReplayPlan:
     }
 
 
-@dataclasses.dataclass
-class OrderParsing:
-  """What the order parsers need; should match the run that wrote the tables."""
-
-  timezone: str
-  currency: str
-  layout: Optional[Layout] = None  # orders-fixed letters are skipped without one
-  encoding: Optional[str] = None
-
-
 def read_dead_letters(output: str, first: Optional[str], last: Optional[str]) -> list[tuple]:
   """(partition day, DeadLetter) of every dead letter in the day range."""
   letters = []
@@ -143,34 +128,21 @@ def plan_replay(
   reasons: list[str],
   first: Optional[str],
   last: Optional[str],
-  pseudonymizer: Pseudonymizer,
-  now_us: int,
-  default_currency: str,
+  parsers: dict[str, tuple],
   lookback_s: float,
   max_session_s: float,
-  orders: Optional[OrderParsing] = None,
 ) -> ReplayPlan:
-  parsers = {
-    **dict.fromkeys(JSON_KINDS, EventLineParser(default_currency, now_us)),
-    ACCESS_LOG: AccessLogParser(pseudonymizer, now_us),
-  }
-  orders = orders or OrderParsing('UTC', default_currency)
-  if _order_lines_have_positions(output):
-    parsers[ORDERS_CSV] = OrdersCsvParser(pseudonymizer, orders.timezone, orders.currency, now_us)
-    if orders.layout:
-      parsers[ORDERS_FIXED] = FixedWidthOrdersParser(
-        orders.layout,
-        orders.encoding or orders.layout.encoding,
-        pseudonymizer,
-        orders.timezone,
-        orders.currency,
-        now_us,
-      )
+  """``parsers``: sources.record_parsers of the options the tables were written with."""
+  parse_of = {kind: parse for kind, (parse, _) in parsers.items()}
+  parse_of.update(dict.fromkeys(JSON_KINDS, parse_of[EVENTS_JSONL]))
+  if not _order_lines_have_positions(output):
+    for kind in ORDER_KINDS:
+      parse_of.pop(kind, None)
   in_scope, recovered, failing, filtered, skipped = [], [], [], 0, 0
   for day, letter in read_dead_letters(output, first, last):
     if reasons and not set(reasons) & set(letter.reason.split(',')):
       continue
-    parse = parsers.get(source_kind(letter.source))
+    parse = parse_of.get(source_kind(letter.source))
     if parse is None:
       skipped += 1
       continue
@@ -390,13 +362,6 @@ def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymize
   return run_summary.committed_counters(result)
 
 
-def order_parsing(opts: ShopstreamOptions) -> OrderParsing:
-  from beam_pipelines.batch_pipeline import load_fixed_layout
-
-  layout = load_fixed_layout(opts) if opts.fixed_layout else None
-  return OrderParsing(opts.orders_timezone, opts.default_currency, layout, opts.fixed_encoding)
-
-
 def run(
   argv: list[str], reasons: list[str], first: Optional[str], last: Optional[str], dry_run: bool
 ) -> dict:
@@ -404,19 +369,17 @@ def run(
   options = PipelineOptions(argv)
   opts = options.view_as(ShopstreamOptions)
   pseudonymizer = Pseudonymizer(salt_from_environment())
-  from beam_pipelines.batch_pipeline import reference_time_us
+  from beam_pipelines.batch_pipeline import load_fixed_layout, reference_time_us
 
+  layout = load_fixed_layout(opts) if opts.fixed_layout else None
   plan = plan_replay(
     opts.output,
     reasons,
     first,
     last,
-    pseudonymizer,
-    reference_time_us(opts),
-    opts.default_currency,
+    record_parsers(opts, layout, pseudonymizer, reference_time_us(opts)),
     opts.max_session_hours * 3600 + opts.session_gap_minutes * 60,
     opts.max_session_hours * 3600,
-    order_parsing(opts),
   )
   report = {'plan': describe(plan), **plan.counts()}
   if dry_run or not plan.in_scope:

@@ -101,6 +101,38 @@ def fixed_records(stream, record_length: int):
     yield record
 
 
+def record_parsers(opts, layout, pseudonymizer, now_us: int) -> dict[str, tuple]:
+  """kind -> (parse function, fixed record length or None): the batch path's parsers for use
+  outside Beam (backfill span scans, replays). orders-fixed only with a ``layout``.
+  """
+  from transforms.parse_access_log import AccessLogParser
+  from transforms.parse_events import EventLineParser
+  from transforms.parse_fixed_orders import FixedWidthOrdersParser
+  from transforms.parse_orders import OrdersCsvParser
+
+  parsers = {
+    EVENTS_JSONL: (EventLineParser(opts.default_currency, now_us), None),
+    ACCESS_LOG: (AccessLogParser(pseudonymizer, now_us), None),
+    ORDERS_CSV: (
+      OrdersCsvParser(pseudonymizer, opts.orders_timezone, opts.default_currency, now_us),
+      None,
+    ),
+  }
+  if layout is not None:
+    parsers[ORDERS_FIXED] = (
+      FixedWidthOrdersParser(
+        layout,
+        opts.fixed_encoding or layout.encoding,
+        pseudonymizer,
+        opts.orders_timezone,
+        opts.default_currency,
+        now_us,
+      ),
+      None if layout.newline else layout.record_length,
+    )
+  return parsers
+
+
 def parse_file(file: InputFile, parse, record_length: Optional[int] = None) -> Iterator[tuple]:
   """(RawRecord, outcome) for each record of a file, outside Beam (plans, reloads, replays).
 

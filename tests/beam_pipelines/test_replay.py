@@ -224,9 +224,12 @@ def test_order_letters_of_tables_without_line_positions_are_skipped(tmp_path):
   """order_lines written in part before the position column: a recovered line has no place."""
   import pyarrow as pa
   import pyarrow.parquet as pq
+  from apache_beam.options.pipeline_options import PipelineOptions
 
   from beam_pipelines import replay as replay_module
   from beam_pipelines import tables
+  from beam_pipelines.options import ShopstreamOptions
+  from beam_pipelines.sources import record_parsers
   from transforms.pseudonymize import Pseudonymizer
 
   old_schema = tables.ORDER_LINES_SCHEMA.remove(
@@ -251,9 +254,9 @@ def test_order_letters_of_tables_without_line_positions_are_skipped(tmp_path):
     pa.Table.from_pylist([letter], tables.DEAD_LETTER_SCHEMA),
     tmp_path / 'dead_letter' / 'dt=2026-03-01' / 'a.parquet',
   )
-  plan = replay_module.plan_replay(
-    str(tmp_path), [], None, None, Pseudonymizer(b's' * 32), 1780272000000000, 'EUR', 90000, 86400
-  )
+  opts = PipelineOptions([]).view_as(ShopstreamOptions)
+  parsers = record_parsers(opts, None, Pseudonymizer(b's' * 32), 1780272000000000)
+  plan = replay_module.plan_replay(str(tmp_path), [], None, None, parsers, 90000, 86400)
   assert (plan.skipped, plan.in_scope, plan.order_days) == (1, [], [])
 
 
