@@ -51,6 +51,15 @@ $SHOPSTREAM_PII_SALT (a public default is used, with a warning, when unset).
 """
 
 
+def _add_runner_config(command: argparse.ArgumentParser) -> None:
+  command.add_argument(
+    '--runner-config',
+    default='runner_configs/direct.yaml',
+    metavar='YAML',
+    help='Runner YAML from runner_configs/ (default: %(default)s).',
+  )
+
+
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog='shopstream',
@@ -67,12 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     epilog=RUN_EPILOG,
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
-  run.add_argument(
-    '--runner-config',
-    default='runner_configs/direct.yaml',
-    metavar='YAML',
-    help='Runner YAML from runner_configs/ (default: %(default)s).',
-  )
+  _add_runner_config(run)
   ShopstreamOptions._add_argparse_args(run)
 
   backfill = commands.add_parser(
@@ -111,12 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     help='Local folder for the manifest and lock (default: OUTPUT/_backfill; needed when '
     'OUTPUT is s3://...).',
   )
-  backfill.add_argument(
-    '--runner-config',
-    default='runner_configs/direct.yaml',
-    metavar='YAML',
-    help='Runner YAML from runner_configs/ (default: %(default)s).',
-  )
+  _add_runner_config(backfill)
   ShopstreamOptions._add_argparse_args(backfill)
 
   derive = commands.add_parser(
@@ -127,12 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     '`run` and `backfill` do this at their end; schedule it for a stream.',
   )
   derive.add_argument('--output', required=True, metavar='DIR', help='The tables folder.')
-  derive.add_argument(
-    '--runner-config',
-    default='runner_configs/direct.yaml',
-    metavar='YAML',
-    help='Runner YAML (default: %(default)s).',
-  )
+  _add_runner_config(derive)
   for name, text in (
     ('interaction-weights', 'Weights per type, e.g. product_view=1,add_to_cart=4,purchase=10.'),
     ('max-session-items', 'Distinct products of a session or order that make pairs (50).'),
@@ -182,12 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     ('fixed-encoding', 'Code page of orders-fixed inputs, as in the run.'),
   ):
     replay.add_argument(f'--{name}', default=None, help=text)
-  replay.add_argument(
-    '--runner-config',
-    default='runner_configs/direct.yaml',
-    metavar='YAML',
-    help='Runner YAML (default: %(default)s).',
-  )
+  _add_runner_config(replay)
   replay.add_argument(
     '--reference-time', default=None, metavar='ISO8601', help='"Now" for future timestamps.'
   )
