@@ -157,16 +157,16 @@ def test_killed_with_sigkill_and_resumed_equals_a_clean_run(inputs, range_backfi
   process = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   manifest_path = output / '_backfill' / 'manifest.json'
   deadline = time.monotonic() + 120
-  # Kill while the second day runs: the first is done, the second half-done.
+  # Kill while the second day runs, once it has staged files: the first day is
+  # done, the second half-done. (A fixed delay after 'running' raced a fast day.)
   while time.monotonic() < deadline:
     if manifest_path.exists():
       days = json.loads(manifest_path.read_text())['days']
-      if days.get(DAYS[1], {}).get('state') == 'running':
+      if days.get(DAYS[1], {}).get('state') == 'running' and staged_files(output):
         break
-    time.sleep(0.05)
+    time.sleep(0.02)
   else:
-    pytest.fail('the backfill never reached its second day')
-  time.sleep(1.0)
+    pytest.fail('the backfill never staged files of its second day')
   process.send_signal(signal.SIGKILL)
   process.wait()
   states = {d: e['state'] for d, e in json.loads(manifest_path.read_text())['days'].items()}
@@ -195,6 +195,11 @@ def test_dry_run_prints_the_plan_and_changes_nothing(inputs, range_backfill, tmp
   out = capsys.readouterr().out
   assert '2026-02-28  run   new' in out and f'{DAYS[0]}  skip  done' in out
   assert snapshot(range_backfill) == before
+
+
+def staged_files(output) -> list:
+  staging = output / '_staging'
+  return [f for f in staging.rglob('*') if f.is_file()] if staging.exists() else []
 
 
 def snapshot(folder: str) -> dict[str, float]:
