@@ -194,18 +194,18 @@ def _parser() -> argparse.ArgumentParser:
     'deploy',
     help='Deploy the streaming job and backfills to Flink on Amazon EMR.',
     description='Build the wheel, upload it with the runner configs and bootstrap script to '
-    'S3, optionally create an EMR cluster (Flink 1.20), and add steps that start a Flink YARN '
+    'S3, optionally create an EMR cluster (Flink 1.19), and add steps that start a Flink YARN '
     'session, the streaming pipeline and a backfill. Credentials come from the standard AWS '
     'chain only.',
   )
   targets = deploy.add_subparsers(dest='target', required=True, metavar='TARGET')
-  emr = targets.add_parser('emr', help='Amazon EMR (Flink 1.20 on EMR 7.7+).')
+  emr = targets.add_parser('emr', help='Amazon EMR (Flink 1.19 on EMR 7.4+).')
   emr.add_argument('--bucket', required=True, help='S3 bucket for artifacts, tables, checkpoints.')
   where = emr.add_mutually_exclusive_group(required=True)
   where.add_argument('--cluster-id', metavar='J-ID', help='A running cluster to add steps to.')
   where.add_argument('--create-cluster', action='store_true', help='Create a cluster first.')
   emr.add_argument('--region', default=None, help="AWS region (default: the AWS chain's).")
-  emr.add_argument('--release', default='emr-7.7.0', help='EMR release (default: %(default)s).')
+  emr.add_argument('--release', default='emr-7.4.0', help='EMR release (default: %(default)s).')
   emr.add_argument(
     '--instance-type', default='m6i.xlarge', help='Node type (default: %(default)s).'
   )

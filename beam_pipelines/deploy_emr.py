@@ -6,7 +6,7 @@ command and does nothing):
 1. builds the project wheel (``pip wheel``);
 2. uploads the wheel, ``runner_configs/`` and ``deploy/emr/bootstrap.sh`` to
    ``s3://BUCKET/shopstream/``;
-3. with ``--create-cluster``: starts an EMR 7.7+ cluster (Flink 1.20) whose
+3. with ``--create-cluster``: starts an EMR 7.4+ cluster (Flink 1.19) whose
    bootstrap action installs Python 3.11, the wheel, Beam's boot binary and
    the Flink job server jar on every node (deploy/emr/bootstrap.sh);
 4. adds EMR steps: a detached Flink YARN session, the streaming pipeline
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_RELEASE = 'emr-7.7.0'  # the first release with Flink 1.20
+DEFAULT_RELEASE = 'emr-7.4.0'  # the first release with Flink 1.19.1
 PREFIX = 'shopstream'
 REMOTE_HOME = '/opt/shopstream'  # where bootstrap.sh installs everything
 STATE_DIR = '/mnt/shopstream/backfill-state'  # local disk of the primary node
@@ -275,7 +275,7 @@ def plan(config: DeployConfig, wheel: Optional[str] = None) -> list[Action]:
   if config.create_cluster:
     actions.append(
       Action(
-        f'create an EMR cluster ({config.release}: Flink 1.20)',
+        f'create an EMR cluster ({config.release}: Flink 1.19)',
         _aws(
           'emr',
           'create-cluster',

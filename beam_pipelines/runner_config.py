@@ -25,9 +25,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 # Importing registers ShopstreamOptions with PipelineOptions.
 from beam_pipelines import options as _shopstream_options  # noqa: F401
 
+# The DirectRunner's in-process batch engine. Beam 2.62 knows it only by its
+# full name (later versions also as 'FnApiRunner').
+IN_PROCESS_RUNNER = 'apache_beam.runners.portability.fn_api_runner.FnApiRunner'
 PIPELINE_OPTIONS_KEY = 'pipeline_options'
 FLINK_OPTIONS_KEY = 'flink_options'
-# Options of Beam 2.77's Java FlinkPipelineOptions (snake_case, as flags),
+# Options of Beam 2.62's Java FlinkPipelineOptions (snake_case, as flags),
 # the ones a deployment sets; see that class's javadoc for the rest.
 FLINK_OPTIONS = frozenset(
   {

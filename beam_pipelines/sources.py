@@ -22,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import accounting
 from transforms.event_time import US_PER_SECOND
-from transforms.records import DEAD_LETTER_TAG, DeadLetter, RawRecord
+from transforms.records import DEAD_LETTER_TAG, DeadLetter, RawRecord, typed_outputs
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -234,11 +234,12 @@ class ReadLines(beam.PTransform):
     self._record_length = record_length
 
   def expand(self, pbegin):
-    return (
+    outputs = (
       pbegin
       | 'ListFiles' >> beam.Create(self._files)
       | 'ReadFileLines'
       >> beam.ParDo(_ReadFileLines(self._show_progress, self._record_length))
-      .with_output_types(RawRecord, **{DEAD_LETTER_TAG: DeadLetter})
+      .with_output_types(RawRecord)
       .with_outputs(DEAD_LETTER_TAG, main='records')
     )
+    return typed_outputs(outputs, **{DEAD_LETTER_TAG: DeadLetter})

@@ -11,6 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from beam_pipelines.kinesis_emulator import free_port, running_emulator, stop, wait_for_port
+from beam_pipelines.runner_config import IN_PROCESS_RUNNER
 from transforms.pseudonymize import Pseudonymizer
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
@@ -25,7 +26,7 @@ def fixture_path(name: str) -> str:
 
 def beam_pipeline() -> TestPipeline:
   """A TestPipeline on the FnApiRunner: the engine the direct.yaml config names."""
-  return TestPipeline(runner='FnApiRunner', options=PipelineOptions([]))
+  return TestPipeline(runner=IN_PROCESS_RUNNER, options=PipelineOptions([]))
 
 
 @pytest.fixture

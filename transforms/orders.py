@@ -20,7 +20,7 @@ from apache_beam import pvalue
 from transforms import accounting
 from transforms.bucketed_grouping import GroupIntoBuckets, bucket_records
 from transforms.parse_orders import PRODUCT, money
-from transforms.records import ORDER_LINES_TAG, ORDERS_TAG, Order, OrderLine
+from transforms.records import ORDER_LINES_TAG, ORDERS_TAG, Order, OrderLine, typed_outputs
 
 
 def _content(line: OrderLine) -> tuple:
@@ -86,11 +86,12 @@ class BuildOrders(beam.PTransform):
     self._num_buckets = num_buckets
 
   def expand(self, lines):
-    return (
+    outputs = (
       lines
       | 'GroupByOrder' >> GroupIntoBuckets(lambda line: line.order_id, self._num_buckets)
       | 'NumberAndSum'
       >> beam.ParDo(_BuildBucketOrders())
-      .with_output_types(OrderLine, **{ORDERS_TAG: Order})
+      .with_output_types(OrderLine)
       .with_outputs(ORDERS_TAG, main=ORDER_LINES_TAG)
     )
+    return typed_outputs(outputs, **{ORDERS_TAG: Order})

@@ -30,7 +30,14 @@ from transforms.dead_letters import ParseRecords, RecordError, RecordFiltered
 from transforms.event_time import US_PER_SECOND, EventTimeError, check_plausible
 from transforms.normalize import content_id
 from transforms.pseudonymize import Pseudonymizer
-from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, DeadLetter, Event, RawRecord
+from transforms.records import (
+  DEAD_LETTER_TAG,
+  EVENTS_TAG,
+  DeadLetter,
+  Event,
+  RawRecord,
+  typed_outputs,
+)
 
 STEP = 'parse_access_log'
 
@@ -257,8 +264,7 @@ class ParseAccessLog(beam.PTransform):
     self._parser = AccessLogParser(pseudonymizer, now_us)
 
   def expand(self, records):
-    return records | 'ParseLogLines' >> beam.ParDo(
+    outputs = records | 'ParseLogLines' >> beam.ParDo(
       ParseRecords(self._parser, STEP)
-    ).with_output_types(Event, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
-      DEAD_LETTER_TAG, main=EVENTS_TAG
-    )
+    ).with_output_types(Event).with_outputs(DEAD_LETTER_TAG, main=EVENTS_TAG)
+    return typed_outputs(outputs, **{DEAD_LETTER_TAG: DeadLetter})

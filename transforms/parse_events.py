@@ -11,7 +11,14 @@ import orjson
 
 from transforms.dead_letters import ParseRecords, RecordError, RecordFiltered
 from transforms.normalize import canonical_event
-from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, DeadLetter, Event, RawRecord
+from transforms.records import (
+  DEAD_LETTER_TAG,
+  EVENTS_TAG,
+  DeadLetter,
+  Event,
+  RawRecord,
+  typed_outputs,
+)
 
 STEP = 'parse_events_jsonl'
 _BOM = b'\xef\xbb\xbf'
@@ -55,8 +62,7 @@ class ParseEventsJsonl(beam.PTransform):
     self._parser = EventLineParser(default_currency, now_us)
 
   def expand(self, records):
-    return records | 'ParseEventLines' >> beam.ParDo(
+    outputs = records | 'ParseEventLines' >> beam.ParDo(
       ParseRecords(self._parser, STEP)
-    ).with_output_types(Event, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
-      DEAD_LETTER_TAG, main=EVENTS_TAG
-    )
+    ).with_output_types(Event).with_outputs(DEAD_LETTER_TAG, main=EVENTS_TAG)
+    return typed_outputs(outputs, **{DEAD_LETTER_TAG: DeadLetter})

@@ -17,7 +17,14 @@ from transforms.event_time import EventTimeError, check_plausible
 from transforms.fixed_width import Layout, cut_record
 from transforms.parse_orders import clean_customer_id, order_line, timezone
 from transforms.pseudonymize import Pseudonymizer
-from transforms.records import DEAD_LETTER_TAG, ORDER_LINES_TAG, DeadLetter, OrderLine, RawRecord
+from transforms.records import (
+  DEAD_LETTER_TAG,
+  ORDER_LINES_TAG,
+  DeadLetter,
+  OrderLine,
+  RawRecord,
+  typed_outputs,
+)
 
 STEP = 'parse_orders_fixed'
 REQUIRED_COLUMNS = (
@@ -113,8 +120,7 @@ class ParseFixedWidthOrders(beam.PTransform):
     )
 
   def expand(self, records):
-    return records | 'ParseFixedRecords' >> beam.ParDo(
+    outputs = records | 'ParseFixedRecords' >> beam.ParDo(
       ParseRecords(self._parser, STEP)
-    ).with_output_types(OrderLine, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
-      DEAD_LETTER_TAG, main=ORDER_LINES_TAG
-    )
+    ).with_output_types(OrderLine).with_outputs(DEAD_LETTER_TAG, main=ORDER_LINES_TAG)
+    return typed_outputs(outputs, **{DEAD_LETTER_TAG: DeadLetter})

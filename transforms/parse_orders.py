@@ -34,7 +34,14 @@ from transforms.csv_lines import csv_fields
 from transforms.dead_letters import ParseRecords, RecordError, RecordFiltered
 from transforms.event_time import US_PER_SECOND, EventTimeError, check_plausible
 from transforms.pseudonymize import Pseudonymizer
-from transforms.records import DEAD_LETTER_TAG, ORDER_LINES_TAG, DeadLetter, OrderLine, RawRecord
+from transforms.records import (
+  DEAD_LETTER_TAG,
+  ORDER_LINES_TAG,
+  DeadLetter,
+  OrderLine,
+  RawRecord,
+  typed_outputs,
+)
 
 STEP = 'parse_orders_csv'
 COLUMNS = (
@@ -235,8 +242,7 @@ class ParseOrdersCsv(beam.PTransform):
     self._parser = OrdersCsvParser(pseudonymizer, tz_name, currency, now_us)
 
   def expand(self, records):
-    return records | 'ParseOrderLines' >> beam.ParDo(
+    outputs = records | 'ParseOrderLines' >> beam.ParDo(
       ParseRecords(self._parser, STEP)
-    ).with_output_types(OrderLine, **{DEAD_LETTER_TAG: DeadLetter}).with_outputs(
-      DEAD_LETTER_TAG, main=ORDER_LINES_TAG
-    )
+    ).with_output_types(OrderLine).with_outputs(DEAD_LETTER_TAG, main=ORDER_LINES_TAG)
+    return typed_outputs(outputs, **{DEAD_LETTER_TAG: DeadLetter})

@@ -26,7 +26,14 @@ from apache_beam import pvalue
 from transforms import accounting
 from transforms.csv_lines import csv_fields, decode_legacy
 from transforms.dead_letters import ParseRecords, RecordError, RecordFiltered
-from transforms.records import DEAD_LETTER_TAG, Category, DeadLetter, Product, RawRecord
+from transforms.records import (
+  DEAD_LETTER_TAG,
+  Category,
+  DeadLetter,
+  Product,
+  RawRecord,
+  typed_outputs,
+)
 
 CATALOG_STEP = 'parse_catalog_csv'
 TAXONOMY_STEP = 'parse_taxonomy'
@@ -82,9 +89,10 @@ def parse_catalog_line(record: RawRecord) -> Product:
 
 
 def _parse(records, parse_fn, step: str, record_type: type):
-  return records | beam.ParDo(ParseRecords(parse_fn, step)).with_output_types(
-    record_type, **{DEAD_LETTER_TAG: DeadLetter}
+  outputs = records | beam.ParDo(ParseRecords(parse_fn, step)).with_output_types(
+    record_type
   ).with_outputs(DEAD_LETTER_TAG, main=PARSED_TAG)
+  return typed_outputs(outputs, **{DEAD_LETTER_TAG: DeadLetter})
 
 
 class ParseCatalogCsv(beam.PTransform):

@@ -32,7 +32,14 @@ from apache_beam import pvalue
 
 from transforms.event_types import ADD_TO_CART, PRODUCT_VIEW, PURCHASE
 from transforms.product_dimension import PRODUCT_LINE
-from transforms.records import Event, Interaction, ItemPair, OrderLine, SessionSequence
+from transforms.records import (
+  Event,
+  Interaction,
+  ItemPair,
+  OrderLine,
+  SessionSequence,
+  typed_outputs,
+)
 
 INTERACTION_TYPES = (PRODUCT_VIEW, ADD_TO_CART, PURCHASE)
 # Implicit feedback: a purchase says more than an add to cart, which says more
@@ -251,15 +258,16 @@ class BuildSessionTables(beam.PTransform):
 
   def expand(self, inputs):
     events, order_lines = inputs
-    per_session = (
+    per_session = typed_outputs(
       events
       | 'WithSession' >> beam.Filter(lambda e: e.session_id is not None)
       | 'KeyBySession' >> beam.Map(lambda e: (e.session_id, e))
       | 'GroupBySession' >> beam.GroupByKey()
       | 'SequenceAndCoViews'
       >> beam.ParDo(_PerSession(self._max_items))
-      .with_output_types(_PAIR_COUNT, **{SEQUENCES_TAG: SessionSequence})
-      .with_outputs(SEQUENCES_TAG, main='pairs')
+      .with_output_types(_PAIR_COUNT)
+      .with_outputs(SEQUENCES_TAG, main='pairs'),
+      **{SEQUENCES_TAG: SessionSequence},
     )
     purchases = (
       events | 'Purchases' >> beam.Filter(_bought_in_order),

@@ -26,6 +26,17 @@ PRODUCTS_TAG = 'products'
 CATEGORIES_TAG = 'categories'
 
 
+def typed_outputs(outputs, **tagged_types):
+  """``outputs`` (a ParDo's ``DoOutputsTuple``) with its tagged outputs typed.
+
+  Beam 2.62 types every tagged output ``Any`` (so pickled) whatever
+  ``with_output_types`` says; typing them gives them their records' coders.
+  """
+  for tag, type_hint in tagged_types.items():
+    outputs[tag].element_type = type_hint
+  return outputs
+
+
 class RawRecord(NamedTuple):
   """One unparsed record of an input: a line of a file, a Kinesis record."""
 

@@ -26,7 +26,14 @@ from apache_beam import pvalue
 from transforms import event_types
 from transforms.bucketed_grouping import GroupIntoBuckets, bucket_records
 from transforms.event_time import US_PER_SECOND
-from transforms.records import EVENTS_TAG, SESSIONS_TAG, Event, SessionRow, with_session_id
+from transforms.records import (
+  EVENTS_TAG,
+  SESSIONS_TAG,
+  Event,
+  SessionRow,
+  typed_outputs,
+  with_session_id,
+)
 
 DEFAULT_GAP_S = 30 * 60
 DEFAULT_MAX_DURATION_S = 24 * 3600
@@ -156,11 +163,12 @@ class Sessionize(beam.PTransform):
     self._num_buckets = num_buckets
 
   def expand(self, events):
-    return (
+    outputs = (
       events
       | 'GroupBySessionKey' >> GroupIntoBuckets(lambda event: event.session_key, self._num_buckets)
       | 'ApplySessionRule'
       >> beam.ParDo(_SessionizeBucket(self._gap_us, self._max_duration_us))
-      .with_output_types(Event, **{SESSIONS_TAG: SessionRow})
+      .with_output_types(Event)
       .with_outputs(SESSIONS_TAG, main=EVENTS_TAG)
     )
+    return typed_outputs(outputs, **{SESSIONS_TAG: SessionRow})

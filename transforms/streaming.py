@@ -49,6 +49,7 @@ from transforms.records import (
   DeadLetter,
   Event,
   SessionRow,
+  typed_outputs,
 )
 from transforms.sessionize import DEFAULT_GAP_S, DEFAULT_MAX_DURATION_S, sessionize_key
 
@@ -210,12 +211,13 @@ class SessionizeStreaming(beam.PTransform):
     )
 
   def expand(self, events):
-    return (
+    outputs = (
       events
       | 'KeyBySessionKey'
       >> beam.Map(lambda e: (e.session_key, e)).with_output_types(tuple[str, Event])
       | 'SessionizeKey'
       >> beam.ParDo(_SessionizeKey(*self._args))
-      .with_output_types(Event, **{SESSIONS_TAG: SessionRow, DEAD_LETTER_TAG: DeadLetter})
+      .with_output_types(Event)
       .with_outputs(SESSIONS_TAG, DEAD_LETTER_TAG, main=EVENTS_TAG)
     )
+    return typed_outputs(outputs, **{SESSIONS_TAG: SessionRow, DEAD_LETTER_TAG: DeadLetter})

@@ -5,17 +5,17 @@
 #   bootstrap.sh s3://BUCKET/shopstream
 #
 # Installs into /opt/shopstream:
-#   venv/            Python 3.11 with the shopstream wheel (Beam 2.77 and the rest)
+#   venv/            Python 3.11 with the shopstream wheel (Beam 2.62 and the rest)
 #   runner_configs/  the runner YAMLs the EMR steps name
 #   boot             Beam's SDK harness launcher (the PROCESS environment's command),
 #                    copied out of Beam's SDK image and wrapped to use venv's Python
-#   beam-runners-flink-1.20-job-server-2.77.0.jar   (primary node only)
+#   beam-runners-flink-1.19-job-server-2.77.0.jar   (primary node only)
 set -euo pipefail
 
 ARTIFACTS=${1:?usage: bootstrap.sh s3://BUCKET/shopstream}
-BEAM_VERSION=2.77.0
+BEAM_VERSION=2.62.0
 HOME_DIR=/opt/shopstream
-JOB_SERVER_JAR=beam-runners-flink-1.20-job-server-${BEAM_VERSION}.jar
+JOB_SERVER_JAR=beam-runners-flink-1.19-job-server-${BEAM_VERSION}.jar
 
 sudo mkdir -p "$HOME_DIR" /mnt/shopstream
 sudo chown "$(id -u):$(id -g)" "$HOME_DIR" /mnt/shopstream
@@ -45,5 +45,5 @@ chmod +x "$HOME_DIR/boot" "$HOME_DIR/boot.bin"
 # The Flink job server, on the primary node (where the steps run).
 if grep -q '"isMaster": *true' /mnt/var/lib/info/instance.json; then
   curl -fsSL -o "$HOME_DIR/$JOB_SERVER_JAR" \
-    "https://repo1.maven.org/maven2/org/apache/beam/beam-runners-flink-1.20-job-server/${BEAM_VERSION}/${JOB_SERVER_JAR}"
+    "https://repo1.maven.org/maven2/org/apache/beam/beam-runners-flink-1.19-job-server/${BEAM_VERSION}/${JOB_SERVER_JAR}"
 fi

@@ -32,7 +32,7 @@ def test_dry_run_prints_every_command_and_touches_nothing(capsys, monkeypatch):
   assert 'runner_configs/flink_emr_streaming.yaml s3://shop-data/shopstream/runner_configs/' in out
   create = next(c for c in commands if c.startswith('aws emr create-cluster'))
   request = json.loads(shlex.split(create.split('  #')[0])[4])
-  assert request['ReleaseLabel'] == 'emr-7.7.0'
+  assert request['ReleaseLabel'] == 'emr-7.4.0'
   assert {a['Name'] for a in request['Applications']} == {'Flink', 'Hadoop'}
   add_steps = next(c for c in commands if c.startswith('aws emr add-steps'))
   steps = json.loads(shlex.split(add_steps)[6])
@@ -80,7 +80,7 @@ def test_deploys_to_moto_emr_and_s3(s3_endpoint, aws_credentials, capsys):
   [cluster] = emr.list_clusters()['Clusters']
   assert f'cluster {cluster["Id"]}: steps' in out
   described = emr.describe_cluster(ClusterId=cluster['Id'])['Cluster']
-  assert described['ReleaseLabel'] == 'emr-7.7.0'
+  assert described['ReleaseLabel'] == 'emr-7.4.0'
   steps = emr.list_steps(ClusterId=cluster['Id'])['Steps']
   assert sorted(s['Name'] for s in steps) == [
     'flink-yarn-session',

@@ -19,7 +19,7 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.transforms import environments
 
 from beam_pipelines import batch_pipeline, streaming_pipeline
-from beam_pipelines.runner_config import load_runner_config
+from beam_pipelines.runner_config import IN_PROCESS_RUNNER, load_runner_config
 from tests.conftest import fixture_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,7 +62,7 @@ BATCH_SOURCES = [
 
 def proto_of(config: str, build, flags: list[str]) -> beam_runner_api_pb2.Pipeline:
   options = PipelineOptions(load_runner_config(os.path.join(ROOT, config)) + flags)
-  pipeline = beam.Pipeline(runner='FnApiRunner', options=options)  # built, never run
+  pipeline = beam.Pipeline(runner=IN_PROCESS_RUNNER, options=options)  # built, never run
   build(pipeline, options)
   default = environments.Environment.from_options(options.view_as(PortableOptions))
   return pipeline.to_runner_api(default_environment=default)

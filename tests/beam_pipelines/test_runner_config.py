@@ -5,7 +5,7 @@ import os
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_pipelines.runner_config import load_runner_config
+from beam_pipelines.runner_config import IN_PROCESS_RUNNER, load_runner_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
@@ -19,7 +19,7 @@ def test_every_runner_config_loads_into_options(path):
 
 def test_direct_config_names_the_fnapi_runner():
   flags = load_runner_config(os.path.join(ROOT, 'runner_configs', 'direct.yaml'))
-  assert PipelineOptions(flags).view_as(StandardOptions).runner == 'FnApiRunner'
+  assert PipelineOptions(flags).view_as(StandardOptions).runner == IN_PROCESS_RUNNER
 
 
 def test_a_typo_fails(tmp_path):
@@ -49,8 +49,8 @@ def options_of(name: str) -> PipelineOptions:
 @pytest.mark.parametrize(
   'name, runner',
   [
-    ('direct.yaml', 'FnApiRunner'),
-    ('direct_streaming.yaml', 'FnApiRunner'),
+    ('direct.yaml', IN_PROCESS_RUNNER),
+    ('direct_streaming.yaml', IN_PROCESS_RUNNER),
     ('portable_local.yaml', 'PortableRunner'),
     ('prism_streaming.yaml', 'PrismRunner'),
     ('flink_local.yaml', 'FlinkRunner'),
@@ -67,9 +67,9 @@ def test_each_target_has_its_config_and_every_value_parses(name, runner):
 
 
 @pytest.mark.parametrize('name', ['flink_emr_streaming.yaml', 'flink_emr_backfill.yaml'])
-def test_emr_configs_pin_flink_1_20_and_a_process_harness(name):
+def test_emr_configs_pin_flink_1_19_and_a_process_harness(name):
   values = options_of(name).get_all_options(retain_unknown_options=True)
-  assert values['flink_version'] == '1.20'  # EMR 7.7+ ships Flink 1.20
+  assert values['flink_version'] == '1.19'  # EMR 7.4+ ships Flink 1.19
   assert values['environment_type'] == 'PROCESS'
   assert json.loads(values['environment_config'])['command'].endswith('/boot')
   assert values['parallelism'] >= 2

@@ -14,6 +14,7 @@ import duckdb
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import batch_pipeline, cli, parquet_sink, run_summary
+from beam_pipelines.runner_config import IN_PROCESS_RUNNER
 from tests.conftest import fixture_path
 from transforms import enrich
 
@@ -135,7 +136,9 @@ def test_bundles_the_runner_retries_leave_no_duplicate_rows_or_counts(tmp_path, 
   the tables or the counters.
   """
   argv = [*SOURCES, '--derived-tables', 'never']
-  clean = run_directly(['--runner=FnApiRunner', *argv, '--output', str(tmp_path / 'clean')])
+  clean = run_directly(
+    [f'--runner={IN_PROCESS_RUNNER}', *argv, '--output', str(tmp_path / 'clean')]
+  )
 
   faults = []
 

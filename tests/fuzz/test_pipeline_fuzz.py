@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from beam_pipelines import batch_pipeline
+from beam_pipelines.runner_config import IN_PROCESS_RUNNER
 from tests.fuzz.test_parsers_fuzz import PARSERS, mutated
 
 
@@ -43,7 +44,7 @@ def test_mutated_inputs_never_break_a_run_or_its_accounting(events, hits, orders
         f.write(data)
     summary = batch_pipeline.run(
       [
-        '--runner=FnApiRunner',
+        f'--runner={IN_PROCESS_RUNNER}',
         *(f'--source={kind}={folder}/{kind}.txt' for kind in inputs),
         f'--output={folder}/out',
         '--reference_time=2026-06-01T00:00:00Z',
