@@ -9,7 +9,43 @@ INSTALLED := $(VENV)/.installed
 # The Kinesis emulator the tests start (kinesis-local, from npm).
 NODE_INSTALLED := node_modules/.installed
 
-install: $(INSTALLED) $(NODE_INSTALLED)
+# Flink, Beam's Flink job server, Prism and the SDK harness's boot binary, in
+# .tools/ (beam_pipelines/local_flink.py says what each is). BEAM_VERSION must
+# equal apache-beam's pin in pyproject.toml.
+BEAM_VERSION := 2.62.0
+FLINK_VERSION := 1.19.0
+TOOLS := .tools
+FLINK_INSTALLED := $(TOOLS)/flink-$(FLINK_VERSION)/.installed
+JOB_SERVER_INSTALLED := $(TOOLS)/flink-job-server/.installed
+GO_TOOLS_INSTALLED := $(TOOLS)/bin/.installed-$(BEAM_VERSION)
+BEAM_GO := github.com/apache/beam/sdks/v2
+
+install: $(INSTALLED) $(NODE_INSTALLED) $(FLINK_INSTALLED) $(JOB_SERVER_INSTALLED) $(GO_TOOLS_INSTALLED)
+
+$(JOB_SERVER_INSTALLED): deploy/flink/job-server-pom.xml $(INSTALLED)
+	rm -rf $(TOOLS)/flink-job-server
+	mvn -B -q -f deploy/flink/job-server-pom.xml dependency:copy-dependencies \
+	  -DoutputDirectory=$(CURDIR)/$(TOOLS)/flink-job-server/lib
+	$(BIN)/python -m beam_pipelines.local_flink job-server-jar
+	touch $@
+
+# PyPI's apache-flink-libraries and apache-flink hold the distribution's
+# lib/ and bin/ + conf/; nothing of them is installed into the venv.
+$(FLINK_INSTALLED): $(INSTALLED)
+	rm -rf $(TOOLS)/downloads
+	$(BIN)/python -m pip download --quiet --no-deps -d $(TOOLS)/downloads \
+	  apache-flink-libraries==$(FLINK_VERSION) apache-flink==$(FLINK_VERSION)
+	$(BIN)/python -m beam_pipelines.local_flink assemble-flink $(TOOLS)/downloads
+	rm -rf $(TOOLS)/downloads
+	touch $@
+
+# Python's SDK harness launcher is the 'container' command of Beam's Go module.
+$(GO_TOOLS_INSTALLED):
+	mkdir -p $(TOOLS)/bin $(TOOLS)/go-build
+	GOBIN=$(CURDIR)/$(TOOLS)/bin go install $(BEAM_GO)/go/cmd/prism@v$(BEAM_VERSION)
+	GOBIN=$(CURDIR)/$(TOOLS)/go-build go install $(BEAM_GO)/python/container@v$(BEAM_VERSION)
+	mv $(TOOLS)/go-build/container $(TOOLS)/bin/boot
+	touch $@
 
 $(NODE_INSTALLED): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -49,4 +85,4 @@ bench: install
 	$(BIN)/python benchmarks/batch_throughput.py --events 200000
 
 clean:
-	rm -rf $(VENV) $(DEMO) node_modules .pytest_cache *.egg-info
+	rm -rf $(VENV) $(DEMO) node_modules $(TOOLS) .pytest_cache *.egg-info

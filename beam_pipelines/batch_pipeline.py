@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import execution, parquet_sink, tables
-from beam_pipelines.options import ShopstreamOptions
+from beam_pipelines.options import ShopstreamOptions, parse_pipeline_options
 from beam_pipelines.sources import (
   ACCESS_LOG,
   CATALOG_CSV,
@@ -292,7 +292,7 @@ def run(argv: Optional[list[str]] = None, summary_dir: Optional[str] = None) -> 
 
   Raises ValueError for bad options and AccountingError if records went missing.
   """
-  options = PipelineOptions(argv)
+  options = parse_pipeline_options(argv)
   opts = options.view_as(ShopstreamOptions)
   opts.run_id = opts.run_id or new_run_id()
   pipeline, _ = execution.build(options, build_pipeline)

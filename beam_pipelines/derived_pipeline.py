@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import execution, parquet_sink, run_summary, tables
 from beam_pipelines.batch_pipeline import new_run_id
-from beam_pipelines.options import ShopstreamOptions
+from beam_pipelines.options import ShopstreamOptions, parse_pipeline_options
 from beam_pipelines.tables import TableSpec
 from transforms.event_time import parse_event_time
 from transforms.recommendations import (
@@ -122,7 +122,7 @@ def build_derived(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.
 
 def run(argv: Optional[list[str]] = None) -> dict[str, int]:
   """Derives the tables of ``--output``; returns rows written per derived table."""
-  options = PipelineOptions(argv)
+  options = parse_pipeline_options(argv)
   opts = options.view_as(ShopstreamOptions)
   pipeline, rows = execution.build(options, build_derived)
   run_id = f'derive-{new_run_id()}'

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 
 from transforms.sessionize import DEFAULT_GAP_S, DEFAULT_MAX_DURATION_S
 
@@ -244,3 +244,18 @@ class ShopstreamOptions(PipelineOptions):
       help='customers: the time recency and 7/30/90-day windows count back from (default: '
       'the latest order or session end in the tables).',
     )
+
+
+def parse_pipeline_options(argv: list[str]) -> PipelineOptions:
+  """PipelineOptions of the flags, without the prefix match Beam 2.62 makes of --output.
+
+  Each options class parses the flags on its own with argparse's prefix
+  matching, so PortableOptions reads ``--output DIR`` as
+  ``--output_executable_path DIR``; the Flink job server then writes the job
+  as a jar to DIR instead of running it ("FileNotFoundException: DIR (Is a
+  directory)", seen). Unless that option is given in full, it is unset.
+  """
+  options = PipelineOptions(argv)
+  if not any(flag.startswith('--output_executable_path') for flag in argv):
+    options.view_as(PortableOptions).output_executable_path = None
+  return options

@@ -48,7 +48,7 @@ from beam_pipelines import parquet_sink, run_summary, tables
 from beam_pipelines.batch_pipeline import new_run_id
 from beam_pipelines.derived_pipeline import ReadTable, partition_of, rows_of, table_files
 from beam_pipelines.dimension_refresh import RefreshingProductJoin
-from beam_pipelines.options import ShopstreamOptions
+from beam_pipelines.options import ShopstreamOptions, parse_pipeline_options
 from beam_pipelines.sources import (
   DIMENSION_KINDS,
   EVENTS_JSONL,
@@ -366,7 +366,7 @@ def run(
   argv: list[str], reasons: list[str], first: Optional[str], last: Optional[str], dry_run: bool
 ) -> dict:
   """Replays the dead letters in scope; returns the replay's accounting."""
-  options = PipelineOptions(argv)
+  options = parse_pipeline_options(argv)
   opts = options.view_as(ShopstreamOptions)
   pseudonymizer = Pseudonymizer(salt_from_environment())
   from beam_pipelines.batch_pipeline import load_fixed_layout, reference_time_us

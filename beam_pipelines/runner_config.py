@@ -57,6 +57,9 @@ FLINK_OPTIONS = frozenset(
     'state_backend_storage_path',
   }
 )
+# Options naming a file that `make install` puts into the project's folder:
+# a relative path is taken from there (see resolve).
+PROJECT_FILE_OPTIONS = frozenset({'flink_job_server_jar', 'prism_location'})
 # runner_configs/ beside the packages, for a relative path used outside the checkout.
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,7 +108,9 @@ def load_runner_config(path: str) -> list[str]:
   unknown_keys = sorted(set(config) - {PIPELINE_OPTIONS_KEY, FLINK_OPTIONS_KEY})
   if unknown_keys:
     raise ValueError(f'runner config {path}: unknown sections {unknown_keys}')
-  values = config[PIPELINE_OPTIONS_KEY]
+  values = dict(config[PIPELINE_OPTIONS_KEY])
+  for name in PROJECT_FILE_OPTIONS & set(values):
+    values[name] = os.path.join(PROJECT_ROOT, values[name])  # unchanged when absolute
   unknown = sorted(set(values) - known_option_names())
   if unknown:
     raise ValueError(f'runner config {path}: unknown pipeline options {unknown}')

@@ -29,7 +29,7 @@ from beam_pipelines.batch_pipeline import (
 )
 from beam_pipelines.dimension_refresh import RefreshingProductJoin
 from beam_pipelines.kinesis import KinesisConfig, KinesisRecord, ReadKinesisStream
-from beam_pipelines.options import ShopstreamOptions
+from beam_pipelines.options import ShopstreamOptions, parse_pipeline_options
 from beam_pipelines.sources import (
   CATALOG_CSV,
   DIMENSION_KINDS,
@@ -157,6 +157,10 @@ def build_streaming_pipeline(
   return rows
 
 
+# Beam's Java FlinkPipelineOptions.shutdownSourcesAfterIdleMs.
+FLINK_SOURCE_SHUTDOWN = 'shutdown_sources_after_idle_ms'
+
+
 def disable_embedded_state_cache() -> None:
   """Turns off the user-state cache of the in-process FnApiRunner worker.
 
@@ -173,11 +177,17 @@ def disable_embedded_state_cache() -> None:
 
 def run(argv: Optional[list[str]] = None) -> dict:
   """Runs the streaming pipeline until its stop condition; returns the run summary."""
-  options = PipelineOptions(argv)
-  opts = options.view_as(ShopstreamOptions)
-  if opts.stop_after_idle is None and opts.max_records is None:
+  argv = list(argv or [])
+  opts = parse_pipeline_options(argv).view_as(ShopstreamOptions)
+  bounded = opts.stop_after_idle is not None or opts.max_records is not None
+  if not bounded:
     _LOGGER.warning('no --stop-after-idle or --max-records: reading until stopped')
+  elif not any(flag.startswith(f'--{FLINK_SOURCE_SHUTDOWN}') for flag in argv):
+    # With checkpoints on, Flink keeps finished sources running, so the
+    # watermark never reaches the end and a bounded run never ends (seen).
+    # Other runners do not know the option and ignore it.
+    argv.append(f'--{FLINK_SOURCE_SHUTDOWN}=0')
+  options = parse_pipeline_options(argv)
   pipeline, _ = execution.build(options, build_streaming_pipeline)
   disable_embedded_state_cache()
-  bounded = opts.stop_after_idle is not None or opts.max_records is not None
   return execution.run_to_summary(pipeline, opts.output, pause_gc=bounded)

@@ -78,6 +78,12 @@ class _WriteWindowFile(accounting.CountingDoFn):
   def process(self, grouped, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
     (day, shard), rows = grouped
     rows = sorted(rows, key=row_sort_key)
+    if not rows:
+      # Python windowing asks runners to emit a final pane even when empty, and
+      # Flink 1.19's runner (Beam 2.62) fires one per window when the watermark
+      # passes its lateness, named like the on-time pane (ON_TIME, index 0,
+      # seen): writing it would replace the window's file by an empty one.
+      return
     directory = partition_dir(self._output, self._spec.name, day)
     path = FileSystems.join(directory, file_name(window.start.micros, pane.index, shard))
     make_dirs(directory)
