@@ -13,7 +13,9 @@ its remainder between polls so that a runner can checkpoint it. A restart
 from a checkpoint continues AFTER the last sequence number of each shard.
 
 Watermark: per shard, the newest event time seen minus ``max_out_of_order``
-(event time from ``event_time_fn``, else the record's arrival time); the
+(event time from ``event_time_fn``, else the record's arrival time; never
+later than the record's arrival, so a client clock running ahead moves
+nothing); the
 stream's watermark is the minimum over shards that are not idle; a shard
 caught up for ``idle_timeout`` seconds holds nothing back.
 
@@ -308,8 +310,13 @@ class ReadKinesisStream(beam.DoFn):
           event_us = (
             config.event_time_fn(record['Data']) if config.event_time_fn else None
           ) or arrival_us
-          if state.newest_event_us is None or event_us > state.newest_event_us:
-            state.newest_event_us = event_us
+          # No record happened after it arrived: a client clock running ahead
+          # (one record stamped 2100) must not move the watermark, or every
+          # record after it would be late. Such records are clock_skew dead
+          # letters downstream.
+          progress_us = min(event_us, arrival_us)
+          if state.newest_event_us is None or progress_us > state.newest_event_us:
+            state.newest_event_us = progress_us
           yield TimestampedValue(
             KinesisRecord(
               stream,

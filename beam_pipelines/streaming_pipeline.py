@@ -25,7 +25,6 @@ from beam_pipelines import execution, tables
 from beam_pipelines.batch_pipeline import (
   CountClean,
   CountDeadLetters,
-  reference_time_us,
 )
 from beam_pipelines.dimension_refresh import RefreshingProductJoin
 from beam_pipelines.kinesis import KinesisConfig, KinesisRecord, ReadKinesisStream
@@ -102,7 +101,6 @@ def build_streaming_pipeline(
       'with --kinesis-stream, --source takes only the product dimension: '
       f'{", ".join(DIMENSION_KINDS)}'
     )
-  now_us = reference_time_us(opts)
   pseudonymizer = pseudonymizer or Pseudonymizer(salt_from_environment())
   # The product dimension: read here for its accounting and dead letters (as
   # in batch), and joined by RefreshingProductJoin, which reloads it on change.
@@ -125,7 +123,10 @@ def build_streaming_pipeline(
     | 'ReadKinesis'
     >> beam.ParDo(ReadKinesisStream(kinesis_config(opts))).with_output_types(KinesisRecord)
     | 'ToRawRecords' >> beam.Map(to_raw_record).with_output_types(RawRecord)
-    | 'Parse' >> ParseEventsJsonl(opts.default_currency, now_us)
+    # Event times are bounded by each record's arrival, not by a time fixed
+    # when the graph was built (after a day of running, every event was out
+    # of range).
+    | 'Parse' >> ParseEventsJsonl(opts.default_currency, None)
   )
   sessionized = (
     parsed[EVENTS_TAG]

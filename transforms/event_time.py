@@ -22,6 +22,7 @@ _MILLIS_THRESHOLD = 100_000_000_000
 # web commerce did not exist before 1995, and clocks a day ahead are broken.
 MIN_PLAUSIBLE_US = 788_918_400 * US_PER_SECOND  # 1995-01-01T00:00:00Z
 MAX_FUTURE_US = 86_400 * US_PER_SECOND
+CLOCK_SKEW = 'clock_skew'
 
 
 class EventTimeError(ValueError):
@@ -69,11 +70,21 @@ def parse_event_time(value: object) -> int:
 
 
 def check_plausible(time_us: int, now_us: int) -> None:
-  """Raises EventTimeError when a parsed time is before 1995 or in the future."""
-  if time_us < MIN_PLAUSIBLE_US or time_us > now_us + MAX_FUTURE_US:
+  """Raises EventTimeError when a parsed time is before 1995 or in the future.
+
+  ``now_us`` is when the record was made or arrived: the run's reference time
+  in batch, a Kinesis record's arrival time in a stream. A time more than a
+  day ahead of it is ``clock_skew`` (a client's clock is wrong), in both.
+  """
+  if time_us < MIN_PLAUSIBLE_US:
     raise EventTimeError(
-      'event_time_out_of_range',
-      f'event_time {format_us(time_us)} is before 1995 or more than a day ahead',
+      'event_time_out_of_range', f'event_time {format_us(time_us)} is before 1995'
+    )
+  if time_us > now_us + MAX_FUTURE_US:
+    raise EventTimeError(
+      CLOCK_SKEW,
+      f'event_time {format_us(time_us)} is more than a day ahead of the record '
+      f'({format_us(now_us)}): a clock is wrong',
     )
 
 

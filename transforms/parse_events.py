@@ -6,6 +6,8 @@ lines | ParseEventsJsonl(default_currency='EUR', now_us=now)
 
 from __future__ import annotations
 
+from typing import Optional
+
 import apache_beam as beam
 import orjson
 
@@ -27,7 +29,7 @@ _BOM = b'\xef\xbb\xbf'
 class EventLineParser:
   """The parse function for one JSON line; a class so its config pickles."""
 
-  def __init__(self, default_currency: str, now_us: int):
+  def __init__(self, default_currency: str, now_us: Optional[int]):
     self.default_currency = default_currency
     self.now_us = now_us
 
@@ -49,15 +51,22 @@ class EventLineParser:
       raise RecordError.single('invalid_json', f'line is not valid JSON: {e}') from None
     if not isinstance(obj, dict):
       raise RecordError.single('not_an_object', f'line is JSON {type(obj).__name__}, not an object')
+    # A stream has no one "now": each record is judged against its arrival.
+    now_us = self.now_us if self.now_us is not None else record.input_time
     return canonical_event(
-      obj, source=record.source, default_currency=self.default_currency, now_us=self.now_us
+      obj, source=record.source, default_currency=self.default_currency, now_us=now_us
     )
 
 
 class ParseEventsJsonl(beam.PTransform):
-  """RawRecords of events-jsonl lines to Events; the rest to dead letters."""
+  """RawRecords of events-jsonl lines to Events; the rest to dead letters.
 
-  def __init__(self, default_currency: str, now_us: int):
+  ``now_us`` bounds event times (a day ahead at most: transforms/event_time.py);
+  None bounds each record by its own ``input_time``, a Kinesis record's arrival,
+  so a stream that runs for weeks keeps accepting new events.
+  """
+
+  def __init__(self, default_currency: str, now_us: Optional[int]):
     super().__init__()
     self._parser = EventLineParser(default_currency, now_us)
 

@@ -41,6 +41,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms import accounting
 from transforms.event_time import US_PER_SECOND, format_us
+from transforms.normalize import KNOWN_FIELDS
 from transforms.record_coder import RecordCoder
 from transforms.records import (
   DEAD_LETTER_TAG,
@@ -173,11 +174,35 @@ class _SessionizeKey(beam.DoFn):
       boundary.clear()
 
 
+# The canonical fields an Event still holds after enrichment (ip and user_agent
+# are gone by then: raw PII never reaches a table, dead letters included).
+_CANONICAL_FIELDS = tuple(name for name in KNOWN_FIELDS if name not in ('ip', 'user_agent'))
+
+
+def late_payload(event: Event) -> bytes:
+  """The late event as a canonical JSON line that parses back to the same event.
+
+  The time is ISO-8601 text: an epoch number in microseconds would read back
+  as milliseconds (a year past 50,000). Enrichment columns are not canonical
+  fields; a replay derives what it can again.
+  """
+  fields = {}
+  for name in _CANONICAL_FIELDS:
+    value = getattr(event, name)
+    if value is None:
+      continue
+    if name == 'event_time':
+      value = format_us(value)
+    elif name == 'properties':
+      value = orjson.loads(value)
+    fields[name] = value
+  return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+
+
 def late_dead_letter(event: Event, boundary_us: int) -> DeadLetter:
   """The late event as a canonical JSON line, replayable as events-jsonl."""
-  fields = {name: value for name, value in event._asdict().items() if value is not None}
   return DeadLetter(
-    payload=orjson.dumps(fields),
+    payload=late_payload(event),
     reason=LATE,
     detail=f'event at {format_us(event.event_time)} belongs to a session already emitted '
     f'(on-time events of this key start at {format_us(boundary_us)})',

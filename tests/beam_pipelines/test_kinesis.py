@@ -303,3 +303,41 @@ def test_an_emulator_restart_mid_read_loses_and_repeats_nothing(aws_credentials,
     stop(process)
   assert [record.data for record in read] == payloads
   assert len({record.sequence_number for record in read}) == 600
+
+
+def test_a_client_clock_far_ahead_never_moves_the_watermark(kinesis, kinesis_endpoint):
+  """One record stamped 2100 among live ones: the watermark stays behind arrival."""
+  from beam_pipelines.streaming_pipeline import json_event_time
+
+  create_stream(kinesis, 'skew', 1)
+  now_s = time.time()
+
+  def at(offset_s: float) -> bytes:
+    return json.dumps({'event_time': now_s + offset_s}).encode()
+
+  put(kinesis, 'skew', [at(-2), b'{"event_time": "2100-01-01T00:00:00Z"}', at(-1)])
+  dofn = ReadKinesisStream(
+    config(
+      kinesis_endpoint,
+      'skew',
+      stop_after_idle_s=None,
+      event_time_fn=json_event_time,
+      max_out_of_order_s=1,
+    )
+  )
+  dofn.setup()
+  estimator = ManualWatermarkEstimator(None)
+  checkpoint, read = StreamCheckpoint(), []
+  for _ in range(50):  # unbounded: each call reads, advances the watermark, defers
+    tracker = ThreadsafeRestrictionTracker(CheckpointTracker(checkpoint))
+    view = RestrictionTrackerView(tracker)
+    read.extend(dofn.process('skew', tracker=view, watermark=estimator))
+    checkpoint = tracker.deferred_status()[0]
+    if len(read) == 3:
+      break
+  assert len(read) == 3
+  watermark_s = estimator.current_watermark().micros / 1e6
+  # Newest progress is the skewed record's arrival (~now), minus the 1 s bound.
+  assert now_s - 5 < watermark_s < time.time()
+  # The skewed record keeps its own timestamp (the parser dead-letters it as clock_skew).
+  assert max(r.timestamp.micros for r in read) > 4_000_000_000 * 1_000_000

@@ -10,17 +10,21 @@ remaining dead letters must be equal, and a second replay recovers nothing.
 from __future__ import annotations
 
 import glob
+import gzip
 import json
 import os
 import shutil
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
-from beam_pipelines import cli
+from beam_pipelines import cli, tables
+from beam_pipelines.derived_pipeline import rows_of, table_files
 from beam_pipelines.sample_data import GeneratorConfig, generate
 from transforms import event_types
 from transforms.records import OrderLine
+from transforms.streaming import late_dead_letter
 
 
 @pytest.fixture(scope='module')
@@ -337,3 +341,60 @@ def test_orders_are_rebuilt_from_all_their_lines_across_days(tmp_path):
     '2026-03-03',
   ]
   assert replay_module.order_days(str(tmp_path), []) == []
+
+
+def test_a_late_event_replayed_lands_in_its_session(tmp_path, monkeypatch):
+  """A stream dead-letters an event as late; replay folds it into its session.
+
+  The referee is a batch run over every event. The tables under test are a run
+  without the event plus the late letter the streaming path makes of it (from
+  the referee's enriched row, as the stream holds it when it finds it late).
+  """
+  monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'late-salt')
+  folder = tmp_path / 'in'
+  generate(GeneratorConfig(output_dir=str(folder), events=600, days=1, seed=9))
+  (gz,) = glob.glob(f'{folder}/events-*.jsonl.gz')
+  lines = gzip.open(gz).read().splitlines()
+  # A product view inside a session, with no raw user agent or IP: those are
+  # gone from an enriched event, so the letter cannot carry them.
+  first_of_key, late_line = set(), None
+  for line in lines:
+    obj = json.loads(line)
+    key = obj.get('anonymous_id')
+    if key in first_of_key and obj['event_type'] == 'product_view' and 'user_agent' not in obj:
+      late_line = line
+      break
+    first_of_key.add(key)
+  assert late_line is not None
+  late_id = json.loads(late_line)['event_id']
+  for name, kept in (('all', lines), ('without', [x for x in lines if x != late_line])):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / 'events.jsonl').write_bytes(b'\n'.join(kept) + b'\n')
+  common = ['--reference-time', '2026-06-01T00:00:00Z', '--progress', 'never']
+  common += ['--derived-tables', 'never']
+  for name in ('all', 'without'):
+    source = f'events-jsonl={tmp_path / name}/events.jsonl'
+    assert (
+      cli.main(['run', '--source', source, '--output', str(tmp_path / f'{name}-out'), *common]) == 0
+    )
+  referee, output = tmp_path / 'all-out', tmp_path / 'without-out'
+
+  (event,) = [
+    e
+    for path in table_files(str(referee), 'events')
+    for e in rows_of(tables.EVENTS, pq.read_table(path))
+    if e.event_id == late_id
+  ]
+  letter = late_dead_letter(event, event.event_time + 1)
+  day_dir = output / 'dead_letter' / f'dt={tables.DEAD_LETTER.partition_day(letter)}'
+  day_dir.mkdir(parents=True, exist_ok=True)
+  pq.write_table(tables.to_arrow(tables.DEAD_LETTER, [letter]), day_dir / 'late.parquet')
+
+  assert replay(output, '--reason', 'late') == 0
+  # source names the input file, which differs between the two runs.
+  for table in ('events', 'sessions'):
+    exclude = 'exclude (source)' if table == 'events' else ''
+    query = f"select * {exclude} from read_parquet('{{}}/{table}/*/*.parquet') order by all"
+    got, want = (duckdb.connect().execute(query.format(o)).fetchall() for o in (output, referee))
+    assert got == want, table
+  assert not [r for r in rows(output, 'dead_letter') if r[1] == 'late']

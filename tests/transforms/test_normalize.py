@@ -78,7 +78,7 @@ def test_every_problem_of_a_record_is_reported():
       'invalid_price',
       'invalid_quantity',
       'missing_event_type',
-      'event_time_out_of_range',
+      'clock_skew',
       'missing_identity',
     ]
   )

@@ -1,4 +1,5 @@
 import apache_beam as beam
+import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import NOW_US, beam_pipeline
@@ -62,3 +63,24 @@ def test_pipeline_routes_events_and_dead_letters():
       equal_to([(b'\xff\xfe garbage', 'invalid_utf8', 'parse_events_jsonl', SOURCE, '2', 7)]),
       label='dead letters',
     )
+
+
+def test_without_a_fixed_now_each_record_is_bounded_by_its_arrival():
+  """A stream's parser (now_us None) judges each record against its input_time."""
+  day_us = 86_400 * 1_000_000
+  arrival = NOW_US + 7 * day_us  # a week after the stream started
+
+  def record(ahead_us: int) -> RawRecord:
+    line = b'{"event_type": "page_view", "event_time": %d, "anonymous_id": "a"}' % (
+      (arrival + ahead_us) // 1_000_000
+    )
+    return RawRecord('kinesis:s', 1, line, arrival)
+
+  stream_parser = EventLineParser('EUR', None)
+  assert stream_parser(record(60_000_000)).event_time == arrival + 60_000_000
+  with pytest.raises(dead_letters.RecordError) as fixed_now:
+    EventLineParser('EUR', NOW_US)(record(60_000_000))  # the old, build-time bound
+  assert fixed_now.value.reason == 'clock_skew'
+  with pytest.raises(dead_letters.RecordError) as skewed:
+    stream_parser(record(2 * day_us))
+  assert skewed.value.reason == 'clock_skew'
