@@ -9,41 +9,63 @@
 #   runner_configs/  the runner YAMLs the EMR steps name
 #   boot             Beam's SDK harness launcher (the PROCESS environment's command),
 #                    copied out of Beam's SDK image and wrapped to use venv's Python
-#   beam-runners-flink-1.19-job-server-2.77.0.jar   (primary node only)
+#   beam-runners-flink-1.19-job-server-2.62.0.jar   (primary node only)
+#
+# The tests source this file and call write_boot_wrapper to run a local Flink
+# job with the PROCESS harness exactly as the nodes start it
+# (tests/beam_pipelines/test_flink.py).
 set -euo pipefail
 
-ARTIFACTS=${1:?usage: bootstrap.sh s3://BUCKET/shopstream}
 BEAM_VERSION=2.62.0
 HOME_DIR=/opt/shopstream
 JOB_SERVER_JAR=beam-runners-flink-1.19-job-server-${BEAM_VERSION}.jar
 
-sudo mkdir -p "$HOME_DIR" /mnt/shopstream
-sudo chown "$(id -u):$(id -g)" "$HOME_DIR" /mnt/shopstream
-
-# Python 3.11 (Amazon Linux 2023, the OS of EMR 7) and the project.
-sudo dnf install -y -q python3.11 python3.11-pip
-python3.11 -m venv "$HOME_DIR/venv"
-aws s3 cp --recursive --quiet "$ARTIFACTS/dist/" /tmp/shopstream-dist/
-"$HOME_DIR/venv/bin/pip" install --quiet /tmp/shopstream-dist/shopstream-*.whl
-aws s3 cp --recursive --quiet "$ARTIFACTS/runner_configs/" "$HOME_DIR/runner_configs/"
-
-# Beam's boot binary, from the SDK image of the same Beam and Python version,
-# without running the image. It starts the SDK harness with the python it
-# finds first on PATH: the wrapper puts the venv there.
-sudo systemctl start docker
-container=$(sudo docker create "apache/beam_python3.11_sdk:${BEAM_VERSION}")
-sudo docker cp "$container:/opt/apache/beam/boot" "$HOME_DIR/boot.bin"
-sudo docker rm "$container" >/dev/null
-sudo chown "$(id -u):$(id -g)" "$HOME_DIR/boot.bin"
-cat >"$HOME_DIR/boot" <<WRAPPER
+# write_boot_wrapper HOME VENV: HOME/boot runs HOME/boot.bin with VENV's python
+# first on PATH (boot starts the SDK harness with the python it finds there).
+# Without RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT boot makes a venv of its own,
+# /opt/apache/beam-venv, which lacks Beam and the project, and every worker
+# dies with "Apache Beam is not installed in the runtime environment" (seen
+# on a local Flink).
+write_boot_wrapper() {
+  local home=$1 venv=$2
+  cat >"$home/boot" <<WRAPPER
 #!/bin/bash
-export PATH=$HOME_DIR/venv/bin:\$PATH
-exec $HOME_DIR/boot.bin "\$@"
+export PATH=$venv/bin:\$PATH
+export RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1
+exec $home/boot.bin "\$@"
 WRAPPER
-chmod +x "$HOME_DIR/boot" "$HOME_DIR/boot.bin"
+  chmod +x "$home/boot" "$home/boot.bin"
+}
 
-# The Flink job server, on the primary node (where the steps run).
-if grep -q '"isMaster": *true' /mnt/var/lib/info/instance.json; then
-  curl -fsSL -o "$HOME_DIR/$JOB_SERVER_JAR" \
-    "https://repo1.maven.org/maven2/org/apache/beam/beam-runners-flink-1.19-job-server/${BEAM_VERSION}/${JOB_SERVER_JAR}"
+main() {
+  local artifacts=${1:?usage: bootstrap.sh s3://BUCKET/shopstream}
+  sudo mkdir -p "$HOME_DIR" /mnt/shopstream
+  sudo chown "$(id -u):$(id -g)" "$HOME_DIR" /mnt/shopstream
+
+  # Python 3.11 (Amazon Linux 2023, the OS of EMR 7) and the project.
+  sudo dnf install -y -q python3.11 python3.11-pip
+  python3.11 -m venv "$HOME_DIR/venv"
+  aws s3 cp --recursive --quiet "$artifacts/dist/" /tmp/shopstream-dist/
+  "$HOME_DIR/venv/bin/pip" install --quiet /tmp/shopstream-dist/shopstream-*.whl
+  aws s3 cp --recursive --quiet "$artifacts/runner_configs/" "$HOME_DIR/runner_configs/"
+
+  # Beam's boot binary, from the SDK image of the same Beam and Python version,
+  # without running the image.
+  sudo systemctl start docker
+  local container
+  container=$(sudo docker create "apache/beam_python3.11_sdk:${BEAM_VERSION}")
+  sudo docker cp "$container:/opt/apache/beam/boot" "$HOME_DIR/boot.bin"
+  sudo docker rm "$container" >/dev/null
+  sudo chown "$(id -u):$(id -g)" "$HOME_DIR/boot.bin"
+  write_boot_wrapper "$HOME_DIR" "$HOME_DIR/venv"
+
+  # The Flink job server, on the primary node (where the steps run).
+  if grep -q '"isMaster": *true' /mnt/var/lib/info/instance.json; then
+    curl -fsSL -o "$HOME_DIR/$JOB_SERVER_JAR" \
+      "https://repo1.maven.org/maven2/org/apache/beam/beam-runners-flink-1.19-job-server/${BEAM_VERSION}/${JOB_SERVER_JAR}"
+  fi
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
 fi

@@ -3,7 +3,8 @@
 `make install` puts Flink, Beam's Flink job server and the boot binary into
 .tools/ (beam_pipelines/local_flink.py). Each test runs `shopstream run` with
 runner_configs/flink_local.yaml against the cluster and compares every table
-with the DirectRunner's over the same input, in DuckDB.
+with the DirectRunner's over the same input, in DuckDB; one runs the SDK
+harness as EMR does (PROCESS, through deploy/emr/bootstrap.sh's boot wrapper).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import duckdb
 import pytest
 
-from beam_pipelines import cli, tables
+from beam_pipelines import cli, local_flink, tables
 from beam_pipelines.local_flink import LocalFlinkCluster
 from beam_pipelines.sample_data import GeneratorConfig, generate
 
@@ -139,3 +141,23 @@ def test_a_bounded_stream_on_flink_gives_the_batch_tables(
   summary = json.loads((out / '_summary.json').read_text())
   assert summary['sources'][f'kinesis:{stream}']['duplicate'] > 0
   assert summary['tables']['sessions'] == len(rows(batch, 'sessions'))
+
+
+def test_the_emr_process_harness_gives_the_same_tables(flink, inputs, tmp_path, monkeypatch):
+  """The SDK harness as EMR starts it: Beam's boot binary through bootstrap.sh's wrapper."""
+  monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'flink-salt')
+  home = tmp_path / 'opt-shopstream'
+  home.mkdir()
+  shutil.copy(local_flink.BOOT, home / 'boot.bin')
+  bootstrap = os.path.join(PROJECT, 'deploy', 'emr', 'bootstrap.sh')
+  wrap = f'source {bootstrap} && write_boot_wrapper "$0" "$1"'
+  subprocess.run(['bash', '-c', wrap, str(home), sys.prefix], check=True)
+
+  sources = clickstream(inputs)
+  assert cli.main(['run', *sources, '--output', str(tmp_path / 'direct'), *COMMON]) == 0
+  harness = ['--environment_type=PROCESS', f'--environment_config={{"command": "{home}/boot"}}']
+  run_on_flink(flink, *sources, *harness, '--output', str(tmp_path / 'flink'), *COMMON)
+  for table in ('events', 'sessions', 'dead_letter', *DERIVED):
+    direct = rows(tmp_path / 'direct', table)
+    assert direct, table
+    assert rows(tmp_path / 'flink', table) == direct, table
