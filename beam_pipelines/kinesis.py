@@ -14,8 +14,8 @@ from a checkpoint continues AFTER the last sequence number of each shard.
 
 Watermark: per shard, the newest event time seen minus ``max_out_of_order``
 (event time from ``event_time_fn``, else the record's arrival time; never
-later than the record's arrival, so a client clock running ahead moves
-nothing); the
+later than the record's arrival, and a record more than a day ahead of its
+arrival, a client clock gone wrong, moves nothing); the
 stream's watermark is the minimum over shards that are not idle; a shard
 caught up for ``idle_timeout`` seconds holds nothing back.
 
@@ -45,6 +45,8 @@ from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
+
+from transforms.event_time import MAX_FUTURE_US
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -310,13 +312,19 @@ class ReadKinesisStream(beam.DoFn):
           event_us = (
             config.event_time_fn(record['Data']) if config.event_time_fn else None
           ) or arrival_us
-          # No record happened after it arrived: a client clock running ahead
-          # (one record stamped 2100) must not move the watermark, or every
-          # record after it would be late. Such records are clock_skew dead
-          # letters downstream.
-          progress_us = min(event_us, arrival_us)
-          if state.newest_event_us is None or progress_us > state.newest_event_us:
-            state.newest_event_us = progress_us
+          # A client clock running ahead (one record stamped 2100) must not move
+          # the watermark, or every record after it would be late: a record
+          # more than MAX_FUTURE_US ahead of its arrival (a clock_skew dead
+          # letter downstream) moves nothing, and no other moves it past its
+          # arrival.
+          if event_us <= arrival_us + MAX_FUTURE_US:
+            progress_us = min(event_us, arrival_us)
+            if state.newest_event_us is None or progress_us > state.newest_event_us:
+              state.newest_event_us = progress_us
+          else:
+            # Its element time is where the shard stands, so its dead letter is
+            # written with the rows around it, not in a window of 2100.
+            event_us = state.newest_event_us or arrival_us
           yield TimestampedValue(
             KinesisRecord(
               stream,
@@ -406,14 +414,20 @@ class ReadKinesisStream(beam.DoFn):
 
   def _advance_watermark(self, watermark, now: float) -> None:
     lag_us = int(self._config.max_out_of_order_s * 1_000_000)
+    seen = [s for s in self._state.shards.values() if s.newest_event_us is not None]
     holding = [
       s.newest_event_us - lag_us
-      for s in self._state.shards.values()
-      if s.newest_event_us is not None
-      and not (
+      for s in seen
+      if not (
         s.caught_up_since is not None and now - s.caught_up_since >= self._config.idle_timeout_s
       )
     ]
+    if not holding:
+      # Every shard is caught up and idle: all that was read is out, so the
+      # newest time seen anywhere may pass. (Holding still here froze the
+      # watermark short of the last sessions once the stream went quiet: seen
+      # on Flink.)
+      holding = [max(s.newest_event_us for s in seen) - lag_us] if seen else []
     if not holding:
       return
     candidate = Timestamp(micros=min(holding))

@@ -10,18 +10,23 @@ harness as EMR does (PROCESS, through deploy/emr/bootstrap.sh's boot wrapper).
 from __future__ import annotations
 
 import glob
+import gzip
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 
+import boto3
 import duckdb
 import pytest
 
 from beam_pipelines import cli, local_flink, tables
 from beam_pipelines.local_flink import LocalFlinkCluster
 from beam_pipelines.sample_data import GeneratorConfig, generate
+from beam_pipelines.streaming_pipeline import json_event_time
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMON = ['--reference-time', '2026-06-01T00:00:00Z', '--progress', 'never']
@@ -141,6 +146,104 @@ def test_a_bounded_stream_on_flink_gives_the_batch_tables(
   summary = json.loads((out / '_summary.json').read_text())
   assert summary['sources'][f'kinesis:{stream}']['duplicate'] > 0
   assert summary['tables']['sessions'] == len(rows(batch, 'sessions'))
+
+
+def test_an_unbounded_stream_on_flink_gives_the_batch_rows(
+  flink, inputs, tmp_path, kinesis_endpoint, aws_credentials, monkeypatch
+):
+  """No stop condition: records arrive while the job runs (the morning, a record
+  stamped 2100 by a broken client clock, then the afternoon); the job is
+  cancelled once the watermark has passed every session."""
+  monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'flink-salt')
+  (events_file,) = glob.glob(f'{inputs}/events-*.jsonl.gz')
+  morning, afternoon = [], []
+  for line in gzip.open(events_file).read().splitlines():
+    time_us = json_event_time(line)
+    (afternoon if time_us and utc_hour(time_us) >= 12 else morning).append(line)
+  halves = tmp_path / 'morning.jsonl', tmp_path / 'afternoon.jsonl'
+  for path, lines in zip(halves, (morning, afternoon), strict=True):
+    path.write_bytes(b'\n'.join(lines) + b'\n')
+  skewed = (
+    b'{"event_type": "page_view", "event_time": "2100-01-01T00:00:00Z", "anonymous_id": "skew"}'
+  )
+  # Two days on: moves the watermark past every session of the sample's day.
+  flush = (
+    b'{"event_type": "page_view", "event_time": "2026-03-03T00:00:00Z", "anonymous_id": "flush"}'
+  )
+  extra = tmp_path / 'extra.jsonl'
+  extra.write_bytes(skewed + b'\n' + flush + b'\n')
+  batch = tmp_path / 'batch'
+  sources = [arg for p in (*halves, extra) for arg in ('--source', f'events-jsonl={p}')]
+  assert cli.main(['run', *sources, '--output', str(batch), *COMMON]) == 0
+
+  kinesis = boto3.client('kinesis', endpoint_url=kinesis_endpoint, region_name='us-east-1')
+  endpoint = ['--kinesis-endpoint-url', kinesis_endpoint, '--region', 'us-east-1']
+  stream = f'unbounded-{tmp_path.name}'
+  assert cli.main(['kinesis', 'create-stream', stream, '--shards', '4', *endpoint]) == 0
+  out = tmp_path / 'stream'
+  command = [sys.executable, '-m', 'beam_pipelines.cli', 'run']
+  command += [
+    '--runner-config',
+    'runner_configs/flink_local.yaml',
+    f'--flink_master={flink.master}',
+  ]
+  command += ['--kinesis-stream', stream, '--kinesis-endpoint-url', kinesis_endpoint]
+  command += ['--kinesis-region', 'us-east-1', '--output', str(out), *COMMON]
+  job = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+  def written(table):
+    return without_flush(rows(out, table, ('source',) if table == 'events' else ()))
+
+  expected = {
+    t: without_flush(rows(batch, t, ('source',) if t == 'events' else ()))
+    for t in ('events', 'sessions')
+  }
+  try:
+    wait_for(lambda: any(j['state'] == 'RUNNING' for j in flink.jobs()), 'the job to run')
+    put = ['kinesis', 'put', stream, *endpoint]
+    assert cli.main([*put, '--source', f'events-jsonl={halves[0]}']) == 0
+    kinesis.put_record(StreamName=stream, Data=skewed, PartitionKey='skew')
+    assert cli.main([*put, '--source', f'events-jsonl={halves[1]}']) == 0
+    kinesis.put_record(StreamName=stream, Data=flush, PartitionKey='flush')
+    wait_for(
+      lambda: all(len(written(t)) >= len(expected[t]) for t in expected),
+      'the stream to write every session',
+      timeout_s=300,
+    )
+  finally:
+    for j in flink.jobs():
+      if j['state'] == 'RUNNING':
+        cancel = f'http://{flink.master}/jobs/{j["jid"]}?mode=cancel'
+        urllib.request.urlopen(urllib.request.Request(cancel, method='PATCH'))
+    job.kill()
+    job.wait()
+  for table, want in expected.items():
+    assert len(want) > 20, table
+    assert written(table) == want, table
+  letters = (
+    duckdb.connect()
+    .execute(f"select reason, payload from read_parquet('{out}/dead_letter/*/*.parquet')")
+    .fetchall()
+  )
+  assert ('clock_skew', skewed) in letters
+  assert not [r for r in letters if r[0] == 'late']
+
+
+def without_flush(table_rows: list[tuple]) -> list[tuple]:
+  """The rows of every key but 'flush', whose session the stream never closes."""
+  return [r for r in table_rows if 'flush' not in r]
+
+
+def utc_hour(time_us: int) -> int:
+  return (time_us // 3_600_000_000) % 24
+
+
+def wait_for(condition, what: str, timeout_s: float = 120) -> None:
+  deadline = time.monotonic() + timeout_s
+  while not condition():
+    if time.monotonic() > deadline:
+      raise AssertionError(f'timed out waiting for {what}')
+    time.sleep(1)
 
 
 def test_the_emr_process_harness_gives_the_same_tables(flink, inputs, tmp_path, monkeypatch):
