@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-flink-stream lint bench clean
 
 # The Kinesis emulator the tests start (kinesis-local, from npm).
 NODE_INSTALLED := node_modules/.installed
@@ -75,7 +75,11 @@ demo: install
 test: install
 	$(BIN)/ruff check transforms beam_pipelines tests benchmarks
 	$(BIN)/ruff format --check transforms beam_pipelines tests benchmarks
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 -q -m 'not flink_stall'
+
+# The unbounded stream on a local Flink, alone (see flink_stall in pyproject.toml).
+test-flink-stream: install
+	$(BIN)/python -m pytest -q -m flink_stall tests/beam_pipelines/test_flink.py
 
 lint: install
 	$(BIN)/ruff check transforms beam_pipelines tests benchmarks
