@@ -58,7 +58,7 @@ FLINK_OPTIONS = frozenset(
   }
 )
 # Options naming a file that `make install` puts into the project's folder:
-# a relative path is taken from there (see resolve).
+# a relative path is taken from the project root, wherever shopstream runs.
 PROJECT_FILE_OPTIONS = frozenset({'flink_job_server_jar', 'prism_location'})
 # runner_configs/ beside the packages, for a relative path used outside the checkout.
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
