@@ -141,9 +141,16 @@ def test_resharding_mid_read_finishes_parents_before_children(kinesis, kinesis_e
 def test_at_timestamp_starts_at_that_arrival_time(kinesis, kinesis_endpoint):
   create_stream(kinesis, 'at-time', 1)
   put(kinesis, 'at-time', [b'old-%d' % n for n in range(20)])
-  time.sleep(1.5)
-  start = time.time()
-  time.sleep(0.5)
+  # The start is taken from the emulator's own arrival times, not this clock:
+  # the machine's clock was seen to jump, and a start the emulator thinks is in
+  # the future is refused ("Timestamp cannot be in the future").
+  shard = kinesis.list_shards(StreamName='at-time')['Shards'][0]['ShardId']
+  iterator = kinesis.get_shard_iterator(
+    StreamName='at-time', ShardId=shard, ShardIteratorType='TRIM_HORIZON'
+  )['ShardIterator']
+  old = kinesis.get_records(ShardIterator=iterator)['Records']
+  start = max(r['ApproximateArrivalTimestamp'].timestamp() for r in old) + 0.001
+  time.sleep(1.0)
   put(kinesis, 'at-time', [b'new-%d' % n for n in range(20)])
   records, _, _ = read_directly(
     config(kinesis_endpoint, 'at-time', start_position=AT_TIMESTAMP, start_timestamp_s=start)
