@@ -13,8 +13,7 @@
   ``go install``.
 
 :class:`LocalFlinkCluster` runs a standalone JobManager and TaskManager on
-free loopback ports, as separate processes (a TaskManager can be killed and
-restarted under a running job):
+free loopback ports, as separate processes:
 
     with LocalFlinkCluster(task_slots=4) as cluster:
         ... --runner=FlinkRunner --flink_master=cluster.master ...
@@ -117,8 +116,8 @@ class LocalFlinkCluster:
   """A standalone Flink session cluster: one JobManager, one TaskManager.
 
   The configuration lives in a temporary folder; ports are free loopback
-  ports, so clusters of parallel tests do not meet. ``checkpoint_dir`` is
-  where Flink keeps its checkpoints (a local folder standing in for S3).
+  ports, so clusters of parallel tests do not meet. Checkpoints go to
+  ``work_dir/checkpoints`` (a local folder standing in for S3).
   """
 
   def __init__(
@@ -126,7 +125,6 @@ class LocalFlinkCluster:
     task_slots: int = 4,
     work_dir: Optional[str] = None,
     taskmanager_memory: str = '2048m',
-    extra_config: Optional[dict[str, str]] = None,
   ):
     if not os.path.isdir(FLINK_HOME):
       raise RuntimeError(f'no Flink at {FLINK_HOME}: run make install')
@@ -136,10 +134,8 @@ class LocalFlinkCluster:
     self._rpc_port = free_port()
     self._task_slots = task_slots
     self._taskmanager_memory = taskmanager_memory
-    self._extra = extra_config or {}
     self.jobmanager: Optional[subprocess.Popen] = None
     self.taskmanager: Optional[subprocess.Popen] = None
-    self._taskmanagers_started = 0
 
   @property
   def master(self) -> str:
@@ -164,7 +160,6 @@ class LocalFlinkCluster:
   def start_taskmanager(self, timeout_s: float = 90) -> None:
     """Starts a TaskManager and waits until the JobManager has its slots."""
     self.taskmanager = self._launch('taskmanager')
-    self._taskmanagers_started += 1
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
       for process, role in ((self.jobmanager, 'jobmanager'), (self.taskmanager, 'taskmanager')):
@@ -177,11 +172,6 @@ class LocalFlinkCluster:
     raise RuntimeError(
       f'Flink had no free slots after {timeout_s} s: {self._log_tail("jobmanager")}'
     )
-
-  def kill_taskmanager(self) -> None:
-    """SIGKILL to the TaskManager (its SDK harnesses die with it)."""
-    os.killpg(self.taskmanager.pid, signal.SIGKILL)
-    self.taskmanager.wait()
 
   def stop(self) -> None:
     for process in (self.taskmanager, self.jobmanager):
@@ -230,7 +220,6 @@ class LocalFlinkCluster:
       'restart-strategy.fixed-delay.attempts': '20',
       'restart-strategy.fixed-delay.delay': '2 s',
       'heartbeat.timeout': '15000',
-      **self._extra,
     }
     with open(os.path.join(self.conf_dir, 'config.yaml'), 'w', encoding='utf-8') as f:
       for key, value in config.items():
@@ -242,7 +231,7 @@ class LocalFlinkCluster:
       'FLINK_CONF_DIR': self.conf_dir,
       'FLINK_LOG_DIR': os.path.join(self.work_dir, 'log'),
     }
-    log = open(self._log_path(role), 'ab')  # noqa: SIM115 (the child owns it)
+    log = open(self._log_path(role), 'ab')  # the child writes it
     # Its own process group: the script's JVM and any SDK harness it starts
     # are signalled together.
     return subprocess.Popen(

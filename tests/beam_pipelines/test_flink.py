@@ -191,7 +191,7 @@ def test_an_unbounded_stream_on_flink_gives_the_batch_rows(
   ]
   command += ['--kinesis-stream', stream, '--kinesis-endpoint-url', kinesis_endpoint]
   command += ['--kinesis-region', 'us-east-1', '--output', str(out), *COMMON]
-  log = open(tmp_path / 'run.log', 'wb')  # noqa: SIM115 (the child writes it)
+  log = open(tmp_path / 'run.log', 'wb')  # the child writes it
   # A session of its own: killing it ends the job server it starts, too.
   job = subprocess.Popen(
     command, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
