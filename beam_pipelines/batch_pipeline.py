@@ -168,8 +168,11 @@ def build_pipeline(
   join = product_join(p, parsed)
   window = _day_window(opts)
   rows: dict[str, beam.PCollection] = {}
+  # Joined before dedup, as in streaming: copies are weighed on whole rows.
   events = [
-    parsed[kind] | f'Enrich {kind}' >> EnrichEvents(pseudonymizer, opts.site_host)
+    parsed[kind]
+    | f'Enrich {kind}' >> EnrichEvents(pseudonymizer, opts.site_host)
+    | f'JoinProducts {kind}' >> join(Event)
     for kind in EVENT_KINDS
     if kind in parsed
   ]
@@ -183,7 +186,6 @@ def build_pipeline(
     sessionized = (
       tuple(events)
       | 'Deduplicate' >> DeduplicateEvents(opts.num_buckets)
-      | 'JoinProductsToEvents' >> join(Event)
       | 'Sessionize'
       >> Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, opts.num_buckets)
     )

@@ -60,7 +60,6 @@ EVENTS_SCHEMA = pa.schema(
     ('utm_term', pa.string()),
     ('utm_content', pa.string()),
     ('properties', pa.string()),
-    ('source', pa.string()),
   ]
 )
 

@@ -1,9 +1,11 @@
 """DeduplicateEvents: one event per event_id.
 
-Of events sharing an event_id, the batch path keeps the earliest by
-(event_time, source, the rest of the record), a total order, so the choice
-does not depend on input order. Byte-identical records, the common case
-(retries, overlapping exports), are interchangeable anyway. Every dropped
+Of events sharing an event_id, the earliest by (event_time, the rest of the
+row) is kept: a total order over what a table shows, so the choice depends
+neither on input order nor on where a copy was read (a file in batch, a
+stream in streaming: the streaming dedup applies the same rule, see
+streaming.py). Copies equal in every column, the common case (retries,
+overlapping exports), give the same row whichever is kept. Every dropped
 copy is counted as a duplicate of its source.
 
     events | DeduplicateEvents()
@@ -17,12 +19,14 @@ import apache_beam as beam
 
 from transforms import accounting
 from transforms.bucketed_grouping import GroupIntoBuckets, bucket_records
-from transforms.records import Event
+from transforms.records import EVENT_COLUMNS, Event
+
+ROW_FIELDS = len(EVENT_COLUMNS)  # the row: what the preference weighs
 
 
 def _preference(event: Event) -> tuple:
-  # repr gives a total order over records whose fields may be None.
-  return event.event_time, event.source, repr(event)
+  # repr gives a total order over rows whose fields may be None.
+  return event.event_time, repr(event[:ROW_FIELDS])
 
 
 def keep_first(copies: list[Event]) -> Event:

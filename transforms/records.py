@@ -84,6 +84,8 @@ class Event(NamedTuple):
   utm_term: Optional[str]
   utm_content: Optional[str]
   properties: Optional[str]  # JSON object text, keys sorted
+  # Not a column: where this copy was read (a file in batch, a stream in
+  # streaming) would make the modes' rows differ. For accounting.
   source: str
   # Raw inputs of enrichment; never written.
   ip: Optional[str] = None
@@ -95,7 +97,7 @@ class Event(NamedTuple):
     return self.anonymous_id or self.user_id  # type: ignore[return-value]
 
 
-EVENT_COLUMNS: tuple[str, ...] = Event._fields[: Event._fields.index('ip')]
+EVENT_COLUMNS: tuple[str, ...] = Event._fields[: Event._fields.index('source')]
 _SESSION_ID = Event._fields.index('session_id')
 
 

@@ -16,19 +16,31 @@ Sessions are emitted once, when final, so a table never holds two versions
 of one session; the price is latency (gap + allowed lateness after the last
 event).
 
-Deduplication keeps the first arrival of each event_id for ``dedup_ttl`` of
-event time (state per id, expired by an event-time timer); later copies are
-counted as duplicates.
+Deduplication keeps the copy of each event_id that batch keeps (the
+smallest by deduplicate.keep_first), in two steps and with no timer in
+between (a timer's output reaching the next stage before that stage's own
+timers fire is a hold that not every runner keeps: the legacy DirectRunner
+does not). Keyed by event_id for ``dedup_ttl`` of event time, the first copy
+goes on at once and copies equal to it in every column (retries) are
+dropped; a copy that differs is sent to the first copy's session key. There
+the sessionizer buffers it beside the key's events and, when their sessions
+are final, keeps the preferred copy of each id. A differing copy that comes
+after its first copy's session was emitted is counted as a duplicate (it
+came late: batch might have preferred it). A differing copy whose own
+session key differs from the first copy's is sessionized under the first
+one's key: only a corrupt export gives one event_id two visitors.
 
 Input elements must carry their event time as Beam timestamp (TimestampByEventTime).
 """
 
 from __future__ import annotations
 
+import hashlib
+
 import apache_beam as beam
 import orjson
 from apache_beam import pvalue
-from apache_beam.coders import BooleanCoder, VarIntCoder
+from apache_beam.coders import BytesCoder, StrUtf8Coder, VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
   BagStateSpec,
@@ -40,6 +52,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import accounting
+from transforms.deduplicate import ROW_FIELDS, deduplicate
 from transforms.event_time import US_PER_SECOND, format_us
 from transforms.normalize import KNOWN_FIELDS
 from transforms.record_coder import RecordCoder
@@ -76,29 +89,55 @@ class TimestampByEventTime(beam.PTransform):
     ).with_output_types(Event)
 
 
-class _KeepFirstArrival(accounting.CountingDoFn):
-  SEEN = ReadModifyWriteStateSpec('seen', BooleanCoder())
+def row_digest(event: Event) -> bytes:
+  """A digest of the event's row: copies equal in every column have the same."""
+  return hashlib.blake2b(repr(event[:ROW_FIELDS]).encode(), digest_size=16).digest()
+
+
+class _RouteCopies(accounting.CountingDoFn):
+  FIRST_KEY = ReadModifyWriteStateSpec('first_key', StrUtf8Coder())
+  FIRST_ROW = ReadModifyWriteStateSpec('first_row', BytesCoder())
   EXPIRE = TimerSpec('expire', TimeDomain.WATERMARK)
 
   def __init__(self, ttl_us: int):
     self._ttl_us = ttl_us
 
-  def process(self, keyed, seen=beam.DoFn.StateParam(SEEN), expire=beam.DoFn.TimerParam(EXPIRE)):
+  def process(
+    self,
+    keyed,
+    first_key=beam.DoFn.StateParam(FIRST_KEY),
+    first_row=beam.DoFn.StateParam(FIRST_ROW),
+    expire=beam.DoFn.TimerParam(EXPIRE),
+  ):
     _, event = keyed
-    if seen.read():
+    key = first_key.read()
+    if key is None:
+      first_key.write(event.session_key)
+      first_row.write(row_digest(event))
+      expire.set(_timestamp(event.event_time + self._ttl_us))
+      yield event.session_key, (False, event)
+    elif row_digest(event) == first_row.read():
       self.count(accounting.DUPLICATE, event.source)
-      return
-    seen.write(True)
-    expire.set(_timestamp(event.event_time + self._ttl_us))
-    yield event
+    else:
+      # A copy that differs: to the first copy's key, where they are weighed.
+      yield key, (True, event)
 
   @on_timer(EXPIRE)
-  def forget(self, seen=beam.DoFn.StateParam(SEEN)):
-    seen.clear()
+  def forget(
+    self, first_key=beam.DoFn.StateParam(FIRST_KEY), first_row=beam.DoFn.StateParam(FIRST_ROW)
+  ):
+    first_key.clear()
+    first_row.clear()
 
 
 class DeduplicateStreaming(beam.PTransform):
-  """Streaming dedup by event_id: first arrival wins, state expires after ttl."""
+  """Events -> (session key, (is a differing copy, event)) for SessionizeStreaming.
+
+  Per event_id, for ``ttl_s`` of event time: the first copy goes to its
+  session key; copies equal to it in every column are duplicates, dropped
+  here (retries: the common case); a copy that differs goes to the first
+  copy's key, where the sessionizer keeps the one batch keeps.
+  """
 
   def __init__(self, ttl_s: float = DEFAULT_DEDUP_TTL_S):
     super().__init__()
@@ -108,12 +147,14 @@ class DeduplicateStreaming(beam.PTransform):
     return (
       events
       | 'KeyByEventId' >> beam.Map(lambda e: (e.event_id, e)).with_output_types(tuple[str, Event])
-      | 'KeepFirstArrival' >> beam.ParDo(_KeepFirstArrival(self._ttl_us)).with_output_types(Event)
+      | 'RouteCopies'
+      >> beam.ParDo(_RouteCopies(self._ttl_us)).with_output_types(tuple[str, tuple[bool, Event]])
     )
 
 
-class _SessionizeKey(beam.DoFn):
+class _SessionizeKey(accounting.CountingDoFn):
   PENDING = BagStateSpec('pending', RecordCoder(Event))
+  COPIES = BagStateSpec('copies', RecordCoder(Event))  # differing copies of other events
   LAST_TIME = ReadModifyWriteStateSpec('last_time', VarIntCoder())  # newest pending event
   BOUNDARY = ReadModifyWriteStateSpec('boundary', VarIntCoder())  # earliest on-time event
   FINALIZE = TimerSpec('finalize', TimeDomain.WATERMARK)
@@ -129,16 +170,20 @@ class _SessionizeKey(beam.DoFn):
     self,
     keyed,
     pending=beam.DoFn.StateParam(PENDING),
+    copies=beam.DoFn.StateParam(COPIES),
     last_time=beam.DoFn.StateParam(LAST_TIME),
     boundary=beam.DoFn.StateParam(BOUNDARY),
     finalize=beam.DoFn.TimerParam(FINALIZE),
   ):
-    _, event = keyed
+    _, (is_copy, event) = keyed
     edge = boundary.read()
     if edge is not None and event.event_time < edge:
-      yield pvalue.TaggedOutput(DEAD_LETTER_TAG, late_dead_letter(event, edge))
+      if is_copy:  # its first copy is in a session emitted already
+        self.count(accounting.DUPLICATE, event.source)
+      else:
+        yield pvalue.TaggedOutput(DEAD_LETTER_TAG, late_dead_letter(event, edge))
       return
-    pending.add(event)
+    (copies if is_copy else pending).add(event)
     newest = max(last_time.read() or event.event_time, event.event_time)
     last_time.write(newest)
     finalize.set(_timestamp(newest + self._gap_us + self._lateness_us))
@@ -148,23 +193,44 @@ class _SessionizeKey(beam.DoFn):
     self,
     key=beam.DoFn.KeyParam,
     pending=beam.DoFn.StateParam(PENDING),
+    copies=beam.DoFn.StateParam(COPIES),
     last_time=beam.DoFn.StateParam(LAST_TIME),
     boundary=beam.DoFn.StateParam(BOUNDARY),
     forget=beam.DoFn.TimerParam(FORGET),
   ):
     events = list(pending.read())
+    differing = list(copies.read())
     newest = last_time.read()
     pending.clear()
+    copies.clear()
     last_time.clear()
-    if not events:
+    if not events and not differing:
       return
     # Any on-time event from now on lies at least a gap after `newest`.
     boundary.write(newest + self._gap_us)
     forget.set(_timestamp(newest + self._retention_us))
+    events = self._weigh_copies(events, differing)
     # Outputs carry the timer's timestamp: the moment the sessions became final.
     for session, members in sessionize_key(key, events, self._gap_us, self._max_duration_us):
       yield pvalue.TaggedOutput(SESSIONS_TAG, session)
       yield from members
+
+  def _weigh_copies(self, events: list[Event], differing: list[Event]) -> list[Event]:
+    """The pending events with every id once: the copy batch keeps (keep_first)."""
+    if not differing:
+      return events
+    pending_ids = {e.event_id for e in events}
+    for copy in differing:
+      if copy.event_id in pending_ids:
+        events.append(copy)
+      else:  # its first copy went out with an earlier session
+        self.count(accounting.DUPLICATE, copy.source)
+    kept = []
+    for first, dropped in deduplicate(events):
+      kept.append(first)
+      for copy in dropped:
+        self.count(accounting.DUPLICATE, copy.source)
+    return kept
 
   @on_timer(FORGET)
   def forget_boundary(
@@ -217,7 +283,9 @@ def late_dead_letter(event: Event, boundary_us: int) -> DeadLetter:
 class SessionizeStreaming(beam.PTransform):
   """Event-time sessionization with the batch rule; late events to dead letters.
 
-  -> DoOutputsTuple: [EVENTS_TAG] Events with session_id, [SESSIONS_TAG]
+  Takes DeduplicateStreaming's output: events by session key, with the
+  differing copies of an id beside its first copy, weighed when the session
+  is final. -> DoOutputsTuple: [EVENTS_TAG] Events with session_id, [SESSIONS_TAG]
   SessionRows, [DEAD_LETTER_TAG] late events.
   """
 
@@ -235,14 +303,8 @@ class SessionizeStreaming(beam.PTransform):
       round(x * US_PER_SECOND) for x in (gap_s, max_duration_s, allowed_lateness_s, retention_s)
     )
 
-  def expand(self, events):
-    outputs = (
-      events
-      | 'KeyBySessionKey'
-      >> beam.Map(lambda e: (e.session_key, e)).with_output_types(tuple[str, Event])
-      | 'SessionizeKey'
-      >> beam.ParDo(_SessionizeKey(*self._args))
-      .with_output_types(Event)
-      .with_outputs(SESSIONS_TAG, DEAD_LETTER_TAG, main=EVENTS_TAG)
-    )
+  def expand(self, routed):
+    outputs = routed | 'SessionizeKey' >> beam.ParDo(_SessionizeKey(*self._args)).with_output_types(
+      Event
+    ).with_outputs(SESSIONS_TAG, DEAD_LETTER_TAG, main=EVENTS_TAG)
     return typed_outputs(outputs, **{SESSIONS_TAG: SessionRow, DEAD_LETTER_TAG: DeadLetter})

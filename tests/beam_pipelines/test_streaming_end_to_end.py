@@ -25,9 +25,8 @@ def rows(output, table: str) -> list[tuple]:
   if table in SNAPSHOTS:
     query = f"select * from read_parquet('{output}/{table}/*.parquet')"
   else:
-    exclude = '(dt, source)' if table == 'events' else '(dt)'
     query = (
-      f"select * exclude {exclude} from read_parquet('{output}/{table}/*/*.parquet', "
+      f"select * exclude (dt) from read_parquet('{output}/{table}/*/*.parquet', "
       'hive_partitioning = true)'
     )
   return duckdb.connect().execute(f'{query} order by all').fetchall()

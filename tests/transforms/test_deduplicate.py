@@ -13,13 +13,16 @@ def test_one_event_per_id_in_first_seen_order():
   assert [len(dropped) for _, dropped in result] == [2, 0]
 
 
-def test_the_kept_copy_does_not_depend_on_order():
+def test_the_kept_copy_does_not_depend_on_order_or_source():
   early = make_event('x', 1, source='b')
   late = make_event('x', 2, source='a')
   other_source = make_event('x', 1, source='a')
+  other_page = make_event('x', 1, page_url='https://shop.example/a')
   assert keep_first([late, early]) is early
-  assert keep_first([early, other_source]) is other_source
+  # Where a copy was read is no column: equal rows tie, the first stays.
+  assert keep_first([early, other_source]) is early
   assert keep_first([other_source, early]) is other_source
+  assert keep_first([early, other_page]) is keep_first([other_page, early])
 
 
 def test_pipeline_drops_duplicates_across_inputs():

@@ -21,8 +21,8 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import NOW_US, beam_pipeline
-from transforms.deduplicate import DeduplicateEvents
-from transforms.parse_events import ParseEventsJsonl
+from transforms.deduplicate import DeduplicateEvents, deduplicate
+from transforms.parse_events import EventLineParser, ParseEventsJsonl
 from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, SESSIONS_TAG, RawRecord
 from transforms.sessionize import Sessionize
 from transforms.streaming import DeduplicateStreaming, SessionizeStreaming, TimestampByEventTime
@@ -149,7 +149,6 @@ def test_streaming_sessions_equal_batch_sessions():
 def reference_rows(arrivals):
   """The rows both pipelines must give, from the pure functions both apply."""
   from transforms.dead_letters import RecordError, RecordFiltered
-  from transforms.deduplicate import deduplicate
   from transforms.parse_events import EventLineParser
   from transforms.sessionize import sessionize_key
 
@@ -208,3 +207,51 @@ def test_an_event_for_an_emitted_session_is_a_late_dead_letter():
       equal_to([('late', 'late', (T0 + 120) * 1_000_000)]),
       label='late',
     )
+
+
+def test_streaming_dedup_keeps_the_copy_batch_keeps_whatever_the_arrival_order():
+  def line(event_id, page, t=T0):
+    return orjson.dumps(
+      {
+        'event_id': event_id,
+        'event_type': 'page_view',
+        'event_time': t,
+        'anonymous_id': 'v',
+        'page_url': f'https://shop.example/{page}',
+      }
+    )
+
+  # x: c arrives first, b (which batch keeps: it sorts first) later, then an
+  # equal retry of c. y: its differing copy comes after y's session went out.
+  arrivals = [line('x', 'c'), line('x', 'b'), line('x', 'c'), line('y', 'a', T0 + 7200)]
+  late_copy = line('y', 'z', T0 + 7200)
+  stream = (
+    BeamTestStream()
+    .add_elements(
+      [TimestampedValue(RawRecord(SOURCE, n, a, 0), T0) for n, a in enumerate(arrivals)]
+    )
+    .advance_watermark_to(Timestamp(T0 + 7200 + 1800 + LATENESS_S + 1))
+    .add_elements([TimestampedValue(RawRecord(SOURCE, 9, late_copy, 0), T0 + 9600)])
+    .advance_watermark_to(Timestamp(settled(T0 + 9600)))
+    .advance_watermark_to_infinity()
+  )
+  parse = EventLineParser('EUR', NOW_US)
+  batch_kept = [
+    (kept.event_id, kept.page_url)
+    for kept, _ in deduplicate(
+      [parse(RawRecord(SOURCE, n, a, 0)) for n, a in enumerate([*arrivals, late_copy])]
+    )
+  ]
+  assert batch_kept == [('x', 'https://shop.example/b'), ('y', 'https://shop.example/a')]
+  with streaming_pipeline() as p:
+    events = (p | stream | ParseEventsJsonl('EUR', NOW_US)).events
+    outputs = (
+      events
+      | TimestampByEventTime()
+      | DeduplicateStreaming()
+      | SessionizeStreaming(allowed_lateness_s=LATENESS_S)
+    )
+    assert_that(
+      outputs[EVENTS_TAG] | beam.Map(lambda e: (e.event_id, e.page_url)), equal_to(batch_kept)
+    )
+    assert_that(outputs[DEAD_LETTER_TAG], equal_to([]), label='no dead letter')
