@@ -4,20 +4,33 @@ Beam's own Kinesis connector for Python is cross-language (a Java expansion
 service from Maven and static keys); this one is plain boto3, with
 credentials from the standard AWS chain only.
 
-One element per stream; its restriction is the stream's checkpoint: the last
-sequence number read per shard and the shards finished. The DoFn discovers
-shards, reads every open shard whose parents are finished (after a reshard,
-children start only when their parents are done: ChildShards), de-aggregates
-KPL records, retries throttling and re-opens expired iterators, and defers
-its remainder between polls so that a runner can checkpoint it. A restart
-from a checkpoint continues AFTER the last sequence number of each shard.
+Units of work: a continuous read has one element per shard lineage (a shard
+listed at start without a listed parent, its "root"), spread over the
+workers by a Reshuffle, so that parallelism N reads N lineages at once. Each
+element's restriction is its checkpoint: the shards it owns (the root and,
+as they appear, the children of owned shards by ParentShardId, so that a
+reshard splits or merges within a unit of work), the last (sequence number,
+sub-sequence number) read per shard and the shards finished. A child is read
+once its owned parents are finished, from its start whatever
+``start_position`` says (it holds what was written after the reshard); an
+adjacent parent of a merge owned by another unit is not waited for (its
+unit holds the watermark back). A bounded read (a stop condition) is one
+unit over the whole stream: "idle" and ``max_records`` are about the stream
+as a whole. The DoFn de-aggregates KPL records (a checkpoint inside an
+aggregate resumes at its next user record), retries throttling and
+re-opens expired iterators, and defers its remainder between polls so that
+a runner can checkpoint it.
 
-Watermark: per shard, the newest event time seen minus ``max_out_of_order``
-(event time from ``event_time_fn``, else the record's arrival time; never
-later than the record's arrival, and a record more than a day ahead of its
-arrival, a client clock gone wrong, moves nothing); the
-stream's watermark is the minimum over shards that are not idle; a shard
-caught up for ``idle_timeout`` seconds holds nothing back.
+Watermark, per unit: per shard, the newest event time seen minus
+``max_out_of_order`` (event time from ``event_time_fn``, else the record's
+arrival time; never later than the record's arrival, and a record more than
+a day ahead of its arrival, a client clock gone wrong, moves nothing); the
+unit's watermark is the minimum over its shards that are not idle; a shard
+caught up for ``idle_timeout`` seconds holds nothing back; a unit all idle
+stands at the newest time it read, and one that never read a record at the
+arrival clock (now) minus ``max_out_of_order``, so that an empty shard does
+not hold the stream back. The stream's watermark is the runner's minimum
+over units.
 
 Local runs stop by condition: after ``stop_after_idle`` seconds without a
 record, or after ``max_records``; then the watermark goes to the end of time.
@@ -27,7 +40,7 @@ the watermark at the end, and event-time timers downstream fired between
 rounds (measured), finalizing sessions before all their events had arrived.
 An unbounded read defers between polls and advances its watermark.
 
-    p | beam.Create([stream]) | beam.ParDo(ReadKinesisStream(config))
+    p | ReadFromKinesis(config)
 """
 
 from __future__ import annotations
@@ -97,25 +110,34 @@ class KinesisConfig:
       raise ValueError('AT_TIMESTAMP needs a start timestamp')
 
 
+Position = tuple[str, int]  # (sequence number, sub-sequence number) of a user record
+
+
 @dataclass(frozen=True)
 class StreamCheckpoint:
-  """Where reading stands: the restriction of one stream element."""
+  """Where reading stands: the restriction of one unit of work."""
 
-  after: tuple[tuple[str, str], ...] = ()  # (shard_id, last sequence number read)
+  # (shard_id, sequence number, sub-sequence number) of the last user record read
+  after: tuple[tuple[str, str, int], ...] = ()
   finished: frozenset[str] = frozenset()  # closed shards read to their end
   records: int = 0  # read so far, for max_records
   stopped: bool = False
+  owned: Optional[frozenset[str]] = None  # the unit's shards; None: the whole stream
 
-  def last_sequence(self, shard_id: str) -> Optional[str]:
-    return dict(self.after).get(shard_id)
+  def last_position(self, shard_id: str) -> Optional[Position]:
+    for shard, sequence, sub in self.after:
+      if shard == shard_id:
+        return sequence, sub
+    return None
 
 
 @dataclass
 class _Claim:
   shard_id: str
-  sequence_number: Optional[str] = None  # None with finished=True: the shard ended
+  position: Optional[Position] = None  # None with finished=True: the shard ended
   finished: bool = False
   stop: bool = False
+  adopt: bool = False  # a child of an owned shard becomes the unit's
 
 
 class CheckpointTracker(RestrictionTracker):
@@ -123,15 +145,20 @@ class CheckpointTracker(RestrictionTracker):
 
   def __init__(self, checkpoint: StreamCheckpoint):
     self._checkpoint = checkpoint
-    self._after = dict(checkpoint.after)
+    self._after = {shard: (sequence, sub) for shard, sequence, sub in checkpoint.after}
     self._finished = set(checkpoint.finished)
+    self._owned = None if checkpoint.owned is None else set(checkpoint.owned)
     self._records = checkpoint.records
     self._stopped = checkpoint.stopped
     self._split_done = False
 
   def current_restriction(self) -> StreamCheckpoint:
     return StreamCheckpoint(
-      tuple(sorted(self._after.items())), frozenset(self._finished), self._records, self._stopped
+      tuple(sorted((shard, *position) for shard, position in self._after.items())),
+      frozenset(self._finished),
+      self._records,
+      self._stopped,
+      None if self._owned is None else frozenset(self._owned),
     )
 
   def try_claim(self, claim: _Claim) -> bool:
@@ -139,12 +166,13 @@ class CheckpointTracker(RestrictionTracker):
       return False
     if claim.stop:
       self._stopped = True
-      return True
-    if claim.finished:
+    elif claim.adopt:
+      self._owned.add(claim.shard_id)  # type: ignore[union-attr]
+    elif claim.finished:
       self._finished.add(claim.shard_id)
-      return True
-    self._after[claim.shard_id] = claim.sequence_number  # type: ignore[assignment]
-    self._records += 1
+    else:
+      self._after[claim.shard_id] = claim.position  # type: ignore[assignment]
+      self._records += 1
     return True
 
   def try_split(self, fraction_of_remainder):
@@ -167,8 +195,10 @@ class CheckpointTracker(RestrictionTracker):
 
 
 class _CheckpointProvider(RestrictionProvider):
+  """The element is a lineage root shard id, or '' for the whole stream."""
+
   def initial_restriction(self, element):
-    return StreamCheckpoint()
+    return StreamCheckpoint(owned=frozenset([element]) if element else None)
 
   def create_tracker(self, restriction):
     return CheckpointTracker(restriction)
@@ -222,16 +252,45 @@ def list_shards(client, stream: str) -> list[dict]:
       return shards
 
 
-def readable_shards(shards: list[dict], finished: set[str]) -> list[str]:
-  """Shards to read now: not finished, and every parent present is finished."""
+def lineage_roots(shards: list[dict]) -> list[str]:
+  """Shards without a listed parent: one unit of work each."""
   known = {s['ShardId'] for s in shards}
+  return sorted(s['ShardId'] for s in shards if s.get('ParentShardId') not in known)
+
+
+def adoptable_shards(shards: list[dict], owned: set[str]) -> list[str]:
+  """Shards not owned yet whose parent (by ParentShardId) is, to a fixpoint."""
+  owned, adopted = set(owned), []
+  grew = True
+  while grew:
+    grew = False
+    for shard in shards:
+      if shard['ShardId'] not in owned and shard.get('ParentShardId') in owned:
+        owned.add(shard['ShardId'])
+        adopted.append(shard['ShardId'])
+        grew = True
+  return adopted
+
+
+def readable_shards(
+  shards: list[dict], finished: set[str], owned: Optional[set[str]] = None
+) -> list[str]:
+  """Shards to read now: owned (None: all), not finished, owned parents all finished.
+
+  A parent that is neither listed (expired) nor owned (another unit's) is
+  not waited for.
+  """
+  known = {s['ShardId'] for s in shards}
+  if owned is not None:
+    known &= owned
   ready = []
   for shard in shards:
-    if shard['ShardId'] in finished:
+    shard_id = shard['ShardId']
+    if shard_id in finished or (owned is not None and shard_id not in owned):
       continue
     parents = [shard.get('ParentShardId'), shard.get('AdjacentParentShardId')]
     if all(p is None or p not in known or p in finished for p in parents):
-      ready.append(shard['ShardId'])
+      ready.append(shard_id)
   return sorted(ready)
 
 
@@ -259,6 +318,7 @@ def deaggregate(records: list[dict]) -> Iterator[tuple[dict, int]]:
 @dataclass
 class _ShardState:
   iterator: Optional[str] = None
+  skip_through: Optional[Position] = None  # re-read at an iterator's start: already claimed
   newest_event_us: Optional[int] = None
   caught_up_since: Optional[float] = None
 
@@ -273,10 +333,18 @@ _WATERMARKS = ManualWatermarkEstimator.default_provider()
 
 
 class ReadKinesisStream(beam.DoFn):
-  """Stream name -> KinesisRecords, unbounded (see the module docstring)."""
+  """Lineage root shard id ('' for the whole stream) -> KinesisRecords, unbounded.
+
+  See the module docstring; ReadFromKinesis makes the elements.
+  """
 
   def __init__(self, config: KinesisConfig):
     self._config = config
+
+  @staticmethod
+  def restriction_of(unit: str) -> StreamCheckpoint:
+    """The starting restriction of a unit (a lineage root, or '' for the whole stream)."""
+    return _CHECKPOINTS.initial_restriction(unit)
 
   def setup(self):
     self._client = kinesis_client(self._config)
@@ -286,17 +354,31 @@ class ReadKinesisStream(beam.DoFn):
   @beam.DoFn.unbounded_per_element()
   def process(
     self,
-    stream: str,
+    unit: str,
     tracker=beam.DoFn.RestrictionParam(_CHECKPOINTS),
     watermark=beam.DoFn.WatermarkEstimatorParam(_WATERMARKS),
   ):
     config = self._config
+    stream = config.stream
     while True:
       checkpoint: StreamCheckpoint = tracker.current_restriction()
+      shards = list_shards(self._client, stream)
+      if checkpoint.owned is not None:
+        for child in adoptable_shards(shards, set(checkpoint.owned)):
+          if not tracker.try_claim(_Claim(child, adopt=True)):
+            return
+        checkpoint = tracker.current_restriction()
+      parents = {
+        s['ShardId']: (s.get('ParentShardId'), s.get('AdjacentParentShardId')) for s in shards
+      }
       got_any = False
-      for shard_id in readable_shards(list_shards(self._client, stream), set(checkpoint.finished)):
+      ready = readable_shards(shards, set(checkpoint.finished), checkpoint.owned)
+      for shard_id in ready:
         state = self._state.shards.setdefault((stream, shard_id), _ShardState())
-        records, state.iterator, finished = self._poll(stream, shard_id, checkpoint, state)
+        # A child of a finished shard starts at its beginning: it holds what
+        # was written after the reshard, whatever the start position says.
+        from_start = any(p in checkpoint.finished for p in parents.get(shard_id, ()))
+        records, state.iterator, finished = self._poll(shard_id, checkpoint, state, from_start)
         for record, sub in records:
           if (
             config.max_records is not None
@@ -304,39 +386,12 @@ class ReadKinesisStream(beam.DoFn):
           ):
             state.iterator = None  # unread records stay after the checkpoint
             break
-          if not tracker.try_claim(_Claim(shard_id, record['SequenceNumber'])):
+          position = (record['SequenceNumber'], sub)
+          if not tracker.try_claim(_Claim(shard_id, position)):
             state.iterator = None  # reopen after the last claimed record next time
             return
           got_any = True
-          arrival_us = int(record['ApproximateArrivalTimestamp'].timestamp() * 1_000_000)
-          event_us = (
-            config.event_time_fn(record['Data']) if config.event_time_fn else None
-          ) or arrival_us
-          # A client clock running ahead (one record stamped 2100) must not move
-          # the watermark, or every record after it would be late: a record
-          # more than MAX_FUTURE_US ahead of its arrival (a clock_skew dead
-          # letter downstream) moves nothing, and no other moves it past its
-          # arrival.
-          if event_us <= arrival_us + MAX_FUTURE_US:
-            progress_us = min(event_us, arrival_us)
-            if state.newest_event_us is None or progress_us > state.newest_event_us:
-              state.newest_event_us = progress_us
-          else:
-            # Its element time is where the shard stands, so its dead letter is
-            # written with the rows around it, not in a window of 2100.
-            event_us = state.newest_event_us or arrival_us
-          yield TimestampedValue(
-            KinesisRecord(
-              stream,
-              shard_id,
-              record['SequenceNumber'],
-              sub,
-              record['PartitionKey'],
-              record['Data'],
-              arrival_us,
-            ),
-            Timestamp(micros=max(event_us, MIN_TIMESTAMP.micros + 1)),
-          )
+          yield self._timestamped(record, sub, shard_id, state)
         if finished and not tracker.try_claim(_Claim(shard_id, finished=True)):
           return
       now = time.monotonic()
@@ -354,17 +409,54 @@ class ReadKinesisStream(beam.DoFn):
         if not got_any:
           time.sleep(POLL_INTERVAL_S)
         continue
-      self._advance_watermark(watermark, now)
+      unit_shards = checkpoint.owned if checkpoint.owned is not None else parents.keys()
+      self._advance_watermark(watermark, now, ready, set(unit_shards))
       tracker.defer_remainder(Duration.of(0 if got_any else POLL_INTERVAL_S))
       return
 
-  def _poll(self, stream: str, shard_id: str, checkpoint: StreamCheckpoint, state: _ShardState):
-    """(records, next iterator, shard finished) of one GetRecords on a shard."""
+  def _timestamped(self, record: dict, sub: int, shard_id: str, state: _ShardState):
+    config = self._config
+    arrival_us = int(record['ApproximateArrivalTimestamp'].timestamp() * 1_000_000)
+    event_us = (
+      config.event_time_fn(record['Data']) if config.event_time_fn else None
+    ) or arrival_us
+    # A client clock running ahead (one record stamped 2100) must not move
+    # the watermark, or every record after it would be late: a record
+    # more than MAX_FUTURE_US ahead of its arrival (a clock_skew dead
+    # letter downstream) moves nothing, and no other moves it past its
+    # arrival.
+    if event_us <= arrival_us + MAX_FUTURE_US:
+      progress_us = min(event_us, arrival_us)
+      if state.newest_event_us is None or progress_us > state.newest_event_us:
+        state.newest_event_us = progress_us
+    else:
+      # Its element time is where the shard stands, so its dead letter is
+      # written with the rows around it, not in a window of 2100.
+      event_us = state.newest_event_us or arrival_us
+    return TimestampedValue(
+      KinesisRecord(
+        config.stream,
+        shard_id,
+        record['SequenceNumber'],
+        sub,
+        record['PartitionKey'],
+        record['Data'],
+        arrival_us,
+      ),
+      Timestamp(micros=max(event_us, MIN_TIMESTAMP.micros + 1)),
+    )
+
+  def _poll(
+    self, shard_id: str, checkpoint: StreamCheckpoint, state: _ShardState, from_start: bool
+  ):
+    """(user records, next iterator, shard finished) of one GetRecords on a shard."""
     from botocore.exceptions import ClientError
 
     for _ in range(2):
       if state.iterator is None:
-        state.iterator = self._iterator(stream, shard_id, checkpoint.last_sequence(shard_id))
+        after = checkpoint.last_position(shard_id)
+        state.iterator = self._iterator(shard_id, after, from_start)
+        state.skip_through = after
       try:
         response = call_with_backoff(
           self._client.get_records,
@@ -380,6 +472,12 @@ class ReadKinesisStream(beam.DoFn):
     else:
       raise RuntimeError(f'kinesis shard {shard_id}: iterator expired twice in a row')
     records = list(deaggregate(response['Records']))
+    if state.skip_through is not None and response['Records']:
+      # The iterator opened AT the last record read: what of it was claimed
+      # (all of a plain record, the first user records of an aggregate) goes.
+      sequence, sub = state.skip_through
+      records = [(r, n) for r, n in records if not (r['SequenceNumber'] == sequence and n <= sub)]
+      state.skip_through = None
     next_iterator = response.get('NextShardIterator')
     if not records and response.get('MillisBehindLatest', 0) == 0:
       state.caught_up_since = state.caught_up_since or time.monotonic()
@@ -387,11 +485,13 @@ class ReadKinesisStream(beam.DoFn):
       state.caught_up_since = None
     return records, next_iterator, next_iterator is None
 
-  def _iterator(self, stream: str, shard_id: str, after: Optional[str]) -> str:
+  def _iterator(self, shard_id: str, after: Optional[Position], from_start: bool) -> str:
     config = self._config
-    kwargs: dict[str, Any] = {'StreamName': stream, 'ShardId': shard_id}
+    kwargs: dict[str, Any] = {'StreamName': config.stream, 'ShardId': shard_id}
     if after is not None:
-      kwargs.update(ShardIteratorType='AFTER_SEQUENCE_NUMBER', StartingSequenceNumber=after)
+      kwargs.update(ShardIteratorType='AT_SEQUENCE_NUMBER', StartingSequenceNumber=after[0])
+    elif from_start:
+      kwargs.update(ShardIteratorType=TRIM_HORIZON)
     elif config.start_position == AT_TIMESTAMP:
       kwargs.update(ShardIteratorType=AT_TIMESTAMP, Timestamp=config.start_timestamp_s)
     else:
@@ -412,25 +512,72 @@ class ReadKinesisStream(beam.DoFn):
       and now - self._last_record_at >= config.stop_after_idle_s
     )
 
-  def _advance_watermark(self, watermark, now: float) -> None:
-    lag_us = int(self._config.max_out_of_order_s * 1_000_000)
-    seen = [s for s in self._state.shards.values() if s.newest_event_us is not None]
+  def _advance_watermark(self, watermark, now: float, reading: list[str], unit: set[str]) -> None:
+    """``reading``: the unit's shards polled now; ``unit``: all it owns, finished ones too."""
+    config = self._config
+    lag_us = int(config.max_out_of_order_s * 1_000_000)
+    states = self._state.shards
+    polled = [states[(config.stream, shard)] for shard in reading]
     holding = [
       s.newest_event_us - lag_us
-      for s in seen
-      if not (
-        s.caught_up_since is not None and now - s.caught_up_since >= self._config.idle_timeout_s
-      )
+      for s in polled
+      if s.newest_event_us is not None
+      and not (s.caught_up_since is not None and now - s.caught_up_since >= config.idle_timeout_s)
     ]
-    if not holding:
-      # Every shard is caught up and idle: all that was read is out, so the
-      # newest time seen anywhere may pass. (Holding still here froze the
-      # watermark short of the last sessions once the stream went quiet: seen
-      # on Flink.)
-      holding = [max(s.newest_event_us for s in seen) - lag_us] if seen else []
+    all_idle = all(
+      s.caught_up_since is not None and now - s.caught_up_since >= config.idle_timeout_s
+      for s in polled
+    )
+    if not holding and all_idle:
+      newest = [
+        states[(config.stream, shard)].newest_event_us
+        for shard in unit
+        if (config.stream, shard) in states
+        and states[(config.stream, shard)].newest_event_us is not None
+      ]
+      if newest:
+        # Every shard is caught up and idle: all that was read is out, so the
+        # newest time seen may pass. (Holding still here froze the watermark
+        # short of the last sessions once the stream went quiet: seen on Flink.)
+        holding = [max(newest) - lag_us]
+      else:
+        # Nothing ever read: its records, when they come, arrive from now on.
+        holding = [int(time.time() * 1_000_000) - lag_us]
     if not holding:
       return
     candidate = Timestamp(micros=min(holding))
     current = watermark.current_watermark()
     if current is None or candidate > current:
       watermark.set_watermark(candidate)
+
+
+class ReadFromKinesis(beam.PTransform):
+  """A Kinesis stream's KinesisRecords: one unit of work per shard lineage.
+
+  A bounded read (``stop_after_idle_s`` or ``max_records``) is one unit over
+  the whole stream; see the module docstring.
+  """
+
+  def __init__(self, config: KinesisConfig):
+    super().__init__()
+    self._config = config
+
+  def expand(self, pbegin):
+    config = self._config
+    bounded = config.stop_after_idle_s is not None or config.max_records is not None
+
+    def units(_) -> list[str]:
+      if bounded:
+        return ['']
+      return lineage_roots(list_shards(kinesis_client(config), config.stream))
+
+    # Impulse and FlatMap rather than Create: Prism refuses the pickled
+    # MaybeReshuffle of a one-element Create.
+    found = (
+      pbegin
+      | 'Units' >> beam.Impulse()
+      | 'ListShards' >> beam.FlatMap(units).with_output_types(str)
+    )
+    if not bounded:
+      found = found | 'Spread' >> beam.Reshuffle()
+    return found | 'Read' >> beam.ParDo(ReadKinesisStream(config)).with_output_types(KinesisRecord)

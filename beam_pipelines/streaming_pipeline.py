@@ -27,7 +27,7 @@ from beam_pipelines.batch_pipeline import (
   CountDeadLetters,
 )
 from beam_pipelines.dimension_refresh import RefreshingProductJoin
-from beam_pipelines.kinesis import KinesisConfig, KinesisRecord, ReadKinesisStream
+from beam_pipelines.kinesis import KinesisConfig, KinesisRecord, ReadFromKinesis
 from beam_pipelines.options import ShopstreamOptions, parse_pipeline_options
 from beam_pipelines.sources import (
   CATALOG_CSV,
@@ -119,9 +119,7 @@ def build_streaming_pipeline(
 
   parsed = (
     p
-    | 'Streams' >> beam.Create([opts.kinesis_stream])
-    | 'ReadKinesis'
-    >> beam.ParDo(ReadKinesisStream(kinesis_config(opts))).with_output_types(KinesisRecord)
+    | 'ReadKinesis' >> ReadFromKinesis(kinesis_config(opts))
     | 'ToRawRecords' >> beam.Map(to_raw_record).with_output_types(RawRecord)
     # Event times are bounded by each record's arrival, not by a time fixed
     # when the graph was built (after a day of running, every event was out

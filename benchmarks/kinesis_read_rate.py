@@ -77,7 +77,7 @@ def main() -> None:
     read = sum(
       1
       for _ in reader.process(
-        'bench', tracker=RestrictionTrackerView(tracker), watermark=ManualWatermarkEstimator(None)
+        '', tracker=RestrictionTrackerView(tracker), watermark=ManualWatermarkEstimator(None)
       )
     )
     read_s = time.monotonic() - started - 0.5  # less the idle wait that ends the read

@@ -18,10 +18,13 @@ from beam_pipelines.kinesis import (
   AT_TIMESTAMP,
   CheckpointTracker,
   KinesisConfig,
+  ReadFromKinesis,
   ReadKinesisStream,
   StreamCheckpoint,
   _ShardState,
+  adoptable_shards,
   call_with_backoff,
+  lineage_roots,
   readable_shards,
 )
 from tests.conftest import beam_pipeline
@@ -59,18 +62,19 @@ def put(kinesis, name: str, payloads: list[bytes], key=lambda n: f'k{n}') -> Non
     assert response['FailedRecordCount'] == 0
 
 
-def read_directly(config: KinesisConfig, checkpoint=None, rounds: int = 400):
-  """Drives the DoFn by hand, as a runner would: process, defer, resume."""
-  checkpoint = checkpoint or StreamCheckpoint()
+def read_directly(config: KinesisConfig, checkpoint=None, rounds: int = 400, unit: str = ''):
+  """Drives the DoFn by hand, as a runner would: process, defer, resume.
+
+  ``unit``: a lineage root shard id, or '' for the whole stream.
+  """
+  checkpoint = checkpoint or ReadKinesisStream(config).restriction_of(unit)
   dofn = ReadKinesisStream(config)
   dofn.setup()
   records = []
   for _ in range(rounds):
     tracker = ThreadsafeRestrictionTracker(CheckpointTracker(checkpoint))
     estimator = ManualWatermarkEstimator(None)
-    for output in dofn.process(
-      config.stream, tracker=RestrictionTrackerView(tracker), watermark=estimator
-    ):
+    for output in dofn.process(unit, tracker=RestrictionTrackerView(tracker), watermark=estimator):
       records.append(output.value)
     residual = tracker.deferred_status()
     if residual is None:  # stopped: reading is over
@@ -99,11 +103,7 @@ def test_pipeline_reads_every_record_of_every_shard(kinesis, kinesis_endpoint):
   create_stream(kinesis, 'all-shards', 3)
   put(kinesis, 'all-shards', payloads)
   with beam_pipeline() as p:
-    records = (
-      p
-      | beam.Create(['all-shards'])
-      | beam.ParDo(ReadKinesisStream(config(kinesis_endpoint, 'all-shards')))
-    )
+    records = p | ReadFromKinesis(config(kinesis_endpoint, 'all-shards'))
     assert_that(records | beam.Map(lambda r: r.data), equal_to(payloads))
 
 
@@ -215,10 +215,10 @@ def test_an_expired_iterator_is_reopened_after_the_last_read(kinesis, kinesis_en
   reader._client = OnceExpired()
   with stubber:
     records, _, finished = reader._poll(
-      'expiry',
       real.list_shards(StreamName='expiry')['Shards'][0]['ShardId'],
       StreamCheckpoint(),
       _ShardState(),
+      from_start=False,
     )
   assert [r['Data'] for r, _ in records] == [b'r%d' % n for n in range(10)]
   assert calls == [1] and not finished
@@ -243,6 +243,90 @@ def test_kpl_aggregated_records_are_split_into_user_records(kinesis, kinesis_end
     (b'user-4', 4),
     (b'plain', 0),
   ]
+
+
+def test_a_checkpoint_inside_a_kpl_aggregate_resumes_at_its_next_user_record(
+  kinesis, kinesis_endpoint
+):
+  from aws_kinesis_agg.aggregator import RecordAggregator
+
+  create_stream(kinesis, 'aggregate-split', 1)
+  aggregator = RecordAggregator()
+  for n in range(5):
+    aggregator.add_user_record(f'k{n}', b'user-%d' % n)
+  partition_key, _, data = aggregator.clear_and_get().get_contents()
+  kinesis.put_record(StreamName='aggregate-split', Data=data, PartitionKey=partition_key)
+  put(kinesis, 'aggregate-split', [b'plain'])
+  first, checkpoint, _ = read_directly(config(kinesis_endpoint, 'aggregate-split', max_records=2))
+  assert [r.data for r in first] == [b'user-0', b'user-1']
+  ((_, sequence, sub),) = checkpoint.after
+  assert sub == 1 and sequence == first[1].sequence_number
+  rest, _, _ = read_directly(
+    config(kinesis_endpoint, 'aggregate-split'), checkpoint=StreamCheckpoint(checkpoint.after)
+  )
+  assert [r.data for r in rest] == [b'user-2', b'user-3', b'user-4', b'plain']
+
+
+def test_lineage_roots_and_the_children_a_unit_adopts():
+  shards = [
+    {'ShardId': 'a', 'ParentShardId': 'expired'},
+    {'ShardId': 'b'},
+    {'ShardId': 'a1', 'ParentShardId': 'a'},
+    {'ShardId': 'a2', 'ParentShardId': 'a'},
+    {'ShardId': 'ab', 'ParentShardId': 'a2', 'AdjacentParentShardId': 'b'},
+  ]
+  assert lineage_roots(shards) == ['a', 'b']
+  assert sorted(adoptable_shards(shards, {'a'})) == ['a1', 'a2', 'ab']
+  assert adoptable_shards(shards, {'b'}) == []
+  owned = {'a', 'a1', 'a2', 'ab'}
+  assert readable_shards(shards, set(), owned) == ['a']
+  assert readable_shards(shards, {'a'}, owned) == ['a1', 'a2']
+  # b is another unit's: the merge child waits for its own parent only.
+  assert readable_shards(shards, {'a', 'a2'}, owned) == ['a1', 'ab']
+
+
+def test_each_lineage_is_read_by_its_own_unit_through_a_reshard(kinesis, kinesis_endpoint):
+  create_stream(kinesis, 'units', 2)
+  put(kinesis, 'units', [b'before-%d' % n for n in range(60)])
+  roots = lineage_roots(kinesis.list_shards(StreamName='units')['Shards'])
+  assert len(roots) == 2
+  kinesis.update_shard_count(StreamName='units', TargetShardCount=4, ScalingType='UNIFORM_SCALING')
+  wait_active(kinesis, 'units')
+  put(kinesis, 'units', [b'after-%d' % n for n in range(60)])
+  shards = {s['ShardId']: s for s in kinesis.list_shards(StreamName='units')['Shards']}
+  per_unit = []
+  for root in roots:
+    # Unbounded: each call defers; stop once the unit has read its lineage.
+    records, checkpoint = read_unit(config(kinesis_endpoint, 'units', stop_after_idle_s=None), root)
+    assert {r.shard_id for r in records} <= checkpoint.owned
+    assert root in checkpoint.finished and len(checkpoint.owned) > 1
+    assert all(
+      shards[s].get('ParentShardId') in checkpoint.owned for s in checkpoint.owned - {root}
+    )
+    per_unit.append(records)
+  data = sorted(r.data for records in per_unit for r in records)
+  assert data == sorted(
+    [b'before-%d' % n for n in range(60)] + [b'after-%d' % n for n in range(60)]
+  )
+
+
+def read_unit(config: KinesisConfig, root: str, rounds: int = 200):
+  """An unbounded unit driven by hand until it has been idle for a few calls."""
+  dofn = ReadKinesisStream(config)
+  dofn.setup()
+  checkpoint, records, quiet = dofn.restriction_of(root), [], 0
+  for _ in range(rounds):
+    tracker = ThreadsafeRestrictionTracker(CheckpointTracker(checkpoint))
+    view = RestrictionTrackerView(tracker)
+    got = [
+      o.value for o in dofn.process(root, tracker=view, watermark=ManualWatermarkEstimator(None))
+    ]
+    records.extend(got)
+    checkpoint = tracker.deferred_status()[0]
+    quiet = 0 if got else quiet + 1
+    if quiet >= 10:
+      return records, checkpoint
+  raise AssertionError('the unit never went quiet')
   assert [r.partition_key for r in records[:5]] == [f'k{n}' for n in range(5)]
 
 
@@ -289,7 +373,7 @@ def test_an_emulator_restart_mid_read_loses_and_repeats_nothing(aws_credentials,
     reader.setup()
     tracker = ThreadsafeRestrictionTracker(CheckpointTracker(StreamCheckpoint()))
     outputs = reader.process(
-      'restart', tracker=RestrictionTrackerView(tracker), watermark=ManualWatermarkEstimator(None)
+      '', tracker=RestrictionTrackerView(tracker), watermark=ManualWatermarkEstimator(None)
     )
     read = [next(outputs).value for _ in range(250)]
     stop(process)  # mid-read: 250 of 600 records read
@@ -338,7 +422,7 @@ def test_a_client_clock_far_ahead_never_moves_the_watermark(kinesis, kinesis_end
   for _ in range(50):  # unbounded: each call reads, advances the watermark, defers
     tracker = ThreadsafeRestrictionTracker(CheckpointTracker(checkpoint))
     view = RestrictionTrackerView(tracker)
-    read.extend(dofn.process('skew', tracker=view, watermark=estimator))
+    read.extend(dofn.process('', tracker=view, watermark=estimator))
     checkpoint = tracker.deferred_status()[0]
     if len(read) == 3:
       break

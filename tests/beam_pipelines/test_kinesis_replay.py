@@ -9,7 +9,7 @@ import boto3
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipelines import cli
-from beam_pipelines.kinesis import KinesisConfig, ReadKinesisStream
+from beam_pipelines.kinesis import KinesisConfig, ReadFromKinesis
 from beam_pipelines.kinesis_replay import canonical_json, replay_events
 from tests.conftest import NOW_US, beam_pipeline, fixture_path
 from transforms.parse_events import EventLineParser, ParseEventsJsonl
@@ -50,8 +50,7 @@ def test_put_then_read_gives_the_batch_events(
   with beam_pipeline() as p:
     records = (
       p
-      | beam.Create(['replay'])
-      | beam.ParDo(ReadKinesisStream(config))
+      | ReadFromKinesis(config)
       | beam.Map(lambda r: RawRecord(f'kinesis:{r.stream}', 0, r.data, 0))
     )
     events = (records | ParseEventsJsonl('EUR', NOW_US))[EVENTS_TAG]
