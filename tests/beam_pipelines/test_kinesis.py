@@ -224,16 +224,21 @@ def test_an_expired_iterator_is_reopened_after_the_last_read(kinesis, kinesis_en
   assert calls == [1] and not finished
 
 
-def test_kpl_aggregated_records_are_split_into_user_records(kinesis, kinesis_endpoint):
+def put_aggregate_then_plain(kinesis, name: str) -> None:
+  """A new one-shard stream with a KPL aggregate of user-0..4, then a plain record."""
   from aws_kinesis_agg.aggregator import RecordAggregator
 
-  create_stream(kinesis, 'aggregated', 1)
+  create_stream(kinesis, name, 1)
   aggregator = RecordAggregator()
   for n in range(5):
     aggregator.add_user_record(f'k{n}', b'user-%d' % n)
   partition_key, _, data = aggregator.clear_and_get().get_contents()
-  kinesis.put_record(StreamName='aggregated', Data=data, PartitionKey=partition_key)
-  put(kinesis, 'aggregated', [b'plain'])
+  kinesis.put_record(StreamName=name, Data=data, PartitionKey=partition_key)
+  put(kinesis, name, [b'plain'])
+
+
+def test_kpl_aggregated_records_are_split_into_user_records(kinesis, kinesis_endpoint):
+  put_aggregate_then_plain(kinesis, 'aggregated')
   records, _, _ = read_directly(config(kinesis_endpoint, 'aggregated'))
   assert [(r.data, r.sub_sequence_number) for r in records] == [
     (b'user-0', 0),
@@ -248,15 +253,7 @@ def test_kpl_aggregated_records_are_split_into_user_records(kinesis, kinesis_end
 def test_a_checkpoint_inside_a_kpl_aggregate_resumes_at_its_next_user_record(
   kinesis, kinesis_endpoint
 ):
-  from aws_kinesis_agg.aggregator import RecordAggregator
-
-  create_stream(kinesis, 'aggregate-split', 1)
-  aggregator = RecordAggregator()
-  for n in range(5):
-    aggregator.add_user_record(f'k{n}', b'user-%d' % n)
-  partition_key, _, data = aggregator.clear_and_get().get_contents()
-  kinesis.put_record(StreamName='aggregate-split', Data=data, PartitionKey=partition_key)
-  put(kinesis, 'aggregate-split', [b'plain'])
+  put_aggregate_then_plain(kinesis, 'aggregate-split')
   first, checkpoint, _ = read_directly(config(kinesis_endpoint, 'aggregate-split', max_records=2))
   assert [r.data for r in first] == [b'user-0', b'user-1']
   ((_, sequence, sub),) = checkpoint.after

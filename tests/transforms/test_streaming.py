@@ -102,6 +102,18 @@ def settled(last_arrival_s: float) -> int:
   return int(last_arrival_s) + 1800 + LATENESS_S + 3600
 
 
+class StreamSessions(beam.PTransform):
+  """The streaming pipeline's event-time steps, as streaming_pipeline.py chains them."""
+
+  def expand(self, events):
+    return (
+      events
+      | TimestampByEventTime()
+      | DeduplicateStreaming()
+      | SessionizeStreaming(allowed_lateness_s=LATENESS_S)
+    )
+
+
 def session_view(outputs):
   events = outputs[EVENTS_TAG] | 'EventIds' >> beam.Map(lambda e: (e.event_id, e.session_id))
   sessions = outputs[SESSIONS_TAG] | 'SessionRows' >> beam.Map(tuple)
@@ -134,12 +146,7 @@ def test_streaming_sessions_equal_batch_sessions():
   with streaming_pipeline() as p:
     records = p | build_test_stream(arrivals)
     events = (records | ParseEventsJsonl('EUR', NOW_US)).events
-    outputs = (
-      events
-      | TimestampByEventTime()
-      | DeduplicateStreaming()
-      | SessionizeStreaming(allowed_lateness_s=LATENESS_S)
-    )
+    outputs = events | StreamSessions()
     events_view, sessions_view = session_view(outputs)
     assert_that(events_view, equal_to(reference['events']), label='events')
     assert_that(sessions_view, equal_to(reference['sessions']), label='sessions')
@@ -190,12 +197,7 @@ def test_an_event_for_an_emitted_session_is_a_late_dead_letter():
   )
   with streaming_pipeline() as p:
     events = (p | stream | ParseEventsJsonl('EUR', NOW_US)).events
-    outputs = (
-      events
-      | TimestampByEventTime()
-      | DeduplicateStreaming()
-      | SessionizeStreaming(allowed_lateness_s=LATENESS_S)
-    )
+    outputs = events | StreamSessions()
     assert_that(
       outputs[EVENTS_TAG] | 'Ids' >> beam.Map(lambda e: e.event_id),
       equal_to(['a', 'b', 'next']),
@@ -245,12 +247,7 @@ def test_streaming_dedup_keeps_the_copy_batch_keeps_whatever_the_arrival_order()
   assert batch_kept == [('x', 'https://shop.example/b'), ('y', 'https://shop.example/a')]
   with streaming_pipeline() as p:
     events = (p | stream | ParseEventsJsonl('EUR', NOW_US)).events
-    outputs = (
-      events
-      | TimestampByEventTime()
-      | DeduplicateStreaming()
-      | SessionizeStreaming(allowed_lateness_s=LATENESS_S)
-    )
+    outputs = events | StreamSessions()
     assert_that(
       outputs[EVENTS_TAG] | beam.Map(lambda e: (e.event_id, e.page_url)), equal_to(batch_kept)
     )
