@@ -103,6 +103,11 @@ class KinesisConfig:
   get_records_limit: int = 1000
   event_time_fn: Optional[Callable[[bytes], Optional[int]]] = None  # -> UTC microseconds
 
+  @property
+  def bounded(self) -> bool:
+    """A stop condition: one unit over the whole stream, read until it holds."""
+    return self.stop_after_idle_s is not None or self.max_records is not None
+
   def __post_init__(self):
     if self.start_position not in START_POSITIONS:
       raise ValueError(f'start position {self.start_position!r} is not one of {START_POSITIONS}')
@@ -322,10 +327,14 @@ class _ShardState:
   newest_event_us: Optional[int] = None
   caught_up_since: Optional[float] = None
 
+  def idle(self, now: float, timeout_s: float) -> bool:
+    """Caught up, with nothing new, for ``timeout_s`` seconds."""
+    return self.caught_up_since is not None and now - self.caught_up_since >= timeout_s
+
 
 @dataclass
 class _WatermarkState:
-  shards: dict[tuple[str, str], _ShardState] = field(default_factory=dict)  # (stream, shard)
+  shards: dict[str, _ShardState] = field(default_factory=dict)  # by shard id
 
 
 _CHECKPOINTS = _CheckpointProvider()
@@ -374,7 +383,7 @@ class ReadKinesisStream(beam.DoFn):
       got_any = False
       ready = readable_shards(shards, set(checkpoint.finished), checkpoint.owned)
       for shard_id in ready:
-        state = self._state.shards.setdefault((stream, shard_id), _ShardState())
+        state = self._state.shards.setdefault(shard_id, _ShardState())
         # A child of a finished shard starts at its beginning: it holds what
         # was written after the reshard, whatever the start position says.
         from_start = any(p in checkpoint.finished for p in parents.get(shard_id, ()))
@@ -401,7 +410,7 @@ class ReadKinesisStream(beam.DoFn):
         watermark.set_watermark(MAX_TIMESTAMP)
         tracker.try_claim(_Claim('', stop=True))
         return
-      if self._bounded():
+      if config.bounded:
         # A bounded read stays in this call until it stops: the FnApiRunner hands
         # each call's output on as a round of its own, with the watermark already
         # at the end, and event-time timers downstream would fire between rounds
@@ -498,9 +507,6 @@ class ReadKinesisStream(beam.DoFn):
       kwargs.update(ShardIteratorType=config.start_position)
     return call_with_backoff(self._client.get_shard_iterator, **kwargs)['ShardIterator']
 
-  def _bounded(self) -> bool:
-    return self._config.stop_after_idle_s is not None or self._config.max_records is not None
-
   def _should_stop(self, tracker, now: float) -> bool:
     config = self._config
     if (
@@ -517,23 +523,17 @@ class ReadKinesisStream(beam.DoFn):
     config = self._config
     lag_us = int(config.max_out_of_order_s * 1_000_000)
     states = self._state.shards
-    polled = [states[(config.stream, shard)] for shard in reading]
+    polled = [states[shard] for shard in reading]
     holding = [
       s.newest_event_us - lag_us
       for s in polled
-      if s.newest_event_us is not None
-      and not (s.caught_up_since is not None and now - s.caught_up_since >= config.idle_timeout_s)
+      if s.newest_event_us is not None and not s.idle(now, config.idle_timeout_s)
     ]
-    all_idle = all(
-      s.caught_up_since is not None and now - s.caught_up_since >= config.idle_timeout_s
-      for s in polled
-    )
-    if not holding and all_idle:
+    if not holding and all(s.idle(now, config.idle_timeout_s) for s in polled):
       newest = [
-        states[(config.stream, shard)].newest_event_us
+        states[shard].newest_event_us
         for shard in unit
-        if (config.stream, shard) in states
-        and states[(config.stream, shard)].newest_event_us is not None
+        if shard in states and states[shard].newest_event_us is not None
       ]
       if newest:
         # Every shard is caught up and idle: all that was read is out, so the
@@ -564,10 +564,9 @@ class ReadFromKinesis(beam.PTransform):
 
   def expand(self, pbegin):
     config = self._config
-    bounded = config.stop_after_idle_s is not None or config.max_records is not None
 
     def units(_) -> list[str]:
-      if bounded:
+      if config.bounded:
         return ['']
       return lineage_roots(list_shards(kinesis_client(config), config.stream))
 
@@ -578,6 +577,6 @@ class ReadFromKinesis(beam.PTransform):
       | 'Units' >> beam.Impulse()
       | 'ListShards' >> beam.FlatMap(units).with_output_types(str)
     )
-    if not bounded:
+    if not config.bounded:
       found = found | 'Spread' >> beam.Reshuffle()
     return found | 'Read' >> beam.ParDo(ReadKinesisStream(config)).with_output_types(KinesisRecord)
