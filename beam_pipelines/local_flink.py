@@ -124,7 +124,7 @@ class LocalFlinkCluster:
     self,
     task_slots: int = 4,
     work_dir: Optional[str] = None,
-    taskmanager_memory: str = '2048m',
+    taskmanager_memory: str = '3072m',
   ):
     if not os.path.isdir(FLINK_HOME):
       raise RuntimeError(f'no Flink at {FLINK_HOME}: run make install')
@@ -211,6 +211,12 @@ class LocalFlinkCluster:
       'taskmanager.host': 'localhost',
       'taskmanager.numberOfTaskSlots': str(self._task_slots),
       'taskmanager.memory.process.size': self._taskmanager_memory,
+      # Beam's batch jobs run pipelined: every task of the whole graph holds
+      # network buffers at once. The default (a tenth of Flink's memory, about
+      # 5,000 buffers here) was short by a few hundred for the full batch
+      # pipeline in CI ("Insufficient number of network buffers").
+      'taskmanager.memory.network.min': '768m',
+      'taskmanager.memory.network.max': '768m',
       'rest.address': 'localhost',
       'rest.bind-address': 'localhost',
       'rest.port': str(self.rest_port),
