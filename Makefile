@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test test-flink-stream lint bench clean
+.PHONY: install demo test lint bench clean
 
 # The Kinesis emulator the tests start (kinesis-local, from npm).
 NODE_INSTALLED := node_modules/.installed
@@ -72,14 +72,13 @@ demo: install
 	$(BIN)/shopstream report --output $(DEMO)/tables
 	$(BIN)/python -m beam_pipelines.streaming_demo --workdir $(DEMO)/streaming
 
+# The Flink tests run after the rest, one cluster at a time: a JobManager, a
+# TaskManager and their SDK harnesses take both cores of a small machine.
 test: install
 	$(BIN)/ruff check transforms beam_pipelines tests benchmarks
 	$(BIN)/ruff format --check transforms beam_pipelines tests benchmarks
-	$(BIN)/python -m pytest -n 2 -q -m 'not flink_stall'
-
-# The unbounded stream on a local Flink, alone (see flink_stall in pyproject.toml).
-test-flink-stream: install
-	$(BIN)/python -m pytest -q -m flink_stall tests/beam_pipelines/test_flink.py
+	$(BIN)/python -m pytest -n 2 -q -m 'not flink'
+	$(BIN)/python -m pytest -q -m flink
 
 lint: install
 	$(BIN)/ruff check transforms beam_pipelines tests benchmarks

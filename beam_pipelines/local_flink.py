@@ -158,20 +158,26 @@ class LocalFlinkCluster:
     self.start_taskmanager(timeout_s)
 
   def start_taskmanager(self, timeout_s: float = 90) -> None:
-    """Starts a TaskManager and waits until the JobManager has its slots."""
+    """Starts a TaskManager and waits until the JobManager has registered it."""
+    known = {tm['id'] for tm in self.taskmanagers()}
     self.taskmanager = self._launch('taskmanager')
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
       for process, role in ((self.jobmanager, 'jobmanager'), (self.taskmanager, 'taskmanager')):
         if process.poll() is not None:
           raise RuntimeError(f'the Flink {role} exited: {self._log_tail(role)}')
-      overview = self.rest('overview')
-      if overview and overview.get('slots-available', 0) >= self._task_slots:
+      # A new TaskManager, not one the JobManager has not yet found dead.
+      if any(tm['id'] not in known for tm in self.taskmanagers()):
         return
       time.sleep(0.5)
     raise RuntimeError(
-      f'Flink had no free slots after {timeout_s} s: {self._log_tail("jobmanager")}'
+      f'no TaskManager registered after {timeout_s} s: {self._log_tail("jobmanager")}'
     )
+
+  def kill_taskmanager(self) -> None:
+    """SIGKILL of the TaskManager and every SDK harness it started: a lost node."""
+    os.killpg(self.taskmanager.pid, signal.SIGKILL)
+    self.taskmanager.wait()
 
   def stop(self) -> None:
     for process in (self.taskmanager, self.jobmanager):
@@ -195,6 +201,9 @@ class LocalFlinkCluster:
 
   def jobs(self) -> list[dict]:
     return (self.rest('jobs/overview') or {}).get('jobs', [])
+
+  def taskmanagers(self) -> list[dict]:
+    return (self.rest('taskmanagers') or {}).get('taskmanagers', [])
 
   def _write_config(self) -> None:
     os.makedirs(self.conf_dir, exist_ok=True)

@@ -3,8 +3,10 @@
 `make install` puts Flink, Beam's Flink job server and the boot binary into
 .tools/ (beam_pipelines/local_flink.py). Each test runs `shopstream run` with
 runner_configs/flink_local.yaml against the cluster and compares every table
-with the DirectRunner's over the same input, in DuckDB; one runs the SDK
-harness as EMR does (PROCESS, through deploy/emr/bootstrap.sh's boot wrapper).
+with the DirectRunner's over the same input, in DuckDB; the SDK harness runs
+as EMR runs it (PROCESS, through deploy/emr/bootstrap.sh's boot wrapper) in
+the batch harness test and in the TaskManager-kill test, which has a cluster
+of its own.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from beam_pipelines.streaming_pipeline import json_event_time
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMON = ['--reference-time', '2026-06-01T00:00:00Z', '--progress', 'never']
+pytestmark = pytest.mark.flink
+
 DERIVED = ('interactions', 'item_pairs', 'customers', 'session_sequences')
 SNAPSHOTS = ('interactions', 'item_pairs', 'customers')  # unpartitioned
 
@@ -144,116 +148,218 @@ def test_a_bounded_stream_on_flink_gives_the_batch_tables(
   assert summary['tables']['sessions'] == len(rows(batch, 'sessions'))
 
 
-@pytest.mark.flink_stall
-def test_an_unbounded_stream_on_flink_gives_the_batch_rows(
-  flink, inputs, tmp_path, kinesis_endpoint, aws_credentials, monkeypatch
-):
-  """No stop condition: records arrive while the job runs (the morning, a record
-  stamped 2100 by a broken client clock, a reshard from 4 shards to 8, then the
-  afternoon); the job is cancelled once the watermark has passed every session.
-  Each shard lineage is a unit of work with a watermark of its own, so every
-  open shard gets a record two days on to close its last sessions."""
-  monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'flink-salt')
+SKEWED = (
+  b'{"event_type": "page_view", "event_time": "2100-01-01T00:00:00Z", "anonymous_id": "skew"}'
+)
+
+
+def flush(n: int, day: str = '2026-03-03') -> bytes:
+  """A record days on: moves a shard's watermark past every session of the sample."""
+  return (
+    b'{"event_type": "page_view", "event_time": "%sT00:00:00Z", '
+    b'"anonymous_id": "flush-%d"}' % (day.encode(), n)
+  )
+
+
+@pytest.fixture(scope='module')
+def day_halves(inputs, tmp_path_factory):
+  """The sample's events as a morning and an afternoon file, and batch's tables over
+  them plus the clock-skewed record and the flush records."""
+  folder = tmp_path_factory.mktemp('halves')
   (events_file,) = glob.glob(f'{inputs}/events-*.jsonl.gz')
   morning, afternoon = [], []
   for line in gzip.open(events_file).read().splitlines():
     time_us = json_event_time(line)
     (afternoon if time_us and utc_hour(time_us) >= 12 else morning).append(line)
-  halves = tmp_path / 'morning.jsonl', tmp_path / 'afternoon.jsonl'
+  halves = folder / 'morning.jsonl', folder / 'afternoon.jsonl'
   for path, lines in zip(halves, (morning, afternoon), strict=True):
     path.write_bytes(b'\n'.join(lines) + b'\n')
-  skewed = (
-    b'{"event_type": "page_view", "event_time": "2100-01-01T00:00:00Z", "anonymous_id": "skew"}'
-  )
-
-  # Two days on: moves the watermark past every session of the sample's day.
-  def flush(n: int) -> bytes:
-    return (
-      b'{"event_type": "page_view", "event_time": "2026-03-03T00:00:00Z", '
-      b'"anonymous_id": "flush-%d"}' % n
-    )
-
-  extra = tmp_path / 'extra.jsonl'
-  extra.write_bytes(skewed + b'\n' + b'\n'.join(flush(n) for n in range(8)) + b'\n')
-  batch = tmp_path / 'batch'
+  extra = folder / 'extra.jsonl'
+  extra.write_bytes(SKEWED + b'\n' + b'\n'.join(flush(n) for n in range(8)) + b'\n')
   sources = [arg for p in (*halves, extra) for arg in ('--source', f'events-jsonl={p}')]
-  assert cli.main(['run', *sources, '--output', str(batch), *COMMON]) == 0
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('SHOPSTREAM_PII_SALT', 'flink-salt')
+    assert cli.main(['run', *sources, '--output', str(folder / 'batch'), *COMMON]) == 0
+  return halves, folder / 'batch'
 
+
+def start_stream_job(flink, stream, endpoint_url, out, log_path, *extra) -> subprocess.Popen:
+  """`shopstream run --kinesis-stream` with no stop condition, in a session of its own."""
+  command = [sys.executable, '-m', 'beam_pipelines.cli', 'run']
+  command += ['--runner-config', 'runner_configs/flink_local.yaml']
+  command += [f'--flink_master={flink.master}', *extra]
+  command += ['--kinesis-stream', stream, '--kinesis-endpoint-url', endpoint_url]
+  command += ['--kinesis-region', 'us-east-1', '--output', str(out), *COMMON]
+  log = open(log_path, 'wb')  # the child writes it
+  job = subprocess.Popen(
+    command, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+  )
+  log.close()
+  wait_for(lambda: running_job(flink) is not None, 'the job to run')
+  return job
+
+
+def stop_stream_job(flink, job: subprocess.Popen) -> None:
+  """Cancels the Flink job and kills the launcher with the job server it started."""
+  for j in flink.jobs():
+    if j['state'] not in ('FINISHED', 'CANCELED', 'FAILED'):
+      cancel = f'http://{flink.master}/jobs/{j["jid"]}?mode=cancel'
+      urllib.request.urlopen(urllib.request.Request(cancel, method='PATCH'))
+  os.killpg(job.pid, signal.SIGKILL)
+  job.wait()
+
+
+def running_job(flink) -> str | None:
+  return next((j['jid'] for j in flink.jobs() if j['state'] == 'RUNNING'), None)
+
+
+def put_flush_records(kinesis, stream: str, day: str = '2026-03-03') -> int:
+  """One flush record on every open shard (each shard lineage has a watermark of its
+  own); returns how many shards are open."""
+  open_shards = [
+    shard
+    for shard in kinesis.list_shards(StreamName=stream)['Shards']
+    if 'EndingSequenceNumber' not in shard['SequenceNumberRange']
+  ]
+  for n, shard in enumerate(open_shards):
+    kinesis.put_record(
+      StreamName=stream,
+      Data=flush(n, day),
+      PartitionKey='flush',
+      ExplicitHashKey=shard['HashKeyRange']['StartingHashKey'],
+    )
+  return len(open_shards)
+
+
+def dead_letters(output) -> list[tuple]:
+  files = f'{output}/dead_letter/*/*.parquet'
+  if not glob.glob(files):
+    return []
+  return duckdb.connect().execute(f"select reason, payload from read_parquet('{files}')").fetchall()
+
+
+def test_an_unbounded_stream_on_flink_gives_the_batch_rows(
+  flink, day_halves, tmp_path, kinesis_endpoint, aws_credentials, monkeypatch
+):
+  """No stop condition: records arrive while the job runs (the morning, a record
+  stamped 2100 by a broken client clock, a reshard from 4 shards to 8, then the
+  afternoon); the job is cancelled once the watermark has passed every session."""
+  monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'flink-salt')
+  halves, batch = day_halves
   kinesis = boto3.client('kinesis', endpoint_url=kinesis_endpoint, region_name='us-east-1')
   endpoint = ['--kinesis-endpoint-url', kinesis_endpoint, '--region', 'us-east-1']
   stream = f'unbounded-{tmp_path.name}'
   assert cli.main(['kinesis', 'create-stream', stream, '--shards', '4', *endpoint]) == 0
   out = tmp_path / 'stream'
-  command = [sys.executable, '-m', 'beam_pipelines.cli', 'run']
-  command += [
-    '--runner-config',
-    'runner_configs/flink_local.yaml',
-    f'--flink_master={flink.master}',
-  ]
-  command += ['--kinesis-stream', stream, '--kinesis-endpoint-url', kinesis_endpoint]
-  command += ['--kinesis-region', 'us-east-1', '--output', str(out), *COMMON]
-  log = open(tmp_path / 'run.log', 'wb')  # the child writes it
-  # A session of its own: killing it ends the job server it starts, too.
-  job = subprocess.Popen(
-    command, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-  )
-
-  def written(table):
-    return without_flush(rows(out, table))
-
   expected = {t: without_flush(rows(batch, t)) for t in ('events', 'sessions')}
+
+  job = start_stream_job(flink, stream, kinesis_endpoint, out, tmp_path / 'run.log')
   try:
-    wait_for(lambda: any(j['state'] == 'RUNNING' for j in flink.jobs()), 'the job to run')
     put = ['kinesis', 'put', stream, *endpoint]
     assert cli.main([*put, '--source', f'events-jsonl={halves[0]}']) == 0
-    kinesis.put_record(StreamName=stream, Data=skewed, PartitionKey='skew')
+    kinesis.put_record(StreamName=stream, Data=SKEWED, PartitionKey='skew')
     kinesis.update_shard_count(StreamName=stream, TargetShardCount=8, ScalingType='UNIFORM_SCALING')
-    wait_for(
-      lambda: (
-        kinesis.describe_stream_summary(StreamName=stream)['StreamDescriptionSummary'][
-          'StreamStatus'
-        ]
-        == 'ACTIVE'
-      ),
-      'the reshard',
-    )
+    wait_for(lambda: stream_status(kinesis, stream) == 'ACTIVE', 'the reshard')
     assert cli.main([*put, '--source', f'events-jsonl={halves[1]}']) == 0
-    open_shards = [
-      shard
-      for shard in kinesis.list_shards(StreamName=stream)['Shards']
-      if 'EndingSequenceNumber' not in shard['SequenceNumberRange']
-    ]
-    assert len(open_shards) == 8
-    for n, shard in enumerate(open_shards):
-      kinesis.put_record(
-        StreamName=stream,
-        Data=flush(n),
-        PartitionKey='flush',
-        ExplicitHashKey=shard['HashKeyRange']['StartingHashKey'],
-      )
-    wait_for(
-      lambda: all(len(written(t)) >= len(expected[t]) for t in expected),
-      'the stream to write every session',
-      timeout_s=300,
-    )
+    assert put_flush_records(kinesis, stream) == 8
+    wait_for_tables(out, expected)
   finally:
-    for j in flink.jobs():
-      if j['state'] == 'RUNNING':
-        cancel = f'http://{flink.master}/jobs/{j["jid"]}?mode=cancel'
-        urllib.request.urlopen(urllib.request.Request(cancel, method='PATCH'))
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
-    log.close()
+    stop_stream_job(flink, job)
   for table, want in expected.items():
     assert len(want) > 20, table
-    assert written(table) == want, table
-  letters = (
-    duckdb.connect()
-    .execute(f"select reason, payload from read_parquet('{out}/dead_letter/*/*.parquet')")
-    .fetchall()
-  )
-  assert ('clock_skew', skewed) in letters
+    assert without_flush(rows(out, table)) == want, table
+  letters = dead_letters(out)
+  assert ('clock_skew', SKEWED) in letters
   assert not [r for r in letters if r[0] == 'late']
+
+
+def test_a_killed_taskmanager_restores_its_checkpoint_without_loss_or_repeat(
+  day_halves, tmp_path, kinesis_endpoint, aws_credentials, monkeypatch
+):
+  """SIGKILL of the TaskManager (and its PROCESS SDK harnesses, as on EMR) after a
+  checkpoint and with records read since: Flink restores on a new TaskManager,
+  Kinesis is read again from the checkpoint, and the windowed files written
+  again are the same files. The tables equal batch's: no row twice, none lost."""
+  monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'flink-salt')
+  halves, batch = day_halves
+  kinesis = boto3.client('kinesis', endpoint_url=kinesis_endpoint, region_name='us-east-1')
+  endpoint = ['--kinesis-endpoint-url', kinesis_endpoint, '--region', 'us-east-1']
+  stream = f'killed-{tmp_path.name}'
+  assert cli.main(['kinesis', 'create-stream', stream, '--shards', '4', *endpoint]) == 0
+  out = tmp_path / 'stream'
+  expected = {t: without_flush(rows(batch, t)) for t in ('events', 'sessions')}
+  put = ['kinesis', 'put', stream, *endpoint]
+
+  with LocalFlinkCluster(task_slots=4, work_dir=str(tmp_path / 'flink')) as flink:
+    harness = emr_process_harness(tmp_path)
+    job = start_stream_job(
+      flink,
+      stream,
+      kinesis_endpoint,
+      out,
+      tmp_path / 'run.log',
+      *harness,
+      '--checkpointing_interval=3000',
+    )
+    try:
+      jid = running_job(flink)
+      assert cli.main([*put, '--source', f'events-jsonl={halves[0]}']) == 0
+      wait_for(lambda: events_read(flink, jid) >= 500, 'the reader to pass the morning on')
+      # Checkpoint ids grow: one above every id triggered so far started after that.
+      counts = checkpoints(flink, jid).get('counts', {})
+      taken_before = counts.get('completed', 0) + counts.get('in_progress', 0)
+      wait_for(
+        lambda: checkpoints(flink, jid).get('counts', {}).get('completed', 0) > taken_before,
+        'a checkpoint of the morning',
+      )
+      read_at_checkpoint = events_read(flink, jid)
+      assert cli.main([*put, '--source', f'events-jsonl={halves[1]}']) == 0
+      kinesis.put_record(StreamName=stream, Data=SKEWED, PartitionKey='skew')
+      # Killed with records read since the checkpoint: they are read again.
+      wait_for(lambda: events_read(flink, jid) > read_at_checkpoint, 'the afternoon to be read')
+      flink.kill_taskmanager()
+      flink.start_taskmanager()
+      wait_for(lambda: checkpoints(flink, jid).get('latest', {}).get('restored'), 'a restore')
+      put_flush_records(kinesis, stream)
+      wait_for_tables(out, expected)
+    finally:
+      stop_stream_job(flink, job)
+    restored = checkpoints(flink, jid)['latest']['restored']
+    assert restored['id'] > taken_before  # the checkpoint of the morning, or a later one
+
+  for table, want in expected.items():
+    assert len(want) > 20, table
+    assert without_flush(rows(out, table)) == want, table
+  letters = dead_letters(out)
+  assert letters.count(('clock_skew', SKEWED)) == 1
+
+
+def checkpoints(flink, jid: str) -> dict:
+  return flink.rest(f'jobs/{jid}/checkpoints') or {}
+
+
+def events_read(flink, jid: str) -> int:
+  """Records into the streaming dedup: what the Kinesis reader has passed on so far."""
+  job = flink.rest(f'jobs/{jid}') or {}
+  return sum(
+    v['metrics'].get('read-records', 0)
+    for v in job.get('vertices', [])
+    if 'RouteCopies' in v['name']
+  )
+
+
+def stream_status(kinesis, stream: str) -> str:
+  return kinesis.describe_stream_summary(StreamName=stream)['StreamDescriptionSummary'][
+    'StreamStatus'
+  ]
+
+
+def wait_for_tables(out, expected: dict[str, list[tuple]]) -> None:
+  wait_for(
+    lambda: all(len(without_flush(rows(out, t))) >= len(want) for t, want in expected.items()),
+    'the stream to write every session',
+    timeout_s=300,
+  )
 
 
 def without_flush(table_rows: list[tuple]) -> list[tuple]:
@@ -273,19 +379,23 @@ def wait_for(condition, what: str, timeout_s: float = 120) -> None:
     time.sleep(1)
 
 
-def test_the_emr_process_harness_gives_the_same_tables(flink, inputs, tmp_path, monkeypatch):
+def emr_process_harness(tmp_path) -> list[str]:
   """The SDK harness as EMR starts it: Beam's boot binary through bootstrap.sh's wrapper."""
-  monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'flink-salt')
   home = tmp_path / 'opt-shopstream'
   home.mkdir()
   shutil.copy(local_flink.BOOT, home / 'boot.bin')
   bootstrap = os.path.join(PROJECT, 'deploy', 'emr', 'bootstrap.sh')
   wrap = f'source {bootstrap} && write_boot_wrapper "$0" "$1"'
   subprocess.run(['bash', '-c', wrap, str(home), sys.prefix], check=True)
+  return ['--environment_type=PROCESS', f'--environment_config={{"command": "{home}/boot"}}']
 
+
+def test_the_emr_process_harness_gives_the_same_tables(flink, inputs, tmp_path, monkeypatch):
+  """Batch with the SDK harness that bootstrap.sh's boot wrapper starts, as on EMR."""
+  monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'flink-salt')
   sources = clickstream(inputs)
   assert cli.main(['run', *sources, '--output', str(tmp_path / 'direct'), *COMMON]) == 0
-  harness = ['--environment_type=PROCESS', f'--environment_config={{"command": "{home}/boot"}}']
+  harness = emr_process_harness(tmp_path)
   run_on_flink(flink, *sources, *harness, '--output', str(tmp_path / 'flink'), *COMMON)
   for table in ('events', 'sessions', 'dead_letter', *DERIVED):
     direct = rows(tmp_path / 'direct', table)
