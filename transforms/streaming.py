@@ -7,7 +7,11 @@ watermark shows that no on-time event can still join them:
 
     a buffered run of events is final once  watermark >= last event + gap + allowed lateness
 
-An on-time event is then at least ``gap`` after the run's last event, so it
+where a run ends at the first gap between buffered events. Runs are
+emitted one by one, earliest first: a key whose later sessions arrive
+before the watermark has passed its earlier ones (a backlog read at once)
+does not hold the earlier ones until it goes quiet. An on-time event is
+then at least ``gap`` after the run's last event, so it
 starts a new session in batch as well: the streaming sessions equal the
 batch ones for every event that is not late. An event that would join a
 session already emitted (its time is before the key's finalized boundary)
@@ -156,6 +160,7 @@ class _SessionizeKey(accounting.CountingDoFn):
   PENDING = BagStateSpec('pending', RecordCoder(Event))
   COPIES = BagStateSpec('copies', RecordCoder(Event))  # differing copies of other events
   LAST_TIME = ReadModifyWriteStateSpec('last_time', VarIntCoder())  # newest pending event
+  FINALIZE_AT = ReadModifyWriteStateSpec('finalize_at', VarIntCoder())  # the timer, as set
   BOUNDARY = ReadModifyWriteStateSpec('boundary', VarIntCoder())  # earliest on-time event
   FINALIZE = TimerSpec('finalize', TimeDomain.WATERMARK)
   FORGET = TimerSpec('forget', TimeDomain.WATERMARK)
@@ -173,6 +178,7 @@ class _SessionizeKey(accounting.CountingDoFn):
     copies=beam.DoFn.StateParam(COPIES),
     last_time=beam.DoFn.StateParam(LAST_TIME),
     boundary=beam.DoFn.StateParam(BOUNDARY),
+    finalize_at=beam.DoFn.StateParam(FINALIZE_AT),
     finalize=beam.DoFn.TimerParam(FINALIZE),
   ):
     _, (is_copy, event) = keyed
@@ -184,34 +190,62 @@ class _SessionizeKey(accounting.CountingDoFn):
         yield pvalue.TaggedOutput(DEAD_LETTER_TAG, late_dead_letter(event, edge))
       return
     (copies if is_copy else pending).add(event)
-    newest = max(last_time.read() or event.event_time, event.event_time)
-    last_time.write(newest)
-    finalize.set(_timestamp(newest + self._gap_us + self._lateness_us))
+    last_time.write(max(last_time.read() or event.event_time, event.event_time))
+    # The earliest run can be final no sooner than its earliest event allows;
+    # the timer re-arms at the run's real end if it fires before.
+    earliest_final = event.event_time + self._gap_us + self._lateness_us
+    current = finalize_at.read()
+    if current is None or earliest_final < current:
+      finalize_at.write(earliest_final)
+      finalize.set(_timestamp(earliest_final))
 
   @on_timer(FINALIZE)
   def emit_final_sessions(
     self,
     key=beam.DoFn.KeyParam,
+    fired=beam.DoFn.TimestampParam,
     pending=beam.DoFn.StateParam(PENDING),
     copies=beam.DoFn.StateParam(COPIES),
     last_time=beam.DoFn.StateParam(LAST_TIME),
     boundary=beam.DoFn.StateParam(BOUNDARY),
+    finalize_at=beam.DoFn.StateParam(FINALIZE_AT),
+    finalize=beam.DoFn.TimerParam(FINALIZE),
     forget=beam.DoFn.TimerParam(FORGET),
   ):
-    events = list(pending.read())
-    differing = list(copies.read())
-    newest = last_time.read()
+    events = self._weigh_copies(list(pending.read()), list(copies.read()))
     pending.clear()
     copies.clear()
-    last_time.clear()
-    if not events and not differing:
+    finalize_at.clear()
+    if not events:
+      last_time.clear()
       return
+    events.sort(key=lambda e: e.event_time)
+    final_before_us = fired.micros - self._lateness_us
+    done = final_run_length([e.event_time for e in events], self._gap_us, final_before_us)
+    final, still_open = events[:done], events[done:]
+    if still_open:
+      for event in still_open:
+        pending.add(event)
+      last_time.write(still_open[-1].event_time)
+      run_end = 1  # the first open run's length: up to its first gap
+      while (
+        run_end < len(still_open)
+        and still_open[run_end].event_time - still_open[run_end - 1].event_time < self._gap_us
+      ):
+        run_end += 1
+      next_final = still_open[run_end - 1].event_time + self._gap_us + self._lateness_us
+      finalize_at.write(next_final)
+      finalize.set(_timestamp(next_final))
+    else:
+      last_time.clear()
+    if not final:
+      return
+    newest = final[-1].event_time
     # Any on-time event from now on lies at least a gap after `newest`.
     boundary.write(newest + self._gap_us)
     forget.set(_timestamp(newest + self._retention_us))
-    events = self._weigh_copies(events, differing)
     # Outputs carry the timer's timestamp: the moment the sessions became final.
-    for session, members in sessionize_key(key, events, self._gap_us, self._max_duration_us):
+    for session, members in sessionize_key(key, final, self._gap_us, self._max_duration_us):
       yield pvalue.TaggedOutput(SESSIONS_TAG, session)
       yield from members
 
@@ -238,6 +272,21 @@ class _SessionizeKey(accounting.CountingDoFn):
   ):
     if last_time.read() is None:  # nothing pending: the key is idle
       boundary.clear()
+
+
+def final_run_length(times: list[int], gap_us: int, final_before_us: int) -> int:
+  """How many of the ascending ``times`` lie in runs that are final: runs end at
+  a gap of at least ``gap_us``, and a run is final once its last time + gap is
+  at most ``final_before_us``. A run ended by a later one is final by the
+  same bound, so the final runs are a prefix."""
+  done = 0
+  for i, t in enumerate(times):
+    run_ends = i + 1 == len(times) or times[i + 1] - t >= gap_us
+    if run_ends:
+      if t + gap_us > final_before_us:
+        break
+      done = i + 1
+  return done
 
 
 # The canonical fields an Event still holds after enrichment (ip and user_agent

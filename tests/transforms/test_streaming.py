@@ -25,7 +25,12 @@ from transforms.deduplicate import DeduplicateEvents, deduplicate
 from transforms.parse_events import EventLineParser, ParseEventsJsonl
 from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, SESSIONS_TAG, RawRecord
 from transforms.sessionize import Sessionize
-from transforms.streaming import DeduplicateStreaming, SessionizeStreaming, TimestampByEventTime
+from transforms.streaming import (
+  DeduplicateStreaming,
+  SessionizeStreaming,
+  TimestampByEventTime,
+  final_run_length,
+)
 
 SOURCE = 'test-stream'
 T0 = 1_772_359_200  # 2026-03-01T10:00:00Z, seconds
@@ -207,6 +212,60 @@ def test_an_event_for_an_emitted_session_is_a_late_dead_letter():
       outputs[DEAD_LETTER_TAG]
       | 'Late' >> beam.Map(lambda d: (d.reason, orjson.loads(d.payload)['event_id'], d.event_time)),
       equal_to([('late', 'late', (T0 + 120) * 1_000_000)]),
+      label='late',
+    )
+
+
+def test_final_runs_are_the_prefix_whose_last_time_plus_gap_has_passed():
+  gap = 10
+  # Runs: [0, 5], [20], [30, 39]: a gap of exactly 10 ends a run, as in batch.
+  times = [0, 5, 20, 30, 39]
+  assert final_run_length(times, gap, 14) == 0
+  assert final_run_length(times, gap, 15) == 2
+  assert final_run_length(times, gap, 29) == 2
+  assert final_run_length(times, gap, 30) == 3
+  assert final_run_length(times, gap, 48) == 3
+  assert final_run_length(times, gap, 49) == 5
+  assert final_run_length([], gap, 100) == 0
+
+
+def test_a_backlog_key_emits_its_earlier_session_without_waiting_for_the_later():
+  """Two sessions of one key arrive together (a backlog read at once); once the
+  watermark passes the first one's end + gap + lateness it is out, so an event
+  for it after that is late, though the key's second session is still open."""
+
+  def line(event_id, t):
+    return orjson.dumps(
+      {'event_id': event_id, 'event_type': 'page_view', 'event_time': t, 'anonymous_id': 'v'}
+    )
+
+  backlog = [('a', T0), ('b', T0 + 60), ('c', T0 + 7200)]
+  stream = (
+    BeamTestStream()
+    .add_elements(
+      [TimestampedValue(RawRecord(SOURCE, n, line(i, t), 0), t) for n, (i, t) in enumerate(backlog)]
+    )
+    .advance_watermark_to(Timestamp(T0 + 60 + 1800 + LATENESS_S + 1))
+    .add_elements([TimestampedValue(RawRecord(SOURCE, 5, line('late', T0 + 120), 0), T0 + 2400)])
+    .advance_watermark_to(Timestamp(settled(T0 + 7200)))
+    .advance_watermark_to_infinity()
+  )
+  with streaming_pipeline() as p:
+    events = (p | stream | ParseEventsJsonl('EUR', NOW_US)).events
+    outputs = events | StreamSessions()
+    assert_that(
+      outputs[EVENTS_TAG] | 'Ids' >> beam.Map(lambda e: e.event_id),
+      equal_to(['a', 'b', 'c']),
+      label='on time',
+    )
+    assert_that(
+      outputs[SESSIONS_TAG] | 'Counts' >> beam.Map(lambda s: s.event_count),
+      equal_to([2, 1]),
+      label='sessions',
+    )
+    assert_that(
+      outputs[DEAD_LETTER_TAG] | 'Late' >> beam.Map(lambda d: orjson.loads(d.payload)['event_id']),
+      equal_to(['late']),
       label='late',
     )
 
