@@ -1,14 +1,18 @@
 """Streaming throughput and event-to-table time against kinesis-local (a command, not a test).
 
     python benchmarks/streaming_throughput.py --events 5000 --shards 2
+    python benchmarks/streaming_throughput.py --flink --parallelism 2 --shards 4
 
 Generates a sample, puts its clickstream into a fresh stream of kinesis-local
 with `shopstream kinesis put`, then runs the streaming pipeline
-(direct_streaming.yaml) until the stream has been idle for --idle seconds
-and reports:
+(direct_streaming.yaml, or with --flink flink_local.yaml on a local Flink
+cluster of one JobManager and one TaskManager) until the stream has been idle
+for --idle seconds, and reports:
 
 - records/s through the whole pipeline (Kinesis read, parse, enrich, product
-  join, dedup, sessionize, windowed Parquet), idle wait excluded;
+  join, dedup, sessionize, windowed Parquet), idle wait excluded; with
+  --flink also the marginal rate, (records - 1) / (time - time of a run over
+  a one-record stream), which leaves out job submission and harness start-up;
 - event-to-table time: from the last record's arrival in Kinesis to its row
   being in the published tables. On the FnApiRunner the stages after the
   source run once the source stops, so this is the idle wait plus the time
@@ -19,17 +23,21 @@ and reports:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, PROJECT)
 
 from beam_pipelines import cli  # noqa: E402
 from beam_pipelines.kinesis_emulator import running_emulator  # noqa: E402
+from beam_pipelines.local_flink import LocalFlinkCluster  # noqa: E402
 from beam_pipelines.sample_data import GeneratorConfig, generate  # noqa: E402
 
 
@@ -40,7 +48,19 @@ def main() -> None:
   parser.add_argument('--events', type=int, default=5000)
   parser.add_argument('--shards', type=int, default=2)
   parser.add_argument('--idle', type=float, default=2.0)
+  parser.add_argument('--flink', action='store_true', help='run on a local Flink cluster')
+  parser.add_argument('--parallelism', type=int, default=2, help='Flink parallelism')
   args = parser.parse_args()
+  with contextlib.ExitStack() as stack:
+    runner = ['--runner-config', 'runner_configs/direct_streaming.yaml']
+    if args.flink:
+      flink = stack.enter_context(LocalFlinkCluster(task_slots=max(args.parallelism, 2)))
+      runner = ['--runner-config', 'runner_configs/flink_local.yaml']
+      runner += [f'--flink_master={flink.master}', f'--parallelism={args.parallelism}']
+    print(json.dumps(measure(args, runner), indent=2))
+
+
+def measure(args, runner: list[str]) -> dict:
   os.environ.setdefault('AWS_ACCESS_KEY_ID', 'bench')
   os.environ.setdefault('AWS_SECRET_ACCESS_KEY', 'bench')
   work = tempfile.mkdtemp(prefix='shopstream-streaming-bench-')
@@ -60,49 +80,77 @@ def main() -> None:
     assert cli.main(['kinesis', 'put', 'bench', *sources, *kinesis]) == 0
     put_s = time.monotonic() - started
     last_put = time.monotonic()
-    run = [
-      'run',
-      '--runner-config',
-      'runner_configs/direct_streaming.yaml',
-      '--kinesis-stream',
-      'bench',
-      '--kinesis-endpoint-url',
-      endpoint,
-      '--kinesis-region',
-      'us-east-1',
-      '--stop-after-idle',
-      str(args.idle),
-      '--derived-tables',
-      'never',
-      '--progress',
-      'never',
-      '--reference-time',
-      '2026-06-01T00:00:00Z',
-      '--output',
-      f'{work}/out',
-    ]
-    started = time.monotonic()
-    assert cli.main(run) == 0
-    run_s = time.monotonic() - started
+    run_s = run_stream(args, runner, 'bench', endpoint, f'{work}/out')
     published = time.monotonic()
+    figures = {}
+    if args.flink:
+      assert cli.main(['kinesis', 'create-stream', 'one', '--shards', '1', *kinesis]) == 0
+      with open(f'{work}/one.jsonl', 'w') as f:
+        f.write(
+          '{"event_type": "page_view", "event_time": "2026-03-01T00:00:00Z", "anonymous_id": "a"}\n'
+        )
+      assert (
+        cli.main(['kinesis', 'put', 'one', '--source', f'events-jsonl={work}/one.jsonl', *kinesis])
+        == 0
+      )
+      figures['one_record_run_seconds'] = round(
+        run_stream(args, runner, 'one', endpoint, f'{work}/one'), 1
+      )
   with open(f'{work}/out/_summary.json') as f:
     summary = json.load(f)
   records = summary['totals']['read']
-  print(
-    json.dumps(
-      {
-        'events_generated': args.events,
-        'kinesis_records': records,
-        'shards': args.shards,
-        'put_records_per_s': round(records / put_s),
-        'pipeline_seconds': round(run_s, 1),
-        'pipeline_records_per_s': round(records / max(run_s - args.idle, 1e-9)),
-        'last_arrival_to_table_s': round(published - last_put, 1),
-        'files': len(glob.glob(f'{work}/out/*/*/*.parquet')),
-      },
-      indent=2,
+  figures = {
+    'runner': runner,
+    'events_generated': args.events,
+    'kinesis_records': records,
+    'shards': args.shards,
+    'put_records_per_s': round(records / put_s),
+    'pipeline_seconds': round(run_s, 1),
+    'pipeline_records_per_s': round(records / max(run_s - args.idle, 1e-9)),
+    'last_arrival_to_table_s': round(published - last_put, 1),
+    'files': len(glob.glob(f'{work}/out/*/*/*.parquet')),
+    **figures,
+  }
+  if args.flink:
+    marginal_s = run_s - figures['one_record_run_seconds']
+    figures['marginal_records_per_s'] = round((records - 1) / max(marginal_s, 1e-9))
+    figures['marginal_records_per_s_per_shard'] = round(
+      figures['marginal_records_per_s'] / args.shards
     )
-  )
+  return figures
+
+
+def run_stream(args, runner: list[str], stream: str, endpoint: str, output: str) -> float:
+  """Seconds of one `shopstream run` over the stream until it has been idle."""
+  run = [
+    'run',
+    *runner,
+    '--kinesis-stream',
+    stream,
+    '--kinesis-endpoint-url',
+    endpoint,
+    '--kinesis-region',
+    'us-east-1',
+    '--stop-after-idle',
+    str(args.idle),
+    '--derived-tables',
+    'never',
+    '--progress',
+    'never',
+    '--reference-time',
+    '2026-06-01T00:00:00Z',
+    '--output',
+    output,
+  ]
+  started = time.monotonic()
+  if args.flink:
+    # Its own process, as a user runs it: the FlinkRunner's job server and
+    # LOOPBACK workers outlive a run inside this one.
+    command = [sys.executable, '-m', 'beam_pipelines.cli', *run]
+    subprocess.run(command, cwd=PROJECT, check=True, capture_output=True)
+  else:
+    assert cli.main(run) == 0
+  return time.monotonic() - started
 
 
 if __name__ == '__main__':
