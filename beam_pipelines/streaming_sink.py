@@ -12,7 +12,9 @@ transforms/streaming.py), so they are never late for these windows, and an
 on-time pane holds exactly the rows whose timestamps fall in the window,
 sorted. A runner that redoes work after a failure (Flink restoring a
 checkpoint and replaying Kinesis from it) therefore writes the same files
-again, byte for byte, over the old ones: no second copy of a row.
+again, byte for byte, over the old ones: no second copy of a row. A file
+appears whole or not at all: written under a hidden name, then renamed (on
+S3 an object appears whole when its upload completes).
 
 Dead letters of unreadable records carry their record's event time, which
 may be behind the watermark: they land in late panes (fired as they come;
@@ -24,6 +26,7 @@ replay: a replayed late row may land in a second file.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 import zlib
 
 import apache_beam as beam
@@ -87,8 +90,20 @@ class _WriteWindowFile(accounting.CountingDoFn):
     directory = partition_dir(self._output, self._spec.name, day)
     path = FileSystems.join(directory, file_name(window.start.micros, pane.index, shard))
     make_dirs(directory)
-    with FileSystems.create(path) as stream:
-      pq.write_table(to_arrow(self._spec, rows, self._indices), stream, compression='zstd')
+    table = to_arrow(self._spec, rows, self._indices)
+    if path.startswith('s3://'):
+      # An S3 object appears whole when its upload completes.
+      with FileSystems.create(path) as stream:
+        pq.write_table(table, stream, compression='zstd')
+    else:
+      # A reader listing the folder while the file is written saw it half
+      # written (DuckDB: "too small to be a Parquet file"). Hidden, unique and
+      # without the .parquet suffix until it is whole, then renamed over any
+      # earlier copy (a replay after a restore).
+      partial = FileSystems.join(directory, f'.{uuid.uuid4().hex}.inprogress')
+      with FileSystems.create(partial) as stream:
+        pq.write_table(table, stream, compression='zstd')
+      FileSystems.rename([partial], [path])
     self.count(accounting.TABLE_ROWS, self._spec.name, len(rows))
     yield WrittenFile(self._spec.name, day, path, len(rows))
 

@@ -72,6 +72,7 @@ def test_rows_land_in_one_file_per_window_day_and_shard(tmp_path):
   assert event_ids(tmp_path) == sorted(
     (e.event_id, '2026-03-02' if e.event_id == 'late-day' else '2026-03-01') for e in events
   )
+  # Every file under its final name: none left half written or hidden.
   assert sorted(files(tmp_path)) == [
     'events/dt=2026-03-01/w20260301T100000Z-p0000-s000.parquet',
     'events/dt=2026-03-01/w20260301T101000Z-p0000-s000.parquet',
@@ -108,6 +109,7 @@ def test_rows_behind_the_watermark_go_to_a_late_pane_not_lost(tmp_path):
   options.view_as(StandardOptions).streaming = True
   with BeamTestPipeline(runner='DirectRunner', options=options) as p:
     _ = p | stream | WriteWindowedTable(tables.EVENTS, str(tmp_path), WINDOW_S, 1)
+  # Every file under its final name: none left half written or hidden.
   assert sorted(files(tmp_path)) == [
     'events/dt=2026-03-01/w20260301T100000Z-p0000-s000.parquet',
     'events/dt=2026-03-01/w20260301T100000Z-p0001-s000.parquet',
