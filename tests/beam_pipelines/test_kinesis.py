@@ -294,7 +294,8 @@ def test_each_lineage_is_read_by_its_own_unit_through_a_reshard(kinesis, kinesis
   per_unit = []
   for root in roots:
     # Unbounded: each call defers; stop once the unit has read its lineage.
-    records, checkpoint = read_unit(config(kinesis_endpoint, 'units', stop_after_idle_s=None), root)
+    unbounded = config(kinesis_endpoint, 'units', stop_after_idle_s=None, defer_every_s=0)
+    records, checkpoint = read_unit(unbounded, root)
     assert {r.shard_id for r in records} <= checkpoint.owned
     assert root in checkpoint.finished and len(checkpoint.owned) > 1
     assert all(
@@ -305,6 +306,32 @@ def test_each_lineage_is_read_by_its_own_unit_through_a_reshard(kinesis, kinesis
   assert data == sorted(
     [b'before-%d' % n for n in range(60)] + [b'after-%d' % n for n in range(60)]
   )
+
+
+def test_an_unbounded_call_polls_until_it_is_time_to_defer(kinesis, kinesis_endpoint):
+  """Each deferral costs state on portable Flink, so a call polls for defer_every_s:
+  30 records at 10 per GetRecords take three polls, all in the first call."""
+  create_stream(kinesis, 'long-call', 1)
+  put(kinesis, 'long-call', [b'r%d' % n for n in range(30)])
+  reader = ReadKinesisStream(
+    config(
+      kinesis_endpoint,
+      'long-call',
+      stop_after_idle_s=None,
+      get_records_limit=10,
+      defer_every_s=1.0,
+    )
+  )
+  reader.setup()
+  tracker = ThreadsafeRestrictionTracker(CheckpointTracker(StreamCheckpoint()))
+  view = RestrictionTrackerView(tracker)
+  got = [
+    o.value for o in reader.process('', tracker=view, watermark=ManualWatermarkEstimator(None))
+  ]
+  assert sorted(r.data for r in got) == sorted(b'r%d' % n for n in range(30))
+  residual = tracker.deferred_status()
+  assert residual is not None  # it deferred once, at the end
+  assert len(residual[0].after) == 1 and residual[0].records == 30
 
 
 def read_unit(config: KinesisConfig, root: str, rounds: int = 200):
@@ -411,6 +438,7 @@ def test_a_client_clock_far_ahead_never_moves_the_watermark(kinesis, kinesis_end
       stop_after_idle_s=None,
       event_time_fn=json_event_time,
       max_out_of_order_s=1,
+      defer_every_s=0,
     )
   )
   dofn.setup()
