@@ -220,20 +220,15 @@ class _SessionizeKey(accounting.CountingDoFn):
       last_time.clear()
       return
     events.sort(key=lambda e: e.event_time)
-    final_before_us = fired.micros - self._lateness_us
-    done = final_run_length([e.event_time for e in events], self._gap_us, final_before_us)
+    times = [e.event_time for e in events]
+    done = final_run_length(times, self._gap_us, fired.micros - self._lateness_us)
     final, still_open = events[:done], events[done:]
     if still_open:
       for event in still_open:
         pending.add(event)
-      last_time.write(still_open[-1].event_time)
-      run_end = 1  # the first open run's length: up to its first gap
-      while (
-        run_end < len(still_open)
-        and still_open[run_end].event_time - still_open[run_end - 1].event_time < self._gap_us
-      ):
-        run_end += 1
-      next_final = still_open[run_end - 1].event_time + self._gap_us + self._lateness_us
+      last_time.write(times[-1])
+      first_open_end = next(end for end in run_ends(times, self._gap_us) if end > done)
+      next_final = times[first_open_end - 1] + self._gap_us + self._lateness_us
       finalize_at.write(next_final)
       finalize.set(_timestamp(next_final))
     else:
@@ -274,19 +269,20 @@ class _SessionizeKey(accounting.CountingDoFn):
       boundary.clear()
 
 
+def run_ends(times: list[int], gap_us: int) -> list[int]:
+  """Where each run of the ascending ``times`` ends (exclusive indices): a run ends
+  at a gap of at least ``gap_us``, the batch rule, or at the last time."""
+  return [
+    i + 1 for i in range(len(times)) if i + 1 == len(times) or times[i + 1] - times[i] >= gap_us
+  ]
+
+
 def final_run_length(times: list[int], gap_us: int, final_before_us: int) -> int:
-  """How many of the ascending ``times`` lie in runs that are final: runs end at
-  a gap of at least ``gap_us``, and a run is final once its last time + gap is
-  at most ``final_before_us``. A run ended by a later one is final by the
-  same bound, so the final runs are a prefix."""
-  done = 0
-  for i, t in enumerate(times):
-    run_ends = i + 1 == len(times) or times[i + 1] - t >= gap_us
-    if run_ends:
-      if t + gap_us > final_before_us:
-        break
-      done = i + 1
-  return done
+  """How many of the ascending ``times`` lie in runs that are final, a run being
+  final once its last time + gap is at most ``final_before_us``. A run ended by a
+  later one is final by the same bound, so the final runs are a prefix."""
+  final = [end for end in run_ends(times, gap_us) if times[end - 1] + gap_us <= final_before_us]
+  return final[-1] if final else 0
 
 
 # The canonical fields an Event still holds after enrichment (ip and user_agent

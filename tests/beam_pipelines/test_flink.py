@@ -70,11 +70,18 @@ def dimension(folder) -> list[str]:
 
 def rows(output, table: str) -> list[tuple]:
   files = f'{output}/{table}/*.parquet' if table in SNAPSHOTS else f'{output}/{table}/*/*.parquet'
+  return parquet_rows(files)
+
+
+def parquet_rows(files: str, columns: str = '*') -> list[tuple]:
+  """The rows of the files matching a glob, in DuckDB, sorted; none if no file matches."""
   if not glob.glob(files):
     return []
   return (
     duckdb.connect()
-    .execute(f"select * from read_parquet('{files}', hive_partitioning = true) order by all")
+    .execute(
+      f"select {columns} from read_parquet('{files}', hive_partitioning = true) order by all"
+    )
     .fetchall()
   )
 
@@ -186,6 +193,13 @@ def day_halves(inputs, tmp_path_factory):
   return halves, folder / 'batch'
 
 
+def create_stream(endpoint_url: str, stream: str, shards: int = 4):
+  """A stream of kinesis-local made with the CLI; its boto3 client and the endpoint flags."""
+  endpoint = ['--kinesis-endpoint-url', endpoint_url, '--region', 'us-east-1']
+  assert cli.main(['kinesis', 'create-stream', stream, '--shards', str(shards), *endpoint]) == 0
+  return boto3.client('kinesis', endpoint_url=endpoint_url, region_name='us-east-1'), endpoint
+
+
 def start_stream_job(flink, stream, endpoint_url, out, log_path, *extra) -> subprocess.Popen:
   """`shopstream run --kinesis-stream` with no stop condition, in a session of its own."""
   command = [sys.executable, '-m', 'beam_pipelines.cli', 'run']
@@ -235,10 +249,7 @@ def put_flush_records(kinesis, stream: str, day: str = '2026-03-03') -> int:
 
 
 def dead_letters(output) -> list[tuple]:
-  files = f'{output}/dead_letter/*/*.parquet'
-  if not glob.glob(files):
-    return []
-  return duckdb.connect().execute(f"select reason, payload from read_parquet('{files}')").fetchall()
+  return parquet_rows(f'{output}/dead_letter/*/*.parquet', 'reason, payload')
 
 
 def test_an_unbounded_stream_on_flink_gives_the_batch_rows(
@@ -249,10 +260,8 @@ def test_an_unbounded_stream_on_flink_gives_the_batch_rows(
   afternoon); the job is cancelled once the watermark has passed every session."""
   monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'flink-salt')
   halves, batch = day_halves
-  kinesis = boto3.client('kinesis', endpoint_url=kinesis_endpoint, region_name='us-east-1')
-  endpoint = ['--kinesis-endpoint-url', kinesis_endpoint, '--region', 'us-east-1']
   stream = f'unbounded-{tmp_path.name}'
-  assert cli.main(['kinesis', 'create-stream', stream, '--shards', '4', *endpoint]) == 0
+  kinesis, endpoint = create_stream(kinesis_endpoint, stream)
   out = tmp_path / 'stream'
   expected = {t: without_flush(rows(batch, t)) for t in ('events', 'sessions')}
 
@@ -285,10 +294,8 @@ def test_a_killed_taskmanager_restores_its_checkpoint_without_loss_or_repeat(
   again are the same files. The tables equal batch's: no row twice, none lost."""
   monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'flink-salt')
   halves, batch = day_halves
-  kinesis = boto3.client('kinesis', endpoint_url=kinesis_endpoint, region_name='us-east-1')
-  endpoint = ['--kinesis-endpoint-url', kinesis_endpoint, '--region', 'us-east-1']
   stream = f'killed-{tmp_path.name}'
-  assert cli.main(['kinesis', 'create-stream', stream, '--shards', '4', *endpoint]) == 0
+  kinesis, endpoint = create_stream(kinesis_endpoint, stream)
   out = tmp_path / 'stream'
   expected = {t: without_flush(rows(batch, t)) for t in ('events', 'sessions')}
   put = ['kinesis', 'put', stream, *endpoint]
@@ -308,13 +315,7 @@ def test_a_killed_taskmanager_restores_its_checkpoint_without_loss_or_repeat(
       jid = running_job(flink)
       assert cli.main([*put, '--source', f'events-jsonl={halves[0]}']) == 0
       wait_for(lambda: events_read(flink, jid) >= 500, 'the reader to pass the morning on')
-      # Checkpoint ids grow: one above every id triggered so far started after that.
-      counts = checkpoints(flink, jid).get('counts', {})
-      taken_before = counts.get('completed', 0) + counts.get('in_progress', 0)
-      wait_for(
-        lambda: checkpoints(flink, jid).get('counts', {}).get('completed', 0) > taken_before,
-        'a checkpoint of the morning',
-      )
+      taken_before = wait_for_a_new_checkpoint(flink, jid, 'a checkpoint of the morning')
       read_at_checkpoint = events_read(flink, jid)
       assert cli.main([*put, '--source', f'events-jsonl={halves[1]}']) == 0
       kinesis.put_record(StreamName=stream, Data=SKEWED, PartitionKey='skew')
@@ -364,10 +365,8 @@ def test_three_days_through_one_job_keep_state_bounded_and_nothing_late(
   assert cli.main(['run', *batch_sources, '--output', str(tmp_path / 'batch'), *COMMON]) == 0
   expected = {t: without_flush(rows(tmp_path / 'batch', t)) for t in ('events', 'sessions')}
 
-  kinesis = boto3.client('kinesis', endpoint_url=kinesis_endpoint, region_name='us-east-1')
-  endpoint = ['--kinesis-endpoint-url', kinesis_endpoint, '--region', 'us-east-1']
   stream = f'soak-{tmp_path.name}'
-  assert cli.main(['kinesis', 'create-stream', stream, '--shards', '4', *endpoint]) == 0
+  kinesis, endpoint = create_stream(kinesis_endpoint, stream)
   out = tmp_path / 'stream'
   job = start_stream_job(
     flink, stream, kinesis_endpoint, out, tmp_path / 'run.log', '--checkpointing_interval=2000'
@@ -420,12 +419,7 @@ def day_figures(flink, jid: str, hour: int, out, batch) -> dict:
   day_before = dt.datetime.fromtimestamp(day_end_us / 1e6 - 2 * 86400, dt.UTC).date()
   want = without_flush(rows_of_day(batch, 'events', day_before))
   wait_for(lambda: rows_of_day(out, 'events', day_before) == want, f'the events of {day_before}')
-  counts = checkpoints(flink, jid).get('counts', {})
-  taken_before = counts.get('completed', 0) + counts.get('in_progress', 0)
-  wait_for(
-    lambda: checkpoints(flink, jid).get('counts', {}).get('completed', 0) > taken_before,
-    'a checkpoint of the day',
-  )
+  wait_for_a_new_checkpoint(flink, jid, 'a checkpoint of the day')
   completed = checkpoints(flink, jid)['latest']['completed']
   return {
     'through_utc': dt.datetime.fromtimestamp(day_end_us / 1e6, dt.UTC).isoformat(),
@@ -443,7 +437,7 @@ STATEFUL_STEPS = {'read': 'ReadKinesis,', 'dedup': 'RouteCopies', 'sessionize': 
 
 def state_by_step(flink, jid: str, checkpoint_id: int) -> dict[str, int]:
   """A checkpoint's state size per stateful step (Flink vertex), in bytes."""
-  names = {v['id']: v['name'] for v in (flink.rest(f'jobs/{jid}') or {}).get('vertices', [])}
+  names = {v['id']: v['name'] for v in vertices(flink, jid)}
   tasks = (flink.rest(f'jobs/{jid}/checkpoints/details/{checkpoint_id}') or {}).get('tasks', {})
   return {
     step: sum(t['state_size'] for vid, t in tasks.items() if marker in names.get(vid, ''))
@@ -452,16 +446,12 @@ def state_by_step(flink, jid: str, checkpoint_id: int) -> dict[str, int]:
 
 
 def rows_of_day(output, table: str, day: dt.date) -> list[tuple]:
-  files = f'{output}/{table}/dt={day.isoformat()}/*.parquet'
-  if not glob.glob(files):
-    return []
-  return duckdb.connect().execute(f"select * from read_parquet('{files}') order by all").fetchall()
+  return parquet_rows(f'{output}/{table}/dt={day.isoformat()}/*.parquet')
 
 
 def sessionize_watermark_us(flink, jid: str) -> int:
   """The lowest input watermark over the sessionizing subtasks (none yet: minus infinity)."""
-  job = flink.rest(f'jobs/{jid}') or {}
-  (vertex,) = [v for v in job.get('vertices', []) if 'Sessionize' in v['name']]
+  (vertex,) = [v for v in vertices(flink, jid) if 'Sessionize' in v['name']]
   marks = flink.rest(f'jobs/{jid}/vertices/{vertex["id"]}/watermarks') or []
   values = [int(m['value']) for m in marks if m['id'].endswith('currentInputWatermark')]
   return min(values) * 1000 if values else -(2**63)
@@ -471,14 +461,25 @@ def checkpoints(flink, jid: str) -> dict:
   return flink.rest(f'jobs/{jid}/checkpoints') or {}
 
 
+def wait_for_a_new_checkpoint(flink, jid: str, what: str) -> int:
+  """Waits until a checkpoint begun after this call has completed; returns the number
+  begun before it. Ids grow, so any checkpoint with a higher id is a new one."""
+  counts = checkpoints(flink, jid).get('counts', {})
+  begun = counts.get('completed', 0) + counts.get('in_progress', 0)
+  wait_for(lambda: checkpoints(flink, jid).get('counts', {}).get('completed', 0) > begun, what)
+  return begun
+
+
 def events_read(flink, jid: str) -> int:
   """Records into the streaming dedup: what the Kinesis reader has passed on so far."""
-  job = flink.rest(f'jobs/{jid}') or {}
   return sum(
-    v['metrics'].get('read-records', 0)
-    for v in job.get('vertices', [])
-    if 'RouteCopies' in v['name']
+    v['metrics'].get('read-records', 0) for v in vertices(flink, jid) if 'RouteCopies' in v['name']
   )
+
+
+def vertices(flink, jid: str) -> list[dict]:
+  """The job's Flink vertices (fused steps), with their names and metrics."""
+  return (flink.rest(f'jobs/{jid}') or {}).get('vertices', [])
 
 
 def stream_status(kinesis, stream: str) -> str:

@@ -183,20 +183,26 @@ def reference_rows(arrivals):
   return {'events': sorted(event_rows), 'sessions': sorted(session_rows)}
 
 
-def test_an_event_for_an_emitted_session_is_a_late_dead_letter():
-  def line(event_id, t):
-    return orjson.dumps(
-      {'event_id': event_id, 'event_type': 'page_view', 'event_time': t, 'anonymous_id': 'v'}
-    )
+def visitor_line(event_id: str, t: float) -> bytes:
+  """A page view of visitor v at t (seconds) as a JSON line."""
+  return orjson.dumps(
+    {'event_id': event_id, 'event_type': 'page_view', 'event_time': t, 'anonymous_id': 'v'}
+  )
 
+
+def test_an_event_for_an_emitted_session_is_a_late_dead_letter():
   stream = (
     BeamTestStream()
-    .add_elements([TimestampedValue(RawRecord(SOURCE, 1, line('a', T0), 0), T0)])
-    .add_elements([TimestampedValue(RawRecord(SOURCE, 2, line('b', T0 + 60), 0), T0 + 60)])
+    .add_elements([TimestampedValue(RawRecord(SOURCE, 1, visitor_line('a', T0), 0), T0)])
+    .add_elements([TimestampedValue(RawRecord(SOURCE, 2, visitor_line('b', T0 + 60), 0), T0 + 60)])
     # The session of a and b is final once the watermark passes b + gap + lateness.
     .advance_watermark_to(Timestamp(T0 + 60 + 1800 + LATENESS_S + 1))
-    .add_elements([TimestampedValue(RawRecord(SOURCE, 3, line('late', T0 + 120), 0), T0 + 2400)])
-    .add_elements([TimestampedValue(RawRecord(SOURCE, 4, line('next', T0 + 2400), 0), T0 + 2400)])
+    .add_elements(
+      [TimestampedValue(RawRecord(SOURCE, 3, visitor_line('late', T0 + 120), 0), T0 + 2400)]
+    )
+    .add_elements(
+      [TimestampedValue(RawRecord(SOURCE, 4, visitor_line('next', T0 + 2400), 0), T0 + 2400)]
+    )
     .advance_watermark_to(Timestamp(settled(T0 + 2400)))
     .advance_watermark_to_infinity()
   )
@@ -234,19 +240,19 @@ def test_a_backlog_key_emits_its_earlier_session_without_waiting_for_the_later()
   watermark passes the first one's end + gap + lateness it is out, so an event
   for it after that is late, though the key's second session is still open."""
 
-  def line(event_id, t):
-    return orjson.dumps(
-      {'event_id': event_id, 'event_type': 'page_view', 'event_time': t, 'anonymous_id': 'v'}
-    )
-
   backlog = [('a', T0), ('b', T0 + 60), ('c', T0 + 7200)]
   stream = (
     BeamTestStream()
     .add_elements(
-      [TimestampedValue(RawRecord(SOURCE, n, line(i, t), 0), t) for n, (i, t) in enumerate(backlog)]
+      [
+        TimestampedValue(RawRecord(SOURCE, n, visitor_line(i, t), 0), t)
+        for n, (i, t) in enumerate(backlog)
+      ]
     )
     .advance_watermark_to(Timestamp(T0 + 60 + 1800 + LATENESS_S + 1))
-    .add_elements([TimestampedValue(RawRecord(SOURCE, 5, line('late', T0 + 120), 0), T0 + 2400)])
+    .add_elements(
+      [TimestampedValue(RawRecord(SOURCE, 5, visitor_line('late', T0 + 120), 0), T0 + 2400)]
+    )
     .advance_watermark_to(Timestamp(settled(T0 + 7200)))
     .advance_watermark_to_infinity()
   )
