@@ -26,11 +26,13 @@ Watermark, per unit: per shard, the newest event time seen minus
 arrival time; never later than the record's arrival, and a record more than
 a day ahead of its arrival, a client clock gone wrong, moves nothing); the
 unit's watermark is the minimum over its shards that are not idle; a shard
-caught up for ``idle_timeout`` seconds holds nothing back; a unit all idle
-stands at the newest time it read, and one that never read a record at the
-arrival clock (now) minus ``max_out_of_order``, so that an empty shard does
-not hold the stream back. The stream's watermark is the runner's minimum
-over units.
+caught up for ``idle_timeout`` seconds holds nothing back. A unit all idle
+follows the clock (now minus ``max_out_of_order``) if it never read a record
+or if its newest records were live (event time within ``max_out_of_order``
+of arrival), so that a quiet shard does not hold the stream back nor a quiet
+live stream its last sessions; one whose newest records were history (a
+replay) stands at the newest time it read minus ``max_out_of_order``. The
+stream's watermark is the runner's minimum over units.
 
 Local runs stop by condition: after ``stop_after_idle`` seconds without a
 record, or after ``max_records``; then the watermark goes to the end of time.
@@ -333,6 +335,9 @@ class _ShardState:
   iterator: Optional[str] = None
   skip_through: Optional[Position] = None  # re-read at an iterator's start: already claimed
   newest_event_us: Optional[int] = None
+  # How far that newest record's event time trailed its arrival: small for a
+  # live stream, months for history put into a stream (a replay).
+  newest_delay_us: int = 0
   caught_up_since: Optional[float] = None
 
   def idle(self, now: float, timeout_s: float) -> bool:
@@ -451,6 +456,7 @@ class ReadKinesisStream(beam.DoFn):
       progress_us = min(event_us, arrival_us)
       if state.newest_event_us is None or progress_us > state.newest_event_us:
         state.newest_event_us = progress_us
+        state.newest_delay_us = arrival_us - progress_us
     else:
       # Its element time is where the shard stands, so its dead letter is
       # written with the rows around it, not in a window of 2100.
@@ -543,19 +549,26 @@ class ReadKinesisStream(beam.DoFn):
       if s.newest_event_us is not None and not s.idle(now, config.idle_timeout_s)
     ]
     if not holding and all(s.idle(now, config.idle_timeout_s) for s in polled):
-      newest = [
-        states[shard].newest_event_us
+      seen = [
+        states[shard]
         for shard in unit
         if shard in states and states[shard].newest_event_us is not None
       ]
-      if newest:
-        # Every shard is caught up and idle: all that was read is out, so the
-        # newest time seen may pass. (Holding still here froze the watermark
-        # short of the last sessions once the stream went quiet: seen on Flink.)
-        holding = [max(newest) - lag_us]
-      else:
+      clock_us = int(time.time() * 1_000_000) - lag_us
+      if not seen:
         # Nothing ever read: its records, when they come, arrive from now on.
-        holding = [int(time.time() * 1_000_000) - lag_us]
+        holding = [clock_us]
+      elif all(s.newest_delay_us <= lag_us for s in seen):
+        # A live stream gone quiet: what comes next arrives from now on, its
+        # events at most the out-of-order bound behind. Without this the last
+        # minute of a quiet live stream waited for the next record (seen on
+        # Flink: no session of a burst came out in 10 minutes).
+        holding = [max(max(s.newest_event_us for s in seen) - lag_us, clock_us)]
+      else:
+        # History put into a stream (a replay): its next records follow its
+        # own order, not the clock, so the unit stands at the newest time
+        # read less the out-of-order bound.
+        holding = [max(s.newest_event_us for s in seen) - lag_us]
     if not holding:
       return
     candidate = Timestamp(micros=min(holding))

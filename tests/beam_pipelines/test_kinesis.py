@@ -462,3 +462,62 @@ def test_a_client_clock_far_ahead_never_moves_the_watermark(kinesis, kinesis_end
   # shard stands, so its letter is written with the records around it.
   skewed = next(r for r in read if b'2100' in r.value.data)
   assert skewed.timestamp.micros <= max(arrivals)
+
+
+def watermark_once_idle(kinesis_endpoint, stream: str, quiet_s: float = 2.5) -> tuple[int, list]:
+  """Reads a one-shard stream unbounded, call by call, until it has read nothing for
+  ``quiet_s`` (well past the 1 s bound); returns the watermark then (µs) and the
+  records read."""
+  from beam_pipelines.streaming_pipeline import json_event_time
+
+  dofn = ReadKinesisStream(
+    config(
+      kinesis_endpoint,
+      stream,
+      stop_after_idle_s=None,
+      event_time_fn=json_event_time,
+      max_out_of_order_s=1,
+      idle_timeout_s=0.2,
+      defer_every_s=0,
+    )
+  )
+  dofn.setup()
+  estimator = ManualWatermarkEstimator(None)
+  checkpoint, read, last_read = StreamCheckpoint(), [], time.monotonic()
+  while time.monotonic() - last_read < quiet_s:
+    tracker = ThreadsafeRestrictionTracker(CheckpointTracker(checkpoint))
+    got = list(dofn.process('', tracker=RestrictionTrackerView(tracker), watermark=estimator))
+    read.extend(got)
+    checkpoint = tracker.deferred_status()[0]
+    last_read = time.monotonic() if got else last_read
+    time.sleep(0.1)
+  return estimator.current_watermark().micros, read
+
+
+def test_a_quiet_live_stream_lets_its_last_events_pass_the_watermark(kinesis, kinesis_endpoint):
+  """Live records (event time = put time), then nothing: the watermark follows the
+  clock past the newest event, so its session can end without another record."""
+  create_stream(kinesis, 'quiet-live', 1)
+  now_s = time.time()
+  put(kinesis, 'quiet-live', [json.dumps({'event_time': now_s}).encode()])
+  watermark_us, read = watermark_once_idle(kinesis_endpoint, 'quiet-live')
+  assert len(read) == 1
+  # Held at the newest event less the 1 s bound, it stayed below this.
+  assert watermark_us > read[0].timestamp.micros
+
+
+def test_a_quiet_replay_of_history_holds_the_watermark_at_its_newest_event(
+  kinesis, kinesis_endpoint
+):
+  """History put into a stream (events a year old), then nothing: the next records
+  may carry on where these stopped, so the watermark stays at the newest event less
+  the out-of-order bound, however long it is quiet."""
+  create_stream(kinesis, 'quiet-replay', 1)
+  year_ago_s = time.time() - 365 * 86_400
+  put(
+    kinesis, 'quiet-replay', [json.dumps({'event_time': year_ago_s + n}).encode() for n in (0, 5)]
+  )
+  watermark_us, read = watermark_once_idle(kinesis_endpoint, 'quiet-replay')
+  newest_us = max(r.timestamp.micros for r in read)
+  assert len(read) == 2
+  assert watermark_us == newest_us - 1_000_000
