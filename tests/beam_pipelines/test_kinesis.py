@@ -21,6 +21,7 @@ from beam_pipelines.kinesis import (
   ReadFromKinesis,
   ReadKinesisStream,
   StreamCheckpoint,
+  _Claim,
   _ShardState,
   adoptable_shards,
   call_with_backoff,
@@ -521,3 +522,14 @@ def test_a_quiet_replay_of_history_holds_the_watermark_at_its_newest_event(
   newest_us = max(r.timestamp.micros for r in read)
   assert len(read) == 2
   assert watermark_us == newest_us - 1_000_000
+
+
+def test_the_tracker_reports_records_read_as_progress_until_it_stops():
+  """Runners ask for progress mid-bundle (Prism does; NotImplementedError failed its run)."""
+  tracker = CheckpointTracker(StreamCheckpoint())
+  assert tracker.try_claim(_Claim('shard-0', position=('1', 0)))
+  assert tracker.try_claim(_Claim('shard-0', position=('2', 0)))
+  progress = tracker.current_progress()
+  assert (progress.completed_work, progress.remaining_work) == (2, 1)
+  assert tracker.try_claim(_Claim('', stop=True))
+  assert tracker.current_progress().remaining_work == 0
