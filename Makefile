@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 
 # Flink, Beam's Flink job server, Prism and the SDK harness's boot binary, in
-# .tools/ (beam_pipelines/local_flink.py says what each is). BEAM_VERSION must
+# .tools/ (beam_pipelines/dev/local_flink.py says what each is). BEAM_VERSION must
 # equal apache-beam's pin in pyproject.toml.
 BEAM_VERSION := 2.62.0
 FLINK_VERSION := 1.19.0
@@ -26,7 +26,7 @@ $(JOB_SERVER_INSTALLED): deploy/flink/job-server-pom.xml $(INSTALLED)
 	rm -rf $(TOOLS)/flink-job-server
 	mvn -B -q -f deploy/flink/job-server-pom.xml dependency:copy-dependencies \
 	  -DoutputDirectory=$(CURDIR)/$(TOOLS)/flink-job-server/lib
-	$(BIN)/python -m beam_pipelines.local_flink job-server-jar
+	$(BIN)/python -m beam_pipelines.dev.local_flink job-server-jar
 	touch $@
 
 # PyPI's apache-flink-libraries and apache-flink hold the distribution's
@@ -35,7 +35,7 @@ $(FLINK_INSTALLED): $(INSTALLED)
 	rm -rf $(TOOLS)/downloads
 	$(BIN)/python -m pip download --quiet --no-deps -d $(TOOLS)/downloads \
 	  apache-flink-libraries==$(FLINK_VERSION) apache-flink==$(FLINK_VERSION)
-	$(BIN)/python -m beam_pipelines.local_flink assemble-flink $(TOOLS)/downloads
+	$(BIN)/python -m beam_pipelines.dev.local_flink assemble-flink $(TOOLS)/downloads
 	rm -rf $(TOOLS)/downloads
 	touch $@
 
@@ -70,7 +70,7 @@ demo: install
 	  --source catalog-csv=$(DEMO)/sample/catalog.csv --source taxonomy=$(DEMO)/sample/taxonomy.txt \
 	  --output $(DEMO)/tables
 	$(BIN)/shopstream report --output $(DEMO)/tables
-	$(BIN)/python -m beam_pipelines.streaming_demo --workdir $(DEMO)/streaming
+	$(BIN)/python -m beam_pipelines.dev.streaming_demo --workdir $(DEMO)/streaming
 
 # The Flink tests run after the rest, one cluster at a time: a JobManager, a
 # TaskManager and their SDK harnesses take both cores of a small machine.

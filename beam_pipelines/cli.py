@@ -34,8 +34,8 @@ def _quiet_known_noise(record: logging.LogRecord) -> bool:
 
 logging.getLogger().addFilter(_quiet_known_noise)
 
-from beam_pipelines import runner_config  # noqa: E402  (after the filter: imports Beam)
-from beam_pipelines.options import ShopstreamOptions  # noqa: E402
+from beam_pipelines.pipelines import runner_config  # noqa: E402  (after the filter: imports Beam)
+from beam_pipelines.pipelines.options import ShopstreamOptions  # noqa: E402
 
 EXIT_BAD_ARGUMENTS = 2
 EXIT_FAILED = 1
@@ -290,8 +290,8 @@ def _kinesis(args: argparse.Namespace) -> int:
   import boto3
   from botocore.exceptions import NoRegionError
 
-  from beam_pipelines import kinesis_replay
-  from transforms.pseudonymize import Pseudonymizer, salt_from_environment
+  from beam_pipelines.io import kinesis_replay
+  from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
 
   if args.kinesis_command == 'create-stream' and args.shards < 1:
     raise ValueError('--shards must be at least 1')
@@ -352,8 +352,8 @@ def _pipeline_flags(args: argparse.Namespace) -> list[str]:
 
 
 def _backfill(args: argparse.Namespace, beam_args: list[str]) -> int:
-  from beam_pipelines import backfill
-  from beam_pipelines.sources import expand_inputs, parse_source_spec
+  from beam_pipelines.io.sources import expand_inputs, parse_source_spec
+  from beam_pipelines.pipelines import backfill
 
   if args.day or args.run_id or args.kinesis_stream:
     raise ValueError('backfill sets --day and --run-id itself, and reads no --kinesis-stream')
@@ -478,11 +478,13 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
   with contextlib.nullcontext() if args.kinesis_stream else _holding(args.output, 'run'):
     started = time.monotonic()
     if args.kinesis_stream:
-      from beam_pipelines import streaming_pipeline
+      from beam_pipelines.pipelines import streaming_pipeline
 
       summary = streaming_pipeline.run(flags + beam_args)
     else:
-      from beam_pipelines import batch_pipeline  # Beam is slow to import: only when needed.
+      from beam_pipelines.pipelines import (
+        batch_pipeline,  # Beam is slow to import: only when needed.
+      )
 
       summary = batch_pipeline.run(flags + beam_args)
     elapsed = time.monotonic() - started
@@ -511,7 +513,7 @@ def _holding(output: str, command: str) -> Iterator[None]:
   folder to lock: as for backfills, their runs must not overlap by
   arrangement. The folders made for the lock go again unless the run filled them.
   """
-  from beam_pipelines import backfill
+  from beam_pipelines.pipelines import backfill
 
   if '://' in output:
     yield
@@ -530,7 +532,7 @@ def _holding(output: str, command: str) -> Iterator[None]:
 
 def _derive(flags: list[str], output: str) -> None:
   """Derives the recommendation and retention tables from what is in ``output``."""
-  from beam_pipelines import derived_pipeline
+  from beam_pipelines.pipelines import derived_pipeline
 
   started = time.monotonic()
   counts = derived_pipeline.run(flags)
@@ -543,7 +545,7 @@ def _derive(flags: list[str], output: str) -> None:
 
 
 def _replay(args: argparse.Namespace, beam_args: list[str]) -> int:
-  from beam_pipelines import replay
+  from beam_pipelines.pipelines import replay
 
   for day in (args.first_day, args.last_day):
     if day is not None:
@@ -590,7 +592,7 @@ def _derive_command(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-  from beam_pipelines.sample_data import GeneratorConfig, generate
+  from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 
   if args.events < 1 or args.days < 1:
     raise ValueError('--events and --days must be at least 1')

@@ -22,8 +22,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from beam_pipelines import batch_pipeline, runner_config  # noqa: E402
-from beam_pipelines.sample_data import GeneratorConfig, generate  # noqa: E402
+from beam_pipelines.dev.sample_data import GeneratorConfig, generate  # noqa: E402
+from beam_pipelines.pipelines import batch_pipeline, runner_config  # noqa: E402
 
 
 def main() -> None:

@@ -54,7 +54,7 @@ def peak_rss_mb() -> float:
 
 
 def run_full(inputs: str, output: str) -> dict:
-  from beam_pipelines import batch_pipeline, runner_config
+  from beam_pipelines.pipelines import batch_pipeline, runner_config
 
   flags = runner_config.load_runner_config(os.path.join(ROOT, 'runner_configs/direct.yaml')) + [
     f'--source=events-jsonl={inputs}/*.jsonl.gz',
@@ -188,16 +188,22 @@ def run_duckdb(inputs: str, output: str) -> dict:
 def run_plain(inputs: str, output: str) -> dict:
   import pyarrow.parquet as pq
 
-  from beam_pipelines import tables
-  from beam_pipelines.sources import ACCESS_LOG, EVENTS_JSONL, SourceSpec, expand_inputs, parse_file
-  from transforms.deduplicate import deduplicate
-  from transforms.enrich import enrich_event
+  from beam_pipelines.io import tables
+  from beam_pipelines.io.sources import (
+    ACCESS_LOG,
+    EVENTS_JSONL,
+    SourceSpec,
+    expand_inputs,
+    parse_file,
+  )
+  from transforms.enrich.events import enrich_event
+  from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
   from transforms.event_time import parse_event_time
-  from transforms.parse_access_log import AccessLogParser
-  from transforms.parse_events import EventLineParser
-  from transforms.pseudonymize import Pseudonymizer, salt_from_environment
+  from transforms.parse.parse_access_log import AccessLogParser
+  from transforms.parse.parse_events import EventLineParser
   from transforms.records import Event
-  from transforms.sessionize import sessionize_key
+  from transforms.sessions.deduplicate import deduplicate
+  from transforms.sessions.sessionize import sessionize_key
 
   now_us = parse_event_time('2026-06-01T00:00:00Z')
   pseudonymizer = Pseudonymizer(salt_from_environment())
@@ -264,7 +270,7 @@ def main() -> None:
     one(args.one, args.inputs, args.output)
     return
 
-  from beam_pipelines.sample_data import GeneratorConfig, generate
+  from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 
   results = []
   for size in (int(s) for s in args.sizes.split(',')):

@@ -21,13 +21,13 @@ import boto3  # noqa: E402
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator  # noqa: E402
 from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker  # noqa: E402
 
-from beam_pipelines.kinesis import (  # noqa: E402
+from beam_pipelines.dev.kinesis_emulator import running_emulator  # noqa: E402
+from beam_pipelines.io.kinesis import (  # noqa: E402
   CheckpointTracker,
   KinesisConfig,
   ReadKinesisStream,
   StreamCheckpoint,
 )
-from beam_pipelines.kinesis_emulator import running_emulator  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

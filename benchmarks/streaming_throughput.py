@@ -36,9 +36,9 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, PROJECT)
 
 from beam_pipelines import cli  # noqa: E402
-from beam_pipelines.kinesis_emulator import running_emulator  # noqa: E402
-from beam_pipelines.local_flink import LocalFlinkCluster  # noqa: E402
-from beam_pipelines.sample_data import GeneratorConfig, generate  # noqa: E402
+from beam_pipelines.dev.kinesis_emulator import running_emulator  # noqa: E402
+from beam_pipelines.dev.local_flink import LocalFlinkCluster  # noqa: E402
+from beam_pipelines.dev.sample_data import GeneratorConfig, generate  # noqa: E402
 
 
 def main() -> None:

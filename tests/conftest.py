@@ -10,9 +10,9 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from beam_pipelines.kinesis_emulator import free_port, running_emulator, stop, wait_for_port
-from beam_pipelines.runner_config import IN_PROCESS_RUNNER
-from transforms.pseudonymize import Pseudonymizer
+from beam_pipelines.dev.kinesis_emulator import free_port, running_emulator, stop, wait_for_port
+from beam_pipelines.pipelines.runner_config import IN_PROCESS_RUNNER
+from transforms.enrich.pseudonymize import Pseudonymizer
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
 TEST_SALT = b'test-salt'

@@ -18,9 +18,9 @@ import apache_beam as beam
 from apache_beam import pvalue
 
 from transforms import accounting
-from transforms.bucketed_grouping import GroupIntoBuckets, bucket_records
-from transforms.parse_orders import PRODUCT, money
+from transforms.parse.parse_orders import PRODUCT, money
 from transforms.records import ORDER_LINES_TAG, ORDERS_TAG, Order, OrderLine, typed_outputs
+from transforms.sessions.bucketed_grouping import GroupIntoBuckets, bucket_records
 
 
 def _content(line: OrderLine) -> tuple:

@@ -21,9 +21,10 @@ import time
 import duckdb
 import pytest
 
-from beam_pipelines import backfill, cli
-from beam_pipelines.sample_data import GeneratorConfig, generate
-from beam_pipelines.sources import InputFile
+from beam_pipelines import cli
+from beam_pipelines.dev.sample_data import GeneratorConfig, generate
+from beam_pipelines.io.sources import InputFile
+from beam_pipelines.pipelines import backfill
 
 DAYS = ('2026-03-01', '2026-03-02', '2026-03-03')
 TABLES = ('events', 'sessions', 'orders', 'order_lines', 'dead_letter')

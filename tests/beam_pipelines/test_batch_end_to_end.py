@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from beam_pipelines import cli
-from beam_pipelines.sample_data import GeneratorConfig, generate
+from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 
 SNAPSHOT_TABLES = ('interactions', 'item_pairs', 'customers')
 GAP_US = 30 * 60 * 1_000_000

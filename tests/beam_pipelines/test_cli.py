@@ -41,7 +41,7 @@ def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_pa
 
 
 def test_a_run_and_a_backfill_never_rewrite_one_output_at_once(tmp_path, capsys, monkeypatch):
-  from beam_pipelines import backfill, batch_pipeline
+  from beam_pipelines.pipelines import backfill, batch_pipeline
 
   output = tmp_path / 'tables'
   source = ['--source', f'events-jsonl={fixture_path("events.jsonl")}', '--progress', 'never']

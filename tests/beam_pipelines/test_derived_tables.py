@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from beam_pipelines import cli, report
-from beam_pipelines.sample_data import GeneratorConfig, generate
+from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 
 
 @pytest.fixture(scope='module', autouse=True)

@@ -7,9 +7,9 @@ import os
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines import dimension_refresh
-from beam_pipelines.dimension_refresh import RefreshingProductJoin, read_dimension
-from beam_pipelines.sources import SourceSpec, expand_inputs
+from beam_pipelines.io import dimension_refresh
+from beam_pipelines.io.dimension_refresh import RefreshingProductJoin, read_dimension
+from beam_pipelines.io.sources import SourceSpec, expand_inputs
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import make_event
 

@@ -1,7 +1,7 @@
 """shopstream on a real Flink 1.19: a standalone JobManager and TaskManager.
 
 `make install` puts Flink, Beam's Flink job server and the boot binary into
-.tools/ (beam_pipelines/local_flink.py). Each test runs `shopstream run` with
+.tools/ (beam_pipelines/dev/local_flink.py). Each test runs `shopstream run` with
 runner_configs/flink_local.yaml against the cluster and compares every table
 with the DirectRunner's over the same input, in DuckDB; the SDK harness runs
 as EMR runs it (PROCESS, through deploy/emr/bootstrap.sh's boot wrapper) in
@@ -29,10 +29,12 @@ import boto3
 import duckdb
 import pytest
 
-from beam_pipelines import cli, local_flink, tables
-from beam_pipelines.local_flink import LocalFlinkCluster
-from beam_pipelines.sample_data import GeneratorConfig, generate
-from beam_pipelines.streaming_pipeline import json_event_time
+from beam_pipelines import cli
+from beam_pipelines.dev import local_flink
+from beam_pipelines.dev.local_flink import LocalFlinkCluster
+from beam_pipelines.dev.sample_data import GeneratorConfig, generate
+from beam_pipelines.io import tables
+from beam_pipelines.pipelines.streaming_pipeline import json_event_time
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMON = ['--reference-time', '2026-06-01T00:00:00Z', '--progress', 'never']

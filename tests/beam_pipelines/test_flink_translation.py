@@ -18,8 +18,8 @@ from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.transforms import environments
 
-from beam_pipelines import batch_pipeline, streaming_pipeline
-from beam_pipelines.runner_config import IN_PROCESS_RUNNER, load_runner_config
+from beam_pipelines.pipelines import batch_pipeline, streaming_pipeline
+from beam_pipelines.pipelines.runner_config import IN_PROCESS_RUNNER, load_runner_config
 from tests.conftest import fixture_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -14,7 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 from botocore.stub import Stubber
 
-from beam_pipelines.kinesis import (
+from beam_pipelines.io.kinesis import (
   AT_TIMESTAMP,
   CheckpointTracker,
   KinesisConfig,
@@ -381,7 +381,7 @@ def test_an_emulator_restart_mid_read_loses_and_repeats_nothing(aws_credentials,
   and ends with every record exactly once."""
   import threading
 
-  from beam_pipelines.kinesis_emulator import free_port, start_emulator, stop
+  from beam_pipelines.dev.kinesis_emulator import free_port, start_emulator, stop
 
   plain, tls = free_port(), free_port()
   endpoint = f'http://127.0.0.1:{plain}'
@@ -423,7 +423,7 @@ def test_an_emulator_restart_mid_read_loses_and_repeats_nothing(aws_credentials,
 
 def test_a_client_clock_far_ahead_never_moves_the_watermark(kinesis, kinesis_endpoint):
   """One record stamped 2100 among live ones: the watermark stays behind arrival."""
-  from beam_pipelines.streaming_pipeline import json_event_time
+  from beam_pipelines.pipelines.streaming_pipeline import json_event_time
 
   create_stream(kinesis, 'skew', 1)
   now_s = time.time()
@@ -469,7 +469,7 @@ def watermark_once_idle(kinesis_endpoint, stream: str, quiet_s: float = 2.5) -> 
   """Reads a one-shard stream unbounded, call by call, until it has read nothing for
   ``quiet_s`` (well past the 1 s bound); returns the watermark then (µs) and the
   records read."""
-  from beam_pipelines.streaming_pipeline import json_event_time
+  from beam_pipelines.pipelines.streaming_pipeline import json_event_time
 
   dofn = ReadKinesisStream(
     config(

@@ -3,7 +3,7 @@ import os
 import apache_beam as beam
 import duckdb
 
-from beam_pipelines import parquet_sink, tables
+from beam_pipelines.io import parquet_sink, tables
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import make_event
 

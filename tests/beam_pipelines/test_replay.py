@@ -19,12 +19,13 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from beam_pipelines import cli, tables
-from beam_pipelines.derived_pipeline import rows_of, table_files
-from beam_pipelines.sample_data import GeneratorConfig, generate
-from transforms import event_types
+from beam_pipelines import cli
+from beam_pipelines.dev.sample_data import GeneratorConfig, generate
+from beam_pipelines.io import tables
+from beam_pipelines.pipelines.derived_pipeline import rows_of, table_files
+from transforms.parse import event_types
 from transforms.records import OrderLine
-from transforms.streaming import late_dead_letter
+from transforms.sessions.streaming import late_dead_letter
 
 
 @pytest.fixture(scope='module')
@@ -123,7 +124,7 @@ def test_letters_that_still_fail_stay_with_their_reason(inputs, tmp_path, capsys
 
 
 def test_replay_stops_while_a_backfill_holds_the_output(inputs, tmp_path, capsys):
-  from beam_pipelines import backfill
+  from beam_pipelines.pipelines import backfill
 
   output = tmp_path / 'tables'
   assert cli.main(['run', *inputs, '--output', str(output), '--derived-tables', 'never']) == 0
@@ -177,7 +178,7 @@ def dotted_orders(tmp_path_factory) -> tuple[str, str]:
 
 def read_dotted_dates(monkeypatch):
   """The fix: the order parser learns DD.MM.YYYY HH:MM."""
-  from transforms import parse_orders
+  from transforms.parse import parse_orders
 
   real = parse_orders.parse_local_time
 
@@ -230,11 +231,11 @@ def test_order_letters_of_tables_without_line_positions_are_skipped(tmp_path):
   import pyarrow.parquet as pq
   from apache_beam.options.pipeline_options import PipelineOptions
 
-  from beam_pipelines import replay as replay_module
-  from beam_pipelines import tables
-  from beam_pipelines.options import ShopstreamOptions
-  from beam_pipelines.sources import record_parsers
-  from transforms.pseudonymize import Pseudonymizer
+  from beam_pipelines.io import tables
+  from beam_pipelines.io.sources import record_parsers
+  from beam_pipelines.pipelines import replay as replay_module
+  from beam_pipelines.pipelines.options import ShopstreamOptions
+  from transforms.enrich.pseudonymize import Pseudonymizer
 
   old_schema = tables.ORDER_LINES_SCHEMA.remove(
     tables.ORDER_LINES_SCHEMA.get_field_index('position')
@@ -270,7 +271,7 @@ def test_fixed_width_order_letters_replay_with_the_layout_of_the_run(tmp_path, m
   The fix: short newline-separated records are padded with blanks. The replay
   reads the letters with the run's --fixed-layout and equals a fresh run.
   """
-  from transforms.parse_fixed_orders import FixedWidthOrdersParser
+  from transforms.parse.parse_fixed_orders import FixedWidthOrdersParser
 
   generate(GeneratorConfig(output_dir=str(tmp_path / 'in'), events=1500, days=2, seed=4))
   lines = (tmp_path / 'in' / 'orders-fixed.txt').read_bytes().splitlines()
@@ -317,8 +318,8 @@ def test_orders_are_rebuilt_from_all_their_lines_across_days(tmp_path):
   import pyarrow as pa
   import pyarrow.parquet as pq
 
-  from beam_pipelines import replay as replay_module
-  from beam_pipelines import tables
+  from beam_pipelines.io import tables
+  from beam_pipelines.pipelines import replay as replay_module
   from transforms.event_time import parse_event_time
 
   stored = {

@@ -5,7 +5,7 @@ import os
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_pipelines.runner_config import IN_PROCESS_RUNNER, load_runner_config
+from beam_pipelines.pipelines.runner_config import IN_PROCESS_RUNNER, load_runner_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 

@@ -10,7 +10,7 @@ import pyarrow.fs
 import pytest
 
 from beam_pipelines import cli
-from beam_pipelines.sample_data import GeneratorConfig, generate
+from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 
 BUCKET = 'shopstream-test'
 REGION = 'us-east-1'

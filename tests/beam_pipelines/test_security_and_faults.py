@@ -13,10 +13,12 @@ import apache_beam as beam
 import duckdb
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines import batch_pipeline, cli, parquet_sink, run_summary
-from beam_pipelines.runner_config import IN_PROCESS_RUNNER
+from beam_pipelines import cli
+from beam_pipelines.io import parquet_sink
+from beam_pipelines.pipelines import batch_pipeline, run_summary
+from beam_pipelines.pipelines.runner_config import IN_PROCESS_RUNNER
 from tests.conftest import fixture_path
-from transforms import enrich
+from transforms.enrich import events as enrich
 
 SALT = 'salt-8f14e45fceea167a5a36dedd4bea2543'
 AWS_SECRET = 'aws-secret-3c59dc048e8850243be8079a5c74d079'

@@ -4,7 +4,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines.sources import ReadLines, expand_inputs, parse_source_spec
+from beam_pipelines.io.sources import ReadLines, expand_inputs, parse_source_spec
 from tests.conftest import beam_pipeline
 from transforms.records import DEAD_LETTER_TAG
 

@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from beam_pipelines import cli
-from beam_pipelines.sample_data import GeneratorConfig, generate
+from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 
 COMMON = ['--reference-time', '2026-06-01T00:00:00Z', '--progress', 'never']
 

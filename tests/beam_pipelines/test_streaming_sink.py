@@ -12,8 +12,8 @@ from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
-from beam_pipelines import tables
-from beam_pipelines.streaming_sink import WriteWindowedTable, file_name, row_sort_key
+from beam_pipelines.io import tables
+from beam_pipelines.io.streaming_sink import WriteWindowedTable, file_name, row_sort_key
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import MINUTE_US, T0, make_event
 

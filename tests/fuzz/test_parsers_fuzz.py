@@ -16,15 +16,15 @@ from hypothesis import strategies as st
 
 from tests.conftest import NOW_US, TEST_SALT, fixture_path
 from transforms.dead_letters import RecordError, RecordFiltered, check_size
+from transforms.enrich.product_dimension import parse_catalog_line, parse_taxonomy_line
+from transforms.enrich.pseudonymize import Pseudonymizer
 from transforms.event_time import MAX_FUTURE_US, MIN_PLAUSIBLE_US
-from transforms.event_types import CANONICAL_EVENT_TYPES
-from transforms.fixed_width import load_layout
-from transforms.parse_access_log import AccessLogParser
-from transforms.parse_events import EventLineParser
-from transforms.parse_fixed_orders import REQUIRED_COLUMNS, FixedWidthOrdersParser
-from transforms.parse_orders import OrdersCsvParser
-from transforms.product_dimension import parse_catalog_line, parse_taxonomy_line
-from transforms.pseudonymize import Pseudonymizer
+from transforms.parse.event_types import CANONICAL_EVENT_TYPES
+from transforms.parse.fixed_width import load_layout
+from transforms.parse.parse_access_log import AccessLogParser
+from transforms.parse.parse_events import EventLineParser
+from transforms.parse.parse_fixed_orders import REQUIRED_COLUMNS, FixedWidthOrdersParser
+from transforms.parse.parse_orders import OrdersCsvParser
 from transforms.records import Category, Event, OrderLine, Product, RawRecord
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

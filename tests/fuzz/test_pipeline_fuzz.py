@@ -13,8 +13,8 @@ import duckdb
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from beam_pipelines import batch_pipeline
-from beam_pipelines.runner_config import IN_PROCESS_RUNNER
+from beam_pipelines.pipelines import batch_pipeline
+from beam_pipelines.pipelines.runner_config import IN_PROCESS_RUNNER
 from tests.fuzz.test_parsers_fuzz import PARSERS, mutated
 
 

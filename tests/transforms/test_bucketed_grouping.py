@@ -5,8 +5,8 @@ from apache_beam.transforms.window import FixedWindows
 
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import make_event
-from transforms.bucketed_grouping import GroupIntoBuckets, bucket_of, bucket_records
 from transforms.records import Event
+from transforms.sessions.bucketed_grouping import GroupIntoBuckets, bucket_of, bucket_records
 
 
 def test_bucket_is_stable_across_processes():

@@ -3,7 +3,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import make_event
-from transforms.deduplicate import DeduplicateEvents, deduplicate, keep_first
+from transforms.sessions.deduplicate import DeduplicateEvents, deduplicate, keep_first
 
 
 def test_one_event_per_id_in_first_seen_order():

@@ -3,10 +3,10 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import make_event
-from transforms.enrich import EnrichEvents, enrich_event
-from transforms.geo import country_for_ip
-from transforms.marketing import Utm, classify_channel, referrer_host, utm_parameters
-from transforms.user_agent import parse_user_agent
+from transforms.enrich.events import EnrichEvents, enrich_event
+from transforms.enrich.geo import country_for_ip
+from transforms.enrich.marketing import Utm, classify_channel, referrer_host, utm_parameters
+from transforms.enrich.user_agent import parse_user_agent
 
 IPHONE = (
   'Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 '
@@ -98,7 +98,7 @@ def test_pipeline(pseudonymizer):
 
 def test_a_huge_user_agent_is_judged_by_its_first_512_characters():
   """A forged 200 KB header once stalled a run in crawlerdetect's rules (fuzz suite)."""
-  from transforms.user_agent import MAX_USER_AGENT_CHARS, parse_user_agent
+  from transforms.enrich.user_agent import MAX_USER_AGENT_CHARS, parse_user_agent
 
   head = 'Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html) '
   huge = head + 'x' * 200_000

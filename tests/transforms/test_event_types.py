@@ -1,6 +1,6 @@
 import pytest
 
-from transforms.event_types import CANONICAL_EVENT_TYPES, canonical_event_type, snake_case
+from transforms.parse.event_types import CANONICAL_EVENT_TYPES, canonical_event_type, snake_case
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,11 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines.sources import ReadLines, expand_inputs, parse_source_spec
+from beam_pipelines.io.sources import ReadLines, expand_inputs, parse_source_spec
 from tests.conftest import NOW_US, beam_pipeline
 from tests.golden import assert_matches_golden, outcomes
-from transforms.fixed_width import cut_record, layout_from_dict, load_layout
-from transforms.parse_fixed_orders import (
+from transforms.parse.fixed_width import cut_record, layout_from_dict, load_layout
+from transforms.parse.parse_fixed_orders import (
   REQUIRED_COLUMNS,
   FixedWidthOrdersParser,
   ParseFixedWidthOrders,

@@ -2,7 +2,7 @@ import orjson
 import pytest
 
 from transforms.dead_letters import RecordError
-from transforms.normalize import canonical_event, to_money, to_quantity
+from transforms.parse.normalize import canonical_event, to_money, to_quantity
 
 NOW = 1_780_272_000_000_000
 

@@ -5,7 +5,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.conftest import NOW_US, beam_pipeline
 from tests.golden import assert_matches_golden, outcomes
 from transforms.event_time import EventTimeError, parse_event_time
-from transforms.parse_access_log import (
+from transforms.parse.parse_access_log import (
   AccessLogParser,
   ParseAccessLog,
   filter_reason,

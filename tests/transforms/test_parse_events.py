@@ -5,7 +5,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.conftest import NOW_US, beam_pipeline
 from tests.golden import assert_matches_golden, outcomes
 from transforms import dead_letters
-from transforms.parse_events import EventLineParser, ParseEventsJsonl
+from transforms.parse.parse_events import EventLineParser, ParseEventsJsonl
 from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, RawRecord
 
 SOURCE = 'events-jsonl:fixtures/events.jsonl'

@@ -7,7 +7,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.conftest import NOW_US, beam_pipeline
 from tests.golden import assert_matches_golden, outcomes
 from transforms.event_time import EventTimeError, parse_event_time
-from transforms.parse_orders import (
+from transforms.parse.parse_orders import (
   OrdersCsvParser,
   ParseOrdersCsv,
   clean_customer_id,

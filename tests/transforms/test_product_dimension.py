@@ -5,7 +5,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import make_event
 from transforms.dead_letters import RecordError, RecordFiltered
-from transforms.product_dimension import (
+from transforms.enrich.product_dimension import (
   JoinProductDimension,
   KeyedDimension,
   join_product,

@@ -1,6 +1,6 @@
 import pickle
 
-from transforms.pseudonymize import TOKEN_PREFIX, Pseudonymizer
+from transforms.enrich.pseudonymize import TOKEN_PREFIX, Pseudonymizer
 
 
 def test_tokens_are_salted_and_stable(pseudonymizer):

@@ -8,7 +8,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import MINUTE_US, T0, make_event
-from transforms.recommendations import (
+from transforms.derived.recommendations import (
   SEQUENCES_TAG,
   BuildInteractions,
   BuildSessionTables,

@@ -7,9 +7,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import T0
+from transforms.derived.retention import BuildCustomers, customer_features
 from transforms.event_time import US_PER_DAY
 from transforms.records import Order, SessionRow
-from transforms.retention import BuildCustomers, customer_features
 
 DAY = US_PER_DAY
 

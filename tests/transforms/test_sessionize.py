@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import MINUTE_US, T0, make_event
 from transforms.records import EVENTS_TAG, SESSIONS_TAG
-from transforms.sessionize import (
+from transforms.sessions.sessionize import (
   Sessionize,
   make_session_id,
   session_start_indices,

@@ -21,11 +21,11 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import NOW_US, beam_pipeline
-from transforms.deduplicate import DeduplicateEvents, deduplicate
-from transforms.parse_events import EventLineParser, ParseEventsJsonl
+from transforms.parse.parse_events import EventLineParser, ParseEventsJsonl
 from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, SESSIONS_TAG, RawRecord
-from transforms.sessionize import Sessionize
-from transforms.streaming import (
+from transforms.sessions.deduplicate import DeduplicateEvents, deduplicate
+from transforms.sessions.sessionize import Sessionize
+from transforms.sessions.streaming import (
   DeduplicateStreaming,
   SessionizeStreaming,
   TimestampByEventTime,
@@ -161,8 +161,8 @@ def test_streaming_sessions_equal_batch_sessions():
 def reference_rows(arrivals):
   """The rows both pipelines must give, from the pure functions both apply."""
   from transforms.dead_letters import RecordError, RecordFiltered
-  from transforms.parse_events import EventLineParser
-  from transforms.sessionize import sessionize_key
+  from transforms.parse.parse_events import EventLineParser
+  from transforms.sessions.sessionize import sessionize_key
 
   parse = EventLineParser('EUR', NOW_US)
   events = []

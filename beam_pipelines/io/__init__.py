@@ -1,0 +1,1 @@
+"""Inputs and outputs: files, Kinesis, Parquet tables and their schemas."""

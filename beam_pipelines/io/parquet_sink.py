@@ -1,0 +1,301 @@
+"""Hive-partitioned Parquet tables, written to staging and published at the end.
+
+Each bundle writes its rows, per partition day, to files with unique names
+under ``<output>/_staging/<run_id>/``. Only files of bundles that finished
+reach the publish step, so a retried bundle leaves no duplicate rows behind.
+Publishing replaces every partition the run wrote as a whole (partition
+overwrite): rerunning the same input gives the same tables, and partitions
+the run did not touch stay as they were.
+
+    rows | WriteTable(tables.EVENTS, output, run_id)  -> WrittenFile records
+    written | PublishTables(output, run_id)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Optional, Union
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from beam_pipelines.io.tables import PARTITION_COLUMN, TableSpec, column_indices, to_arrow
+from transforms import accounting
+
+_LOGGER = logging.getLogger(__name__)
+
+STAGING_DIR = '_staging'
+# Rows buffered per partition before a row group is written. A bundle buffers
+# this many rows for every day it holds at once: at 100k, 1M events over 7
+# days peaked at 1,866 MB, at 20k at 1,464 MB, equally fast (measured).
+ROW_GROUP_ROWS = 20_000
+
+
+class WrittenFile(NamedTuple):
+  table: str
+  day: Optional[str]  # None: an unpartitioned (snapshot) table
+  path: str
+  rows: int
+
+
+def staging_root(output: str, run_id: str) -> str:
+  return FileSystems.join(output, STAGING_DIR, run_id)
+
+
+def partition_dir(root: str, table: str, day: Optional[str]) -> str:
+  """A table's dt=DAY folder, or the table's own folder for unpartitioned (day None)."""
+  if day is None:
+    return FileSystems.join(root, table)
+  return FileSystems.join(root, table, f'{PARTITION_COLUMN}={day}')
+
+
+def make_dirs(directory: str) -> None:
+  """Creates a folder (and its parents) unless it exists; another writer may race us."""
+  if FileSystems.exists(directory):
+    return
+  try:
+    FileSystems.mkdirs(directory)
+  except OSError:  # another bundle made it first
+    if not FileSystems.exists(directory):
+      raise
+
+
+class _WriteStagedParquet(beam.DoFn):
+  def __init__(self, spec: TableSpec, staging: str):
+    self._spec = spec
+    self._staging = staging
+
+  def setup(self):
+    self._indices = column_indices(self._spec)
+
+  def start_bundle(self):
+    self._buffers: dict[str, list] = {}
+    self._writers: dict[str, tuple] = {}  # day -> (writer, stream, path, rows)
+
+  def process(self, row):
+    day = self._spec.partition_day(row)
+    buffer = self._buffers.setdefault(day, [])
+    buffer.append(row)
+    if len(buffer) >= ROW_GROUP_ROWS:
+      self._flush(day)
+    # Files go out from finish_bundle; a generator keeps Beam 2.62 from warning
+    # "No iterator is returned by the process method" once per table and run.
+    yield from ()
+
+  def _flush(self, day: str) -> None:
+    rows = self._buffers.pop(day, None)
+    if not rows:
+      return
+    if day not in self._writers:
+      directory = partition_dir(self._staging, self._spec.name, day)
+      path = FileSystems.join(directory, f'part-{uuid.uuid4().hex}.parquet')
+      make_dirs(directory)
+      stream = FileSystems.create(path)
+      writer = pq.ParquetWriter(stream, self._spec.schema, compression='zstd')
+      self._writers[day] = (writer, stream, path, 0)
+    writer, stream, path, count = self._writers[day]
+    writer.write_table(to_arrow(self._spec, rows, self._indices))
+    self._writers[day] = (writer, stream, path, count + len(rows))
+
+  def finish_bundle(self):
+    for day in list(self._buffers):
+      self._flush(day)
+    for day, (writer, stream, path, count) in self._writers.items():
+      writer.close()
+      stream.close()
+      yield WindowedValue(
+        WrittenFile(self._spec.name, day, path, count), MIN_TIMESTAMP, [GlobalWindow()]
+      )
+    self._writers = {}
+
+
+class WriteTable(beam.PTransform):
+  """Rows of one table to staged Parquet files for PublishTables; outputs the WrittenFiles."""
+
+  def __init__(self, spec: TableSpec, output: str, run_id: str):
+    super().__init__()
+    self._spec = spec
+    self._staging = staging_root(output, run_id)
+
+  def expand(self, rows):
+    return rows | 'WriteStagedParquet' >> beam.ParDo(
+      _WriteStagedParquet(self._spec, self._staging)
+    ).with_output_types(WrittenFile)
+
+
+def publish(
+  output: str,
+  run_id: str,
+  written: list[WrittenFile],
+  table_names: Sequence[str] = (),
+  owned_days: Union[Sequence[str], Mapping[str, Sequence[str]]] = (),
+  whole_tables: Sequence[str] = (),
+) -> None:
+  """Moves the staged partitions into place, replacing each one whole.
+
+  ``owned_days`` (a backfill's day) are the run's even where it wrote no
+  rows: those partitions of ``table_names`` are removed, not left stale.
+  ``owned_days`` may also map each table to its own days (a replay).
+  ``whole_tables`` (snapshots) keep only what this run wrote.
+  """
+  staging = staging_root(output, run_id)
+  partitions = sorted({(f.table, f.day) for f in written})
+  for table, day in partitions:
+    staged = partition_dir(staging, table, day)
+    final = partition_dir(output, table, day)
+    committed = {f.path for f in written if (f.table, f.day) == (table, day)}
+    _replace_partition(staged, final, committed)
+  owned = owned_days if isinstance(owned_days, Mapping) else dict.fromkeys(table_names, owned_days)
+  for table, days in owned.items():
+    for day in days:
+      if (table, day) not in partitions:
+        remove_tree(partition_dir(output, table, day))
+  for table in whole_tables:
+    written_days = {day for t, day in partitions if t == table}
+    if None not in written_days:  # an unpartitioned table written is replaced already
+      for stale in _partitions_of(output, table) - written_days:
+        remove_tree(partition_dir(output, table, stale))
+  remove_tree(staging)
+  _LOGGER.info('published %d partitions to %s', len(partitions), output)
+
+
+def _replace_partition(staged: str, final: str, committed: set[str]) -> None:
+  # Files from failed bundle attempts are in staging too: only committed move.
+  if FileSystems.get_scheme(final) in (None, 'file'):
+    # Two renames: readers see the old partition or the new one, never a mix.
+    _remove_uncommitted(staged, committed)
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    trash = os.path.join(
+      os.path.dirname(final), f'.{os.path.basename(final)}.old-{uuid.uuid4().hex}'
+    )
+    if os.path.exists(final):
+      os.rename(final, trash)
+    os.rename(staged, final)
+    shutil.rmtree(trash, ignore_errors=True)
+    return
+  # Object stores have no directory rename: move files in, then drop the old ones.
+  old = [m.path for r in FileSystems.match([FileSystems.join(final, '*')]) for m in r.metadata_list]
+  sources = sorted(committed)
+  targets = [FileSystems.join(final, os.path.basename(p)) for p in sources]
+  FileSystems.rename(sources, targets)
+  stale = [p for p in old if p not in set(targets)]
+  if stale:
+    FileSystems.delete(stale)
+
+
+def _partitions_of(output: str, table: str) -> set[Optional[str]]:
+  """The dt values of a table's partitions; {None} for files straight in its folder."""
+  prefix = f'{PARTITION_COLUMN}='
+  root = FileSystems.join(output, table)
+  if FileSystems.get_scheme(root) in (None, 'file'):
+    if not os.path.isdir(root):
+      return set()
+    names = os.listdir(root)
+    days: set[Optional[str]] = {n[len(prefix) :] for n in names if n.startswith(prefix)}
+    return days | ({None} if any(n.endswith('.parquet') for n in names) else set())
+  found: set[Optional[str]] = set()
+  for result in FileSystems.match([FileSystems.join(root, '**')]):
+    for m in result.metadata_list:
+      relative = m.path[len(root) :].lstrip('/')
+      first = relative.split('/', 1)[0]
+      found.add(first[len(prefix) :] if first.startswith(prefix) else None)
+  return found
+
+
+def _remove_uncommitted(staged: str, committed: set[str]) -> None:
+  for name in os.listdir(staged):
+    path = os.path.join(staged, name)
+    if path not in committed:
+      os.remove(path)
+
+
+def remove_tree(path: str) -> None:
+  """Deletes a folder (local) or every object under a prefix (object stores)."""
+  if FileSystems.get_scheme(path) in (None, 'file'):
+    shutil.rmtree(path, ignore_errors=True)
+    parent = os.path.dirname(path)
+    if os.path.isdir(parent) and not os.listdir(parent):
+      os.rmdir(parent)
+    return
+  leftovers = [
+    m.path for r in FileSystems.match([FileSystems.join(path, '**')]) for m in r.metadata_list
+  ]
+  if leftovers:
+    FileSystems.delete(leftovers)
+
+
+def _frozen(owned_days):
+  if isinstance(owned_days, Mapping):
+    return {table: tuple(days) for table, days in owned_days.items()}
+  return tuple(owned_days)
+
+
+class _Publish(beam.DoFn):
+  def __init__(self, output: str, run_id: str, table_names, owned_days, whole_tables):
+    self._args = (output, run_id)
+    self._owned = (tuple(table_names), _frozen(owned_days), tuple(whole_tables))
+
+  def process(self, written: list[WrittenFile]):
+    publish(*self._args, written, *self._owned)
+    # Rows are counted here, once, from the files published, not by the
+    # writers: a writer runs after a Flatten, which Flink's portable runner
+    # fuses into every input's stage, and there the counters of the copies
+    # did not add up (dead_letter: 1 of 16 rows counted on Flink 1.19, seen).
+    rows: dict[str, int] = {}
+    for file in written:
+      rows[file.table] = rows.get(file.table, 0) + file.rows
+    for table, n in rows.items():
+      accounting.count(accounting.TABLE_ROWS, table, n)
+    yield len(written)
+
+
+class PublishTables(beam.PTransform):
+  """Waits for every WrittenFile of the run, then publishes them together."""
+
+  def __init__(
+    self,
+    output: str,
+    run_id: str,
+    table_names: Sequence[str] = (),
+    owned_days: Union[Sequence[str], Mapping[str, Sequence[str]]] = (),
+    whole_tables: Sequence[str] = (),
+  ):
+    super().__init__()
+    self._output = output
+    self._run_id = run_id
+    self._owned = (tuple(table_names), _frozen(owned_days), tuple(whole_tables))
+
+  def expand(self, written_files):
+    return (
+      written_files
+      | 'CollectWrittenFiles' >> beam.combiners.ToList()
+      | 'PublishPartitions' >> beam.ParDo(_Publish(self._output, self._run_id, *self._owned))
+    )
+
+
+def write_tables(
+  rows: Mapping[str, beam.PCollection],
+  specs: Mapping[str, TableSpec],
+  output: str,
+  run_id: str,
+  owned_days: Union[Sequence[str], Mapping[str, Sequence[str]]] = (),
+  whole_tables: Sequence[str] = (),
+) -> None:
+  """Each table's rows staged (WriteTable), then all published together (PublishTables)."""
+  written = [
+    table_rows | f'Write {name}' >> WriteTable(specs[name], output, run_id)
+    for name, table_rows in rows.items()
+  ]
+  _ = (
+    written
+    | 'FlattenWrittenFiles' >> beam.Flatten()
+    | 'Publish' >> PublishTables(output, run_id, list(rows), owned_days, whole_tables)
+  )

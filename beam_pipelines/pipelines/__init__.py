@@ -1,0 +1,1 @@
+"""The pipelines (batch, streaming, backfill, replay, derived), their options and runs."""

@@ -1,0 +1,307 @@
+"""The batch pipeline: legacy exports to the events, sessions and dead_letter tables.
+
+    events:  read (per kind) -> parse -> enrich -> deduplicate -> sessionize -> Parquet
+    orders:  read (per kind) -> parse -> group per order, number, sum --------> Parquet
+    every parse step -> dead letters ------------------------------------------> Parquet
+
+Run it through the CLI::
+
+    shopstream run --runner-config runner_configs/direct.yaml \\
+      --source events-jsonl='sample/events-*.jsonl.gz' \\
+      --source access-log=sample/access.log --output out/
+
+or from Python: ``run(['--source', 'access-log=a.log', '--output', 'out'])``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from typing import Optional
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_pipelines.io import parquet_sink, tables
+from beam_pipelines.io.sources import (
+  ACCESS_LOG,
+  CATALOG_CSV,
+  EVENT_KINDS,
+  EVENTS_JSONL,
+  ORDER_KINDS,
+  ORDERS_CSV,
+  ORDERS_FIXED,
+  TAXONOMY,
+  ReadLines,
+  expand_inputs,
+  parse_source_spec,
+)
+from beam_pipelines.pipelines import execution
+from beam_pipelines.pipelines.options import ShopstreamOptions, parse_pipeline_options
+from transforms import accounting, day_window
+from transforms.enrich.events import EnrichEvents
+from transforms.enrich.product_dimension import (
+  PARSED_TAG,
+  JoinProductDimension,
+  KeyedDimension,
+  ParseCatalogCsv,
+  ParseTaxonomy,
+)
+from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
+from transforms.event_time import parse_event_time
+from transforms.orders import BuildOrders
+from transforms.parse.fixed_width import Layout, load_layout
+from transforms.parse.parse_access_log import ParseAccessLog
+from transforms.parse.parse_events import ParseEventsJsonl
+from transforms.parse.parse_fixed_orders import REQUIRED_COLUMNS, ParseFixedWidthOrders
+from transforms.parse.parse_orders import ParseOrdersCsv
+from transforms.records import (
+  DEAD_LETTER_TAG,
+  EVENTS_TAG,
+  ORDER_LINES_TAG,
+  ORDERS_TAG,
+  SESSIONS_TAG,
+  Category,
+  DeadLetter,
+  Event,
+  Order,
+  OrderLine,
+  Product,
+  SessionRow,
+)
+from transforms.sessions.deduplicate import DeduplicateEvents
+from transforms.sessions.sessionize import Sessionize
+
+_LOGGER = logging.getLogger(__name__)
+
+# The main output tag of each kind's parser.
+MAIN_OUTPUT = {
+  EVENTS_JSONL: EVENTS_TAG,
+  ACCESS_LOG: EVENTS_TAG,
+  ORDERS_CSV: ORDER_LINES_TAG,
+  ORDERS_FIXED: ORDER_LINES_TAG,
+  CATALOG_CSV: PARSED_TAG,
+  TAXONOMY: PARSED_TAG,
+}
+
+
+def reference_time_us(opts: ShopstreamOptions) -> int:
+  if opts.reference_time:
+    try:
+      return parse_event_time(opts.reference_time)
+    except ValueError as e:
+      raise ValueError(f'--reference-time {opts.reference_time!r}: {e}') from e
+  return int(dt.datetime.now(dt.UTC).timestamp() * 1_000_000)
+
+
+def new_run_id() -> str:
+  return f'{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}'
+
+
+class CountClean(accounting.CountingDoFn):
+  """Counts the records that reach their table (events, order lines), per source."""
+
+  def process(self, record):
+    self.count(accounting.CLEAN, record.source)
+    yield record
+
+
+class CountDeadLetters(accounting.CountingDoFn):
+  """Counts dead letters per source and per reason code."""
+
+  def process(self, letter: DeadLetter):
+    self.count(accounting.DEAD_LETTER, letter.source)
+    for reason in letter.reason.split(','):
+      self.count(accounting.DEAD_LETTER_REASON, reason)
+    yield letter
+
+
+def build_pipeline(
+  p: beam.Pipeline, options: PipelineOptions, pseudonymizer: Optional[Pseudonymizer] = None
+) -> dict[str, beam.PCollection]:
+  """Adds the batch graph to ``p``; returns the rows of each table it writes.
+
+  Raises ValueError for unusable options (no source, unknown kind, no match).
+  """
+  opts = options.view_as(ShopstreamOptions)
+  if not opts.source:
+    raise ValueError('at least one --source KIND=PATH_OR_GLOB is needed')
+  if not opts.output:
+    raise ValueError('--output DIR is needed')
+  files = expand_inputs([parse_source_spec(text) for text in opts.source])
+  now_us = reference_time_us(opts)
+  pseudonymizer = pseudonymizer or Pseudonymizer(salt_from_environment())
+  run_id = opts.run_id or new_run_id()
+  show_progress = opts.progress == 'auto'
+  layout = fixed_layout(opts, files)
+  parsers = {
+    EVENTS_JSONL: lambda: ParseEventsJsonl(opts.default_currency, now_us),
+    ACCESS_LOG: lambda: ParseAccessLog(pseudonymizer, now_us),
+    ORDERS_CSV: lambda: ParseOrdersCsv(
+      pseudonymizer, opts.orders_timezone, opts.default_currency, now_us
+    ),
+    ORDERS_FIXED: lambda: ParseFixedWidthOrders(
+      layout,
+      opts.fixed_encoding or layout.encoding,
+      pseudonymizer,
+      opts.orders_timezone,
+      opts.default_currency,
+      now_us,
+    ),
+    CATALOG_CSV: ParseCatalogCsv,
+    TAXONOMY: ParseTaxonomy,
+  }
+
+  # Each kind is read and parsed on its own branch; the branches meet in a
+  # bucketed shuffle (see GroupIntoBuckets: no per-record Flatten).
+  parsed, dead_letters = {}, []
+  for kind in sorted({f.kind for f in files}):
+    # EBCDIC exports have no line separator: records are cut by the layout's length.
+    record_length = layout.record_length if kind == ORDERS_FIXED and not layout.newline else None
+    read = p | f'Read {kind}' >> ReadLines(
+      [f for f in files if f.kind == kind], show_progress, record_length
+    )
+    outputs = read['records'] | f'Parse {kind}' >> parsers[kind]()
+    parsed[kind] = outputs[MAIN_OUTPUT[kind]]
+    dead_letters.extend([read[DEAD_LETTER_TAG], outputs[DEAD_LETTER_TAG]])
+
+  join = product_join(p, parsed)
+  window = _day_window(opts)
+  rows: dict[str, beam.PCollection] = {}
+  # Joined before dedup, as in streaming: copies are weighed on whole rows.
+  events = [
+    parsed[kind]
+    | f'Enrich {kind}' >> EnrichEvents(pseudonymizer, opts.site_host)
+    | f'JoinProducts {kind}' >> join(Event)
+    for kind in EVENT_KINDS
+    if kind in parsed
+  ]
+  if window:
+    events = [
+      kind_events
+      | f'Context {n}' >> day_window.keep_in_context(window, day_window.event_time_of, Event)
+      for n, kind_events in enumerate(events)
+    ]
+  if events:
+    sessionized = (
+      tuple(events)
+      | 'Deduplicate' >> DeduplicateEvents(opts.num_buckets)
+      | 'Sessionize'
+      >> Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, opts.num_buckets)
+    )
+    day_events, day_sessions = sessionized[EVENTS_TAG], sessionized[SESSIONS_TAG]
+    if window:
+      day_events = day_events | 'EventsOfTheDay' >> day_window.keep_in_day(
+        window, day_window.event_time_of, Event, count_source=True
+      )
+      _ = day_sessions | 'CountUncertainSessions' >> day_window.CountUncertainSessions(window)
+      day_sessions = day_sessions | 'SessionsOfTheDay' >> day_window.keep_in_day(
+        window, day_window.session_start_of, SessionRow, count_source=False
+      )
+    rows[tables.EVENTS.name] = day_events | 'CountCleanEvents' >> beam.ParDo(
+      CountClean()
+    ).with_output_types(Event)
+    rows[tables.SESSIONS.name] = day_sessions
+  order_lines = [
+    parsed[kind] | f'JoinProducts {kind}' >> join(OrderLine)
+    for kind in ORDER_KINDS
+    if kind in parsed
+  ]
+  if window:
+    order_lines = [
+      lines
+      | f'OrderContext {n}'
+      >> day_window.keep_in_context(window, day_window.order_time_of, OrderLine)
+      for n, lines in enumerate(order_lines)
+    ]
+  if order_lines:
+    orders = tuple(order_lines) | 'BuildOrders' >> BuildOrders(opts.num_buckets)
+    day_lines, day_orders = orders[ORDER_LINES_TAG], orders[ORDERS_TAG]
+    if window:
+      day_lines = day_lines | 'OrderLinesOfTheDay' >> day_window.keep_in_day(
+        window, day_window.order_time_of, OrderLine, count_source=True
+      )
+      day_orders = day_orders | 'OrdersOfTheDay' >> day_window.keep_in_day(
+        window, day_window.order_time_of, Order, count_source=False
+      )
+    rows[tables.ORDER_LINES.name] = day_lines | 'CountCleanOrderLines' >> beam.ParDo(
+      CountClean()
+    ).with_output_types(OrderLine)
+    rows[tables.ORDERS.name] = day_orders
+  letters = dead_letters | 'FlattenDeadLetters' >> beam.Flatten()
+  if window:
+    letters = letters | 'DeadLettersOfTheDay' >> day_window.keep_partition_day(
+      window, tables.DEAD_LETTER.partition_day, DeadLetter
+    )
+  rows[tables.DEAD_LETTER.name] = letters | 'CountDeadLetters' >> beam.ParDo(
+    CountDeadLetters()
+  ).with_output_types(DeadLetter)
+
+  parquet_sink.write_tables(
+    rows, tables.TABLES, opts.output, run_id, [window.day] if window else []
+  )
+  return rows
+
+
+def _day_window(opts: ShopstreamOptions) -> Optional[day_window.DayWindow]:
+  if not opts.day:
+    return None
+  return day_window.day_window(
+    dt.date.fromisoformat(opts.day),
+    opts.session_gap_minutes * 60,
+    opts.max_session_hours * 3600,
+    opts.lookback_hours * 3600 if opts.lookback_hours else None,
+  )
+
+
+def fixed_layout(opts: ShopstreamOptions, files) -> Optional[Layout]:
+  """The layout orders-fixed inputs are cut by; ValueError when it is needed and bad."""
+  if not any(f.kind == ORDERS_FIXED for f in files):
+    return None
+  if not opts.fixed_layout:
+    raise ValueError('--source orders-fixed=... needs --fixed-layout LAYOUT.yaml')
+  return load_fixed_layout(opts)
+
+
+def load_fixed_layout(opts: ShopstreamOptions) -> Layout:
+  """--fixed-layout, checked, and its code page (or --fixed-encoding) known."""
+  layout = load_layout(opts.fixed_layout, REQUIRED_COLUMNS)
+  encoding = opts.fixed_encoding or layout.encoding
+  try:
+    ''.encode(encoding)
+  except LookupError:
+    raise ValueError(f'--fixed-encoding {encoding!r} is no known code page') from None
+  return layout
+
+
+def product_join(p: beam.Pipeline, parsed: dict[str, beam.PCollection]):
+  """A factory of the product-dimension join step; a pass-through without catalog or taxonomy."""
+  if CATALOG_CSV not in parsed and TAXONOMY not in parsed:
+    return lambda record_type: beam.Map(lambda record: record).with_output_types(record_type)
+
+  def dimension(kind: str, id_field: str, record_type: type) -> beam.PCollection:
+    if kind in parsed:
+      return parsed[kind] | f'Dimension {kind}' >> KeyedDimension(id_field)
+    return p | f'No {kind}' >> beam.Create([]).with_output_types(tuple[str, record_type])
+
+  products = dimension(CATALOG_CSV, 'product_id', Product)
+  categories = dimension(TAXONOMY, 'category_id', Category)
+  return lambda record_type: JoinProductDimension(products, categories, record_type)
+
+
+def run(argv: Optional[list[str]] = None, summary_dir: Optional[str] = None) -> dict:
+  """Runs the batch pipeline to completion; returns the run summary.
+
+  Raises ValueError for bad options and AccountingError if records went missing.
+  """
+  options = parse_pipeline_options(argv)
+  opts = options.view_as(ShopstreamOptions)
+  opts.run_id = opts.run_id or new_run_id()
+  pipeline, _ = execution.build(options, build_pipeline)
+  try:
+    return execution.run_to_summary(pipeline, opts.output, summary_dir=summary_dir)
+  except Exception:
+    # The tables are untouched (nothing was published); drop what was staged.
+    parquet_sink.remove_tree(parquet_sink.staging_root(opts.output, opts.run_id))
+    raise

@@ -1,0 +1,261 @@
+"""ShopstreamOptions: the one PipelineOptions class of every shopstream pipeline.
+
+Runner YAML files (runner_configs/) and the CLI both expand into these flags;
+each flag also accepts its underscore spelling, the form YAML keys use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
+
+from transforms.sessions.sessionize import DEFAULT_GAP_S, DEFAULT_MAX_DURATION_S
+
+
+def _positive_float(text: str) -> float:
+  value = float(text)
+  if not value > 0:
+    raise ValueError(f'must be positive, got {text}')
+  return value
+
+
+def _positive_int(text: str) -> int:
+  value = int(text)
+  if value < 1:
+    raise ValueError(f'must be at least 1, got {text}')
+  return value
+
+
+def _iso_day(text: str) -> str:
+  try:
+    return dt.date.fromisoformat(text).isoformat()
+  except ValueError:
+    raise ValueError(f'{text!r} is not a date YYYY-MM-DD') from None
+
+
+class ShopstreamOptions(PipelineOptions):
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    def flag(name: str, **kwargs):
+      spellings = dict.fromkeys([f'--{name}', f'--{name.replace("-", "_")}'])
+      parser.add_argument(*spellings, dest=name.replace('-', '_'), **kwargs)
+
+    flag(
+      'source',
+      action='append',
+      default=None,
+      metavar='KIND=PATH_OR_GLOB',
+      help='An input: kind events-jsonl (JSON lines, optionally .gz), access-log '
+      '(Apache/NGINX combined), orders-csv, orders-fixed (with --fixed-layout), '
+      'catalog-csv or taxonomy. Repeat for several inputs; globs allowed.',
+    )
+    flag(
+      'output',
+      default=None,
+      metavar='DIR',
+      help="Where the tables go: a local path or s3://bucket/prefix (with Beam's --s3_* "
+      'options for the endpoint; credentials from the standard AWS chain). '
+      'Partitions a run writes are replaced whole.',
+    )
+    flag(
+      'session-gap-minutes',
+      type=_positive_float,
+      default=DEFAULT_GAP_S / 60,
+      help='Inactivity that starts a new session (default: %(default)s).',
+    )
+    flag(
+      'max-session-hours',
+      type=_positive_float,
+      default=DEFAULT_MAX_DURATION_S / 3600,
+      help='A session is cut when it reaches this length (default: %(default)s).',
+    )
+    flag(
+      'default-currency',
+      default='EUR',
+      metavar='ISO4217',
+      help='Currency of prices that come without one (default: %(default)s).',
+    )
+    flag(
+      'orders-timezone',
+      default='UTC',
+      metavar='TZ',
+      help='Time zone of the local times in order exports, e.g. Europe/London '
+      '(default: %(default)s).',
+    )
+    flag(
+      'fixed-layout',
+      default=None,
+      metavar='LAYOUT.yaml',
+      help='Column layout of orders-fixed inputs (see samples/orders-fixed/layout.yaml).',
+    )
+    flag(
+      'fixed-encoding',
+      default=None,
+      metavar='CODEPAGE',
+      help="Code page of orders-fixed inputs, e.g. cp037 (EBCDIC); overrides the layout's "
+      "(default: the layout's, else cp1252).",
+    )
+    flag(
+      'site-host',
+      default=None,
+      metavar='HOST',
+      help="Your shop's host name: referrers from it count as internal, not referral.",
+    )
+    flag(
+      'num-buckets',
+      type=_positive_int,
+      default=16,
+      help='Hash buckets of the batch shuffles; the unit of parallelism after them '
+      '(default: %(default)s).',
+    )
+    flag(
+      'run-id', default=None, help="Names the run's staging area (default: time + random suffix)."
+    )
+    flag(
+      'reference-time',
+      default=None,
+      metavar='ISO8601',
+      help='"Now" for rejecting future timestamps (default: the wall clock). Set it '
+      'to reproduce a run exactly.',
+    )
+    flag(
+      'progress',
+      default='auto',
+      choices=('auto', 'never'),
+      help='Progress bars on a terminal (default: %(default)s).',
+    )
+    # Streaming over Kinesis (instead of --source).
+    flag(
+      'kinesis-stream',
+      default=None,
+      metavar='NAME',
+      help='Read canonical JSON events from this Kinesis stream (the streaming pipeline).',
+    )
+    flag(
+      'kinesis-endpoint-url',
+      default=None,
+      metavar='URL',
+      help='Kinesis endpoint, e.g. a local emulator (default: AWS).',
+    )
+    flag(
+      'kinesis-region',
+      default=None,
+      metavar='REGION',
+      help="AWS region (default: the standard AWS chain's).",
+    )
+    flag(
+      'kinesis-start',
+      default='TRIM_HORIZON',
+      choices=('TRIM_HORIZON', 'LATEST'),
+      help='Where a new reader starts in each shard (default: %(default)s).',
+    )
+    flag(
+      'stop-after-idle',
+      type=_positive_float,
+      default=None,
+      metavar='SECONDS',
+      help='Stop reading after this long without a record (local and test runs).',
+    )
+    flag(
+      'max-records',
+      type=_positive_int,
+      default=None,
+      metavar='N',
+      help='Stop reading after N records (local and test runs).',
+    )
+    flag(
+      'allowed-lateness-minutes',
+      type=float,
+      default=5.0,
+      help='How late (event time behind the watermark) an event may arrive and still '
+      'count; later ones are dead letters with reason late (default: %(default)s).',
+    )
+    flag(
+      'dedup-hours',
+      type=_positive_float,
+      default=24.0,
+      help='How long (event time) an event_id is remembered for deduplication '
+      '(default: %(default)s).',
+    )
+    flag(
+      'file-window-minutes',
+      type=_positive_float,
+      default=10.0,
+      help='Streaming: rows are written per window of this length (event time), one '
+      'file per window, day and file shard (default: %(default)s).',
+    )
+    flag(
+      'file-shards',
+      type=_positive_int,
+      default=2,
+      help='Streaming: files per window and day, the parallelism of the writes '
+      '(default: %(default)s).',
+    )
+    flag(
+      'dimension-refresh-minutes',
+      type=_positive_float,
+      default=15.0,
+      help='Streaming: how often the catalog and taxonomy files are checked for '
+      'changes and reloaded (default: %(default)s).',
+    )
+    # One day of a backfill (set by `shopstream backfill`, usable alone).
+    flag(
+      'day',
+      type=_iso_day,
+      default=None,
+      metavar='YYYY-MM-DD',
+      help='Compute only this UTC day: its partitions of every table are replaced whole, '
+      'computed from the day plus its context (see transforms/day_window.py).',
+    )
+    flag(
+      'lookback-hours',
+      type=_positive_float,
+      default=None,
+      help='With --day: event time read before the day (default: max session hours + '
+      'the session gap).',
+    )
+    # The derived tables (interactions, item_pairs, session_sequences, customers).
+    flag(
+      'derived-tables',
+      default='auto',
+      choices=('auto', 'never'),
+      help='Derive the recommendation and retention tables from the output at the end of a '
+      'batch run or backfill (default: %(default)s).',
+    )
+    flag(
+      'interaction-weights',
+      default=None,
+      metavar='TYPE=W,...',
+      help='Implicit-feedback weight per interaction type in interactions.weight '
+      '(default: product_view=1,add_to_cart=4,purchase=10).',
+    )
+    flag(
+      'max-session-items',
+      type=_positive_int,
+      default=50,
+      help='item_pairs: distinct products of a session or order that count; the rest of a '
+      'very long session is ignored (default: %(default)s).',
+    )
+    flag(
+      'as-of',
+      default=None,
+      metavar='ISO8601',
+      help='customers: the time recency and 7/30/90-day windows count back from (default: '
+      'the latest order or session end in the tables).',
+    )
+
+
+def parse_pipeline_options(argv: list[str]) -> PipelineOptions:
+  """PipelineOptions of the flags, without the prefix match Beam 2.62 makes of --output.
+
+  Each options class parses the flags on its own with argparse's prefix
+  matching, so PortableOptions reads ``--output DIR`` as
+  ``--output_executable_path DIR``; the Flink job server then writes the job
+  as a jar to DIR instead of running it ("FileNotFoundException: DIR (Is a
+  directory)", seen). Unless that option is given in full, it is unset.
+  """
+  options = PipelineOptions(argv)
+  if not any(flag.startswith('--output_executable_path') for flag in argv):
+    options.view_as(PortableOptions).output_executable_path = None
+  return options

@@ -1,0 +1,1 @@
+"""Derived tables: recommender inputs and retention features, from the written tables."""

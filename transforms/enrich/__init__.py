@@ -1,0 +1,1 @@
+"""Enrichment: user agents, countries, marketing channels, pseudonyms and the product dimension."""

@@ -1,0 +1,1 @@
+"""Parsers: legacy exports and canonical JSON lines to typed records, with dead letters."""

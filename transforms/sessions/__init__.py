@@ -1,0 +1,1 @@
+"""Deduplication and sessionization: the one session rule, in batch and in event time."""
