@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms import accounting
 from transforms.event_time import US_PER_DAY, US_PER_SECOND, utc_day
@@ -108,18 +110,42 @@ def uncertain_sessions(window: DayWindow, sessions: list[SessionRow]) -> int:
 
 
 class _KeepIn(accounting.CountingDoFn):
-  """Keeps records whose time passes ``keep``; counts the rest as other_day."""
+  """Keeps records whose time passes ``keep``; counts the rest as other_day.
 
-  def __init__(self, time_of: Callable, keep: Callable[[int], bool], count_source: bool):
+  Also takes Arrow tables of records (event_batches), filtered by ``column``.
+  """
+
+  def __init__(
+    self,
+    time_of: Callable,
+    keep: Callable[[int], bool],
+    count_source: bool,
+    column: Optional[str] = None,
+    bounds: Optional[tuple[int, int]] = None,
+  ):
     self._time_of = time_of
     self._keep = keep
     self._count_source = count_source
+    self._column = column
+    self._bounds = bounds
 
   def process(self, record):
-    if self._keep(self._time_of(record)):
+    if isinstance(record, pa.Table):
+      yield self._keep_rows(record)
+    elif self._keep(self._time_of(record)):
       yield record
     elif self._count_source:
       self.count(accounting.OTHER_DAY, record.source)
+
+  def _keep_rows(self, table: pa.Table) -> pa.Table:
+    start, end = self._bounds  # type: ignore[misc]
+    times = table[self._column]
+    kept = pc.and_(pc.greater_equal(times, start), pc.less(times, end))
+    if self._count_source:
+      dropped = table.filter(pc.invert(kept))['source'].value_counts()
+      for entry in dropped.to_pylist():
+        self.count(accounting.OTHER_DAY, entry['values'], entry['counts'])
+    return table.filter(kept)
 
 
 def keep_in_context(window: DayWindow, time_of: Callable, record_type: type):
@@ -127,9 +153,21 @@ def keep_in_context(window: DayWindow, time_of: Callable, record_type: type):
   return beam.ParDo(_KeepIn(time_of, window.in_context, True)).with_output_types(record_type)
 
 
-def keep_in_day(window: DayWindow, time_of: Callable, record_type: type, count_source: bool):
-  """Rows of the day itself; dropped input records are counted when ``count_source``."""
-  return beam.ParDo(_KeepIn(time_of, window.in_day, count_source)).with_output_types(record_type)
+def keep_in_day(
+  window: DayWindow,
+  time_of: Callable,
+  record_type: type,
+  count_source: bool,
+  column: Optional[str] = None,
+):
+  """Rows of the day itself; dropped input records are counted when ``count_source``.
+
+  With ``column``, the elements are Arrow tables of records, filtered by it.
+  """
+  keep = _KeepIn(
+    time_of, window.in_day, count_source, column, (window.day_start_us, window.day_end_us)
+  )
+  return beam.ParDo(keep).with_output_types(pa.Table if column else record_type)
 
 
 def keep_partition_day(window: DayWindow, partition_day: Callable, record_type: type):

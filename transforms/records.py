@@ -98,12 +98,6 @@ class Event(NamedTuple):
 
 
 EVENT_COLUMNS: tuple[str, ...] = Event._fields[: Event._fields.index('source')]
-_SESSION_ID = Event._fields.index('session_id')
-
-
-def with_session_id(event: Event, session_id: str) -> Event:
-  """The event with its session_id set (tuple slicing: _replace is ~5x slower)."""
-  return Event._make(event[:_SESSION_ID] + (session_id,) + event[_SESSION_ID + 1 :])
 
 
 class SessionRow(NamedTuple):

@@ -21,13 +21,21 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Optional, Union
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_pipelines.io.tables import PARTITION_COLUMN, TableSpec, column_indices, to_arrow
+from beam_pipelines.io.tables import (
+  PARTITION_COLUMN,
+  TableSpec,
+  cast_to_schema,
+  column_indices,
+  split_by_day,
+  to_arrow,
+)
 from transforms import accounting
 
 _LOGGER = logging.getLogger(__name__)
@@ -77,22 +85,30 @@ class _WriteStagedParquet(beam.DoFn):
     self._indices = column_indices(self._spec)
 
   def start_bundle(self):
-    self._buffers: dict[str, list] = {}
+    self._buffers: dict[str, list] = {}  # day -> rows, or Arrow tables in the table's schema
+    self._buffered: dict[str, int] = {}  # day -> rows buffered
     self._writers: dict[str, tuple] = {}  # day -> (writer, stream, path, rows)
 
-  def process(self, row):
-    day = self._spec.partition_day(row)
-    buffer = self._buffers.setdefault(day, [])
-    buffer.append(row)
-    if len(buffer) >= ROW_GROUP_ROWS:
-      self._flush(day)
+  def process(self, element):
+    if isinstance(element, pa.Table):
+      for day, rows in split_by_day(self._spec, element):
+        self._buffer(day, [cast_to_schema(self._spec, rows)], rows.num_rows)
+    else:
+      self._buffer(self._spec.partition_day(element), [element], 1)
     # Files go out from finish_bundle; a generator keeps Beam 2.62 from warning
     # "No iterator is returned by the process method" once per table and run.
     yield from ()
 
+  def _buffer(self, day: str, items: list, rows: int) -> None:
+    self._buffers.setdefault(day, []).extend(items)
+    self._buffered[day] = self._buffered.get(day, 0) + rows
+    if self._buffered[day] >= ROW_GROUP_ROWS:
+      self._flush(day)
+
   def _flush(self, day: str) -> None:
-    rows = self._buffers.pop(day, None)
-    if not rows:
+    items = self._buffers.pop(day, None)
+    self._buffered.pop(day, None)
+    if not items:
       return
     if day not in self._writers:
       directory = partition_dir(self._staging, self._spec.name, day)
@@ -102,8 +118,13 @@ class _WriteStagedParquet(beam.DoFn):
       writer = pq.ParquetWriter(stream, self._spec.schema, compression='zstd')
       self._writers[day] = (writer, stream, path, 0)
     writer, stream, path, count = self._writers[day]
-    writer.write_table(to_arrow(self._spec, rows, self._indices))
-    self._writers[day] = (writer, stream, path, count + len(rows))
+    tables = [item for item in items if isinstance(item, pa.Table)]
+    rows = [item for item in items if not isinstance(item, pa.Table)]
+    if rows:
+      tables.append(to_arrow(self._spec, rows, self._indices))
+    table = pa.concat_tables(tables)
+    writer.write_table(table)
+    self._writers[day] = (writer, stream, path, count + table.num_rows)
 
   def finish_bundle(self):
     for day in list(self._buffers):
@@ -118,7 +139,8 @@ class _WriteStagedParquet(beam.DoFn):
 
 
 class WriteTable(beam.PTransform):
-  """Rows of one table to staged Parquet files for PublishTables; outputs the WrittenFiles."""
+  """Rows of one table (records, or Arrow tables of them) to staged Parquet files for
+  PublishTables; outputs the WrittenFiles."""
 
   def __init__(self, spec: TableSpec, output: str, run_id: str):
     super().__init__()

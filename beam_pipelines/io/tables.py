@@ -7,12 +7,13 @@ decimal strings and is cast to decimal128; times are UTC microseconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, Optional
 
+import numpy as np
 import pyarrow as pa
 
-from transforms.event_time import utc_day
+from transforms.event_time import US_PER_DAY, utc_day
 from transforms.records import (
   Customer,
   DeadLetter,
@@ -219,10 +220,14 @@ class TableSpec(NamedTuple):
   row_type: type
   # The dt partition of a row; None for snapshot tables written whole.
   partition_day: Callable[[NamedTuple], Optional[str]]
+  # The time column partition_day reads, for rows that come as Arrow tables.
+  time_column: Optional[str] = None
 
 
-EVENTS = TableSpec('events', EVENTS_SCHEMA, Event, lambda e: utc_day(e.event_time))
-SESSIONS = TableSpec('sessions', SESSIONS_SCHEMA, SessionRow, lambda s: utc_day(s.session_start))
+EVENTS = TableSpec('events', EVENTS_SCHEMA, Event, lambda e: utc_day(e.event_time), 'event_time')
+SESSIONS = TableSpec(
+  'sessions', SESSIONS_SCHEMA, SessionRow, lambda s: utc_day(s.session_start), 'session_start'
+)
 DEAD_LETTER = TableSpec(
   'dead_letter',
   DEAD_LETTER_SCHEMA,
@@ -274,3 +279,23 @@ def to_arrow(
     else:
       arrays.append(pa.array(values, field.type))
   return pa.Table.from_arrays(arrays, schema=spec.schema)
+
+
+def cast_to_schema(spec: TableSpec, table: pa.Table) -> pa.Table:
+  """A table of ``spec.row_type`` records (event_batches form) in the table's schema."""
+  columns = [
+    table[field.name]
+    if table.schema.field(field.name).type == field.type
+    else table[field.name].cast(field.type)
+    for field in spec.schema
+  ]
+  return pa.Table.from_arrays(columns, schema=spec.schema)
+
+
+def split_by_day(spec: TableSpec, table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
+  """(dt partition, its rows) of a table of ``spec.row_type`` records, as partition_day says."""
+  if spec.time_column is None:
+    raise ValueError(f'table {spec.name} takes rows, not Arrow tables')
+  day_numbers = np.floor_divide(table[spec.time_column].to_numpy(), US_PER_DAY)
+  for number in np.unique(day_numbers).tolist():
+    yield utc_day(number * US_PER_DAY), table.filter(pa.array(day_numbers == number))

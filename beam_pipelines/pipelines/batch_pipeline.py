@@ -18,9 +18,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from functools import partial
 from typing import Optional
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines.io import parquet_sink, tables
@@ -49,6 +51,7 @@ from transforms.enrich.product_dimension import (
   ParseTaxonomy,
 )
 from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
+from transforms.event_batches import from_batch
 from transforms.event_time import parse_event_time
 from transforms.orders import BuildOrders
 from transforms.parse.fixed_width import Layout, load_layout
@@ -100,10 +103,15 @@ def new_run_id() -> str:
 
 
 class CountClean(accounting.CountingDoFn):
-  """Counts the records that reach their table (events, order lines), per source."""
+  """Counts the records that reach their table (events, order lines), per source;
+  takes records or Arrow tables of them."""
 
   def process(self, record):
-    self.count(accounting.CLEAN, record.source)
+    if isinstance(record, pa.Table):
+      for entry in record['source'].value_counts().to_pylist():
+        self.count(accounting.CLEAN, entry['values'], entry['counts'])
+    else:
+      self.count(accounting.CLEAN, record.source)
     yield record
 
 
@@ -193,15 +201,20 @@ def build_pipeline(
     day_events, day_sessions = sessionized[EVENTS_TAG], sessionized[SESSIONS_TAG]
     if window:
       day_events = day_events | 'EventsOfTheDay' >> day_window.keep_in_day(
-        window, day_window.event_time_of, Event, count_source=True
+        window, day_window.event_time_of, Event, count_source=True, column='event_time'
       )
-      _ = day_sessions | 'CountUncertainSessions' >> day_window.CountUncertainSessions(window)
+      _ = (
+        day_sessions
+        | 'SessionRows'
+        >> beam.FlatMap(partial(from_batch, SessionRow)).with_output_types(SessionRow)
+        | 'CountUncertainSessions' >> day_window.CountUncertainSessions(window)
+      )
       day_sessions = day_sessions | 'SessionsOfTheDay' >> day_window.keep_in_day(
-        window, day_window.session_start_of, SessionRow, count_source=False
+        window, day_window.session_start_of, SessionRow, count_source=False, column='session_start'
       )
     rows[tables.EVENTS.name] = day_events | 'CountCleanEvents' >> beam.ParDo(
       CountClean()
-    ).with_output_types(Event)
+    ).with_output_types(pa.Table)
     rows[tables.SESSIONS.name] = day_sessions
   order_lines = [
     parsed[kind] | f'JoinProducts {kind}' >> join(OrderLine)

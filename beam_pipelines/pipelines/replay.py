@@ -38,9 +38,11 @@ import logging
 import os
 from collections import Counter
 from decimal import Decimal
+from functools import partial
 from typing import Optional
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -61,6 +63,7 @@ from transforms import accounting, day_window
 from transforms.dead_letters import RecordError, RecordFiltered, check_size, make_dead_letter
 from transforms.enrich.events import EnrichEvents
 from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
+from transforms.event_batches import from_batch
 from transforms.event_time import US_PER_SECOND, utc_day
 from transforms.orders import BuildOrders
 from transforms.parse.parse_orders import money
@@ -324,6 +327,8 @@ def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymize
   ) | 'BuildOrders' >> BuildOrders(opts.num_buckets)
 
   def of_days(pcoll, days: list[str], time_of, record_type: type, label: str):
+    if pcoll.element_type is pa.Table:  # the columnar steps' output: a replay is small
+      pcoll = pcoll | f'{label}Rows' >> beam.FlatMap(partial(from_batch, record_type))
     return pcoll | label >> beam.ParDo(_KeepDays(days, time_of)).with_output_types(record_type)
 
   rows = {

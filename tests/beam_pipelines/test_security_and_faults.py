@@ -162,12 +162,13 @@ def test_bundles_the_runner_retries_leave_no_duplicate_rows_or_counts(tmp_path, 
   monkeypatch.setattr(
     enrich, 'parse_user_agent', fail_once('enrich', enrich.parse_user_agent, after_calls=3)
   )
-  # The events writer fails on its second row group, after the first was staged.
+  # The events writer fails on its second batch, after the first was staged
+  # (with 4-row row groups every batch is flushed as it comes).
   monkeypatch.setattr(parquet_sink, 'ROW_GROUP_ROWS', 4)
   monkeypatch.setattr(
     parquet_sink,
-    'to_arrow',
-    fail_once('writer', parquet_sink.to_arrow, 2, lambda spec, *_: spec.name == 'events'),
+    'cast_to_schema',
+    fail_once('writer', parquet_sink.cast_to_schema, 2, lambda spec, *_: spec.name == 'events'),
   )
   retried = run_directly(
     ['--runner=BundleBasedDirectRunner', *argv, '--output', str(tmp_path / 'retried')]

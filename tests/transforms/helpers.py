@@ -1,5 +1,10 @@
 """Small Event builders for transform tests."""
 
+from functools import partial
+
+import apache_beam as beam
+
+from transforms.event_batches import from_batch
 from transforms.records import Event
 
 MINUTE_US = 60 * 1_000_000
@@ -18,3 +23,8 @@ def make_event(event_id: str, minute: float, key: str = 'a1', **fields) -> Event
   )
   values.update(fields)
   return Event(**values)
+
+
+def table_rows(record_type: type):
+  """A step from the Arrow tables a columnar transform emits to their records."""
+  return beam.FlatMap(partial(from_batch, record_type)).with_output_types(record_type)

@@ -1,12 +1,20 @@
 import apache_beam as beam
+import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import FixedWindows
 
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import make_event
+from transforms.event_batches import to_batch
 from transforms.records import Event
-from transforms.sessions.bucketed_grouping import GroupIntoBuckets, bucket_of, bucket_records
+from transforms.sessions.bucketed_grouping import (
+  GroupIntoBuckets,
+  bucket_of,
+  bucket_records,
+  bucket_table,
+  buckets_of_column,
+)
 
 
 def test_bucket_is_stable_across_processes():
@@ -26,7 +34,7 @@ def test_equal_keys_meet_in_one_bucket():
     grouped = (
       p | 'A' >> beam.Create(events[:20]),
       p | 'B' >> beam.Create(events[20:]),
-    ) | GroupIntoBuckets(lambda e: e.anonymous_id, num_buckets=3)
+    ) | GroupIntoBuckets(lambda e: e.anonymous_id, num_buckets=3, record_type=Event)
     expected = {}
     for n in range(5):
       expected.setdefault(bucket_of(f'k{n}', 3), []).append(f'k{n}')
@@ -45,3 +53,27 @@ def test_windowed_input_is_refused():
         | beam.WindowInto(FixedWindows(60))
         | GroupIntoBuckets(str, num_buckets=2)
       )
+
+
+def test_tables_and_records_of_a_key_meet_in_the_same_bucket():
+  events = [make_event(f'e{n}', n, key=f'k{n % 7}') for n in range(70)]
+  as_table = pa.Table.from_batches([to_batch(Event, events[35:])])
+  buckets = buckets_of_column(as_table['anonymous_id'], 4)
+  assert buckets.tolist() == [bucket_of(e.anonymous_id, 4) for e in events[35:]]
+
+  def keys_per_bucket(bucket):
+    number, batches = bucket
+    return number, sorted(bucket_table(batches, Event)['event_id'].to_pylist())
+
+  with beam_pipeline() as p:
+    grouped = (
+      p | 'Rows' >> beam.Create(events[:35]),
+      p | 'Table' >> beam.Create([as_table]).with_output_types(pa.Table),
+    ) | GroupIntoBuckets(lambda e: e.anonymous_id, 4, Event, lambda t: t['anonymous_id'])
+    expected = {}
+    for e in events:
+      expected.setdefault(bucket_of(e.anonymous_id, 4), []).append(e.event_id)
+    assert_that(
+      grouped | beam.Map(keys_per_bucket),
+      equal_to([(b, sorted(ids)) for b, ids in expected.items()]),
+    )

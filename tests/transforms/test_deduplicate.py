@@ -1,9 +1,17 @@
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import beam_pipeline
-from tests.transforms.helpers import make_event
-from transforms.sessions.deduplicate import DeduplicateEvents, deduplicate, keep_first
+from tests.transforms.helpers import make_event, table_rows
+from transforms.event_batches import from_batch, to_batch
+from transforms.records import Event
+from transforms.sessions.deduplicate import (
+  DeduplicateEvents,
+  deduplicate,
+  deduplicate_table,
+  keep_first,
+)
 
 
 def test_one_event_per_id_in_first_seen_order():
@@ -33,4 +41,29 @@ def test_pipeline_drops_duplicates_across_inputs():
       p | 'First' >> beam.Create(first),
       p | 'Second' >> beam.Create(second),
     ) | DeduplicateEvents(num_buckets=4)
-    assert_that(out | beam.Map(lambda e: e.event_id), equal_to(['x', 'y', 'z']))
+    assert_that(out | table_rows(Event) | beam.Map(lambda e: e.event_id), equal_to(['x', 'y', 'z']))
+
+
+def test_the_table_form_keeps_what_the_record_form_keeps():
+  events = [
+    make_event('x', 1, page_url='/late-copy'),
+    make_event('y', 2),
+    make_event('x', 0, source='other-file'),
+    make_event('z', 3),
+    make_event('x', 0),
+    make_event('y', 2, source='retry'),
+  ]
+  kept, dropped = deduplicate_table(pa.Table.from_batches([to_batch(Event, events)]))
+  expected = [first for first, _ in deduplicate(events)]
+  assert sorted(from_batch(Event, kept)) == sorted(expected)
+  assert sorted(dropped) == sorted(
+    copy.source for _, copies in deduplicate(events) for copy in copies
+  )
+  assert len(dropped) == 3
+
+
+def test_the_table_form_passes_a_table_without_copies_as_it_is():
+  events = [make_event('a', 0), make_event('b', 1)]
+  table = pa.Table.from_batches([to_batch(Event, events)])
+  kept, dropped = deduplicate_table(table)
+  assert kept.equals(table) and dropped == []

@@ -1,19 +1,22 @@
 import random
+from decimal import Decimal
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import beam_pipeline
-from tests.transforms.helpers import MINUTE_US, T0, make_event
-from transforms.records import EVENTS_TAG, SESSIONS_TAG
+from tests.transforms.helpers import MINUTE_US, T0, make_event, table_rows
+from transforms.event_batches import from_batch, to_batch
+from transforms.records import EVENTS_TAG, SESSIONS_TAG, Event, SessionRow
 from transforms.sessions.sessionize import (
   Sessionize,
   make_session_id,
   session_start_indices,
   sessionize_key,
-  summarize_session,
+  sessionize_table,
 )
 
 GAP = 30 * MINUTE_US
@@ -91,14 +94,15 @@ def test_session_summary():
     ),
     make_event('e5', 4, event_type='purchase', price='0.02', currency='EUR', is_bot=True),
   ]
-  row = summarize_session('s-1', 'a1', events)
+  ((row, _),) = sessionize_key('a1', events, GAP, DAY)
   assert (row.session_start, row.session_end, row.duration_s) == (T0, T0 + 4 * MINUTE_US, 240.0)
   assert (row.event_count, row.product_views, row.add_to_carts, row.purchases) == (5, 1, 1, 2)
   assert (row.revenue, row.currency) == ('40.00', 'EUR')
   assert (row.landing_page, row.exit_page, row.user_id) == ('/landing', '/thanks', 'C-1')
   assert (row.channel, row.device_class, row.country) == ('organic_search', 'mobile', 'GB')
   assert (row.is_bounce, row.is_bot) == (False, True)
-  assert summarize_session('s-2', 'a1', events[:1]).is_bounce
+  ((single, _),) = sessionize_key('a1', events[:1], GAP, DAY)
+  assert single.is_bounce
 
 
 def test_revenue_in_several_currencies_is_not_added_up():
@@ -106,7 +110,8 @@ def test_revenue_in_several_currencies_is_not_added_up():
     make_event('e1', 0, event_type='purchase', price='1', currency='EUR'),
     make_event('e2', 1, event_type='purchase', price='1', currency='USD'),
   ]
-  assert summarize_session('s', 'a1', events)[10:12] == (None, None)
+  ((row, _),) = sessionize_key('a1', events, GAP, DAY)
+  assert (row.revenue, row.currency) == (None, None)
 
 
 def test_pipeline_sessionizes_every_key():
@@ -120,7 +125,9 @@ def test_pipeline_sessionizes_every_key():
   with beam_pipeline() as p:
     out = p | beam.Create(events) | Sessionize(gap_s=1800, max_duration_s=86400, num_buckets=3)
     assert_that(
-      out[EVENTS_TAG] | 'EventSessions' >> beam.Map(lambda e: (e.event_id, e.session_id)),
+      out[EVENTS_TAG]
+      | 'EventRows' >> table_rows(Event)
+      | 'EventSessions' >> beam.Map(lambda e: (e.event_id, e.session_id)),
       equal_to(
         [
           ('a', make_session_id('k1', T0)),
@@ -133,7 +140,126 @@ def test_pipeline_sessionizes_every_key():
       label='events',
     )
     assert_that(
-      out[SESSIONS_TAG] | 'SessionKeys' >> beam.Map(lambda s: (s.session_key, s.event_count)),
+      out[SESSIONS_TAG]
+      | 'SessionRows' >> table_rows(SessionRow)
+      | 'SessionKeys' >> beam.Map(lambda s: (s.session_key, s.event_count)),
       equal_to([('k1', 2), ('k1', 1), ('k2', 1), ('u3', 1)]),
       label='sessions',
     )
+
+
+def plain_summary(session_key, events):
+  """A session's row, computed the plainest way: a reference for sessionize_table."""
+  purchases = [e for e in events if e.event_type == 'purchase' and e.price is not None]
+  currencies = {e.currency for e in purchases}
+  total = sum((Decimal(e.price) * (e.quantity or 1) for e in purchases), Decimal(0))
+  pages = [e.page_url for e in events if e.page_url]
+  return (
+    session_key,
+    next((e.user_id for e in events if e.user_id), None),
+    events[0].event_time,
+    events[-1].event_time,
+    len(events),
+    sum(e.event_type == 'product_view' for e in events),
+    sum(e.event_type == 'add_to_cart' for e in events),
+    len([e for e in events if e.event_type == 'purchase']),
+    None if len(currencies) > 1 else total,
+    currencies.pop() if len(currencies) == 1 else None,
+    pages[0] if pages else None,
+    pages[-1] if pages else None,
+    (events[0].channel, events[0].device_class, events[0].country),
+    len(events) == 1,
+    any(e.is_bot for e in events),
+  )
+
+
+def summary_of(row):
+  revenue = None if row.revenue is None else Decimal(row.revenue)
+  return (
+    row.session_key,
+    row.user_id,
+    row.session_start,
+    row.session_end,
+    row.event_count,
+    row.product_views,
+    row.add_to_carts,
+    row.purchases,
+    revenue,
+    row.currency,
+    row.landing_page,
+    row.exit_page,
+    (row.channel, row.device_class, row.country),
+    row.is_bounce,
+    row.is_bot,
+  )
+
+
+random_events = st.lists(
+  st.builds(
+    lambda key, minute, kind, price, currency, quantity, page, user, bot, channel: (
+      key,
+      dict(
+        event_time=T0 + minute * MINUTE_US,
+        event_type=kind,
+        price=price,
+        currency=currency,
+        quantity=quantity,
+        page_url=page,
+        user_id=user,
+        is_bot=bot,
+        channel=channel,
+      ),
+    ),
+    st.sampled_from(['k1', 'k2', 'k3']),
+    st.integers(0, 12 * 60),  # dense: exact gaps and max durations occur
+    st.sampled_from(['page_view', 'product_view', 'add_to_cart', 'purchase']),
+    st.sampled_from([None, '1.5', '19.99', '3']),
+    st.sampled_from(['EUR', 'USD']),
+    st.sampled_from([None, 1, 3]),
+    st.sampled_from([None, '/a', '/b']),
+    st.sampled_from([None, 'u1', 'u2']),
+    st.sampled_from([None, True, False]),
+    st.sampled_from([None, 'email', 'direct']),
+  ),
+  max_size=80,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_events, st.integers(1, 90), st.integers(1, 8 * 60))
+def test_the_table_rule_gives_the_plain_rule_for_every_key(specs, gap_minutes, max_minutes):
+  events = [make_event(f'e{n}', 0, key=key, **fields) for n, (key, fields) in enumerate(specs)]
+  gap, max_duration = gap_minutes * MINUTE_US, max_minutes * MINUTE_US
+  table = pa.Table.from_batches([to_batch(Event, events)]) if events else None
+  expected_sessions, expected_ids = [], {}
+  for key in sorted({e.session_key for e in events}):
+    ordered = sorted(
+      (e for e in events if e.session_key == key), key=lambda e: (e.event_time, e.event_id)
+    )
+    for session in reference_sessions_of(ordered, gap, max_duration):
+      expected_sessions.append(plain_summary(key, session))
+      for e in session:
+        expected_ids[e.event_id] = make_session_id(key, session[0].event_time)
+  if table is None:
+    return
+  with_ids, sessions = sessionize_table(table, gap, max_duration)
+  rows = from_batch(SessionRow, sessions)
+  assert sorted(map(summary_of, rows), key=repr) == sorted(expected_sessions, key=repr)
+  assert dict(
+    zip(with_ids['event_id'].to_pylist(), with_ids['session_id'].to_pylist(), strict=True)
+  ) == (expected_ids)
+  assert {r.session_id for r in rows} == set(expected_ids.values())
+
+
+def reference_sessions_of(ordered, gap, max_duration):
+  sessions = []
+  for e in ordered:
+    if (
+      sessions
+      and e.event_time - sessions[-1][-1].event_time < gap
+      and e.event_time - sessions[-1][0].event_time < max_duration
+    ):
+      sessions[-1].append(e)
+    else:
+      sessions.append([e])
+  return sessions

@@ -21,8 +21,16 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import NOW_US, beam_pipeline
+from tests.transforms.helpers import table_rows
 from transforms.parse.parse_events import EventLineParser, ParseEventsJsonl
-from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, SESSIONS_TAG, RawRecord
+from transforms.records import (
+  DEAD_LETTER_TAG,
+  EVENTS_TAG,
+  SESSIONS_TAG,
+  Event,
+  RawRecord,
+  SessionRow,
+)
 from transforms.sessions.deduplicate import DeduplicateEvents, deduplicate
 from transforms.sessions.sessionize import Sessionize
 from transforms.sessions.streaming import (
@@ -134,7 +142,12 @@ def test_batch_pipeline_gives_the_reference_rows():
     )
     events = (records | ParseEventsJsonl('EUR', NOW_US))[EVENTS_TAG]
     outputs = events | DeduplicateEvents(num_buckets=4) | Sessionize(num_buckets=4)
-    events_view, sessions_view = session_view(outputs)
+    events_view, sessions_view = session_view(
+      {
+        EVENTS_TAG: outputs[EVENTS_TAG] | 'EventRows' >> table_rows(Event),
+        SESSIONS_TAG: outputs[SESSIONS_TAG] | 'SessionRowsOf' >> table_rows(SessionRow),
+      }
+    )
     assert_that(events_view, equal_to(reference['events']), label='events')
     assert_that(sessions_view, equal_to(reference['sessions']), label='sessions')
 

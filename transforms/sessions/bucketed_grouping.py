@@ -2,9 +2,12 @@
 
 A GroupByKey per key moves one element per event and costs ~10 us an event
 on the DirectRunner; grouping many keys into a few hash buckets, with each
-bundle sending one list per bucket, moves a handful of large elements
-instead (the same idea as combiner lifting). Whoever consumes a bucket
-splits it by key again in plain Python.
+bundle sending one Arrow batch per bucket (event_batches: zstd IPC bytes),
+moves a handful of large elements instead, the same idea as combiner
+lifting. Whoever consumes a bucket works on its rows as one table.
+
+Elements may be records or Arrow tables of records (what a columnar step
+emits); a table is split by bucket column-wise, hashing each distinct key once.
 
 The hash is CRC-32 of the key, stable across processes and machines
 (Python's hash() is salted per process).
@@ -16,69 +19,119 @@ in event-time windows instead.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Optional
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.record_coder import decode_batch, encode_batch
-
-T = TypeVar('T')
+from transforms import event_batches
 
 # Large enough that per-element shuffle cost vanishes, small enough that a
 # bundle's buffers stay a few MB per bucket.
-BATCH_SIZE = 5000
+BATCH_SIZE = 20_000
+
+KeyFn = Callable[[tuple], str]
+KeyColumnFn = Callable[[pa.Table], pa.ChunkedArray]
 
 
 def bucket_of(key: str, num_buckets: int) -> int:
   return zlib.crc32(key.encode()) % num_buckets
 
 
-class _BatchByBucket(beam.DoFn, Generic[T]):
-  def __init__(self, key_fn: Callable[[T], str], num_buckets: int):
+def buckets_of_column(keys, num_buckets: int) -> np.ndarray:
+  """bucket_of for every value of a string column, hashing each distinct value once."""
+  encoded = pc.dictionary_encode(keys).combine_chunks()
+  per_value = np.fromiter(
+    (bucket_of(key, num_buckets) for key in encoded.dictionary.to_pylist()),
+    dtype=np.int64,
+    count=len(encoded.dictionary),
+  )
+  return per_value[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+class _BatchByBucket(beam.DoFn):
+  def __init__(
+    self, record_type: type, key_fn: KeyFn, key_column: Optional[KeyColumnFn], num_buckets: int
+  ):
+    self._record_type = record_type
     self._key_fn = key_fn
+    self._key_column = key_column
     self._num_buckets = num_buckets
-    self._buffers: dict[int, list[T]] = {}
 
   def start_bundle(self):
-    self._buffers = {}
+    self._rows: dict[int, list] = {}
+    self._tables: dict[int, list[pa.Table]] = {}
+    self._sizes: dict[int, int] = {}
 
-  def process(self, element: T):
-    bucket = bucket_of(self._key_fn(element), self._num_buckets)
-    buffer = self._buffers.setdefault(bucket, [])
-    buffer.append(element)
-    if len(buffer) >= BATCH_SIZE:
-      del self._buffers[bucket]
-      yield bucket, encode_batch(buffer)
+  def process(self, element):
+    if isinstance(element, (pa.Table, pa.RecordBatch)):
+      yield from self._add_table(element)
+    else:
+      bucket = bucket_of(self._key_fn(element), self._num_buckets)
+      self._rows.setdefault(bucket, []).append(element)
+      yield from self._grown(bucket, 1)
+
+  def _add_table(self, table):
+    if self._key_column is None:
+      raise TypeError(f'GroupIntoBuckets got a table but has no key column for {self._record_type}')
+    if not table.num_rows:
+      return
+    buckets = buckets_of_column(self._key_column(table), self._num_buckets)
+    for bucket in np.unique(buckets).tolist():
+      part = table.filter(pa.array(buckets == bucket))
+      self._tables.setdefault(bucket, []).append(part)
+      yield from self._grown(bucket, part.num_rows)
+
+  def _grown(self, bucket: int, rows: int):
+    self._sizes[bucket] = self._sizes.get(bucket, 0) + rows
+    if self._sizes[bucket] >= BATCH_SIZE:
+      yield bucket, self._take(bucket)
+
+  def _take(self, bucket: int) -> bytes:
+    del self._sizes[bucket]
+    parts = self._tables.pop(bucket, [])
+    rows = self._rows.pop(bucket, None)
+    if rows:
+      parts.append(event_batches.to_batch(self._record_type, rows))
+    return event_batches.encode(event_batches.concat(self._record_type, parts))
 
   def finish_bundle(self):
-    for bucket, buffer in self._buffers.items():
-      yield WindowedValue((bucket, encode_batch(buffer)), MIN_TIMESTAMP, [GlobalWindow()])
-    self._buffers = {}
+    for bucket in list(self._sizes):
+      yield WindowedValue((bucket, self._take(bucket)), MIN_TIMESTAMP, [GlobalWindow()])
 
 
 class GroupIntoBuckets(beam.PTransform):
-  """PCollection[T] to PCollection[(bucket, Iterable[bytes])] by hash of key_fn.
+  """PCollection[T or Table of T] to PCollection[(bucket, Iterable[bytes])] by hash of key.
 
-  A batch crosses the shuffle as one bytes value (record_coder.encode_batch);
-  consumers read a bucket with ``bucket_records``. Decoding is left to them
-  on purpose: a PCollection of decoded lists would have Beam estimate element
-  sizes by encoding thousands of records again.
+  ``key_fn`` gives a record's key, ``key_column`` the keys of a table's rows
+  (the same keys: both feed bucket_of). A batch crosses the shuffle as one
+  bytes value; consumers read a bucket with ``bucket_table``.
 
   Also takes a tuple of PCollections: each is batched where it is produced
   and only the batches are flattened, so no stage boundary ever sees the
   elements one by one.
   """
 
-  def __init__(self, key_fn: Callable[[T], str], num_buckets: int = 16):
+  def __init__(
+    self,
+    key_fn: KeyFn,
+    num_buckets: int = 16,
+    record_type: Optional[type] = None,
+    key_column: Optional[KeyColumnFn] = None,
+  ):
     super().__init__()
     if num_buckets < 1:
       raise ValueError(f'num_buckets must be at least 1, got {num_buckets}')
     self._key_fn = key_fn
     self._num_buckets = num_buckets
+    self._record_type = record_type
+    self._key_column = key_column
 
   def expand(self, inputs):
     pcolls = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
@@ -88,12 +141,15 @@ class GroupIntoBuckets(beam.PTransform):
           'GroupIntoBuckets is a batch shuffle and needs the global window; '
           f'got {pcoll.windowing.windowfn}'
         )
+    record_type = self._record_type or pcolls[0].element_type
+    if not hasattr(record_type, '_fields'):
+      raise ValueError(f'GroupIntoBuckets needs a record (NamedTuple) type, got {record_type}')
     batches = [
       pcoll
       | f'BatchByBucket{n}'
-      >> beam.ParDo(_BatchByBucket(self._key_fn, self._num_buckets)).with_output_types(
-        tuple[int, bytes]
-      )
+      >> beam.ParDo(
+        _BatchByBucket(record_type, self._key_fn, self._key_column, self._num_buckets)
+      ).with_output_types(tuple[int, bytes])
       for n, pcoll in enumerate(pcolls)
     ]
     if len(batches) > 1:
@@ -101,7 +157,11 @@ class GroupIntoBuckets(beam.PTransform):
     return batches[0] | 'ShuffleBuckets' >> beam.GroupByKey()
 
 
-def bucket_records(encoded_batches: Iterable[bytes], record_type: type) -> Iterator:
-  """The records of one bucket, from GroupIntoBuckets' encoded batches."""
-  for batch in encoded_batches:
-    yield from decode_batch(batch, record_type)
+def bucket_table(encoded_batches: Iterable[bytes], record_type: type) -> pa.Table:
+  """All rows of one bucket, from GroupIntoBuckets' encoded batches, as one table."""
+  return event_batches.concat(record_type, map(event_batches.decode, encoded_batches))
+
+
+def bucket_records(encoded_batches: Iterable[bytes], record_type: type) -> list:
+  """The rows of one bucket as records of ``record_type``."""
+  return event_batches.from_batch(record_type, bucket_table(encoded_batches, record_type))

@@ -8,7 +8,7 @@ streaming.py). Copies equal in every column, the common case (retries,
 overlapping exports), give the same row whichever is kept. Every dropped
 copy is counted as a duplicate of its source.
 
-    events | DeduplicateEvents()
+    events | DeduplicateEvents()   -> tables of Events (event_batches)
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms import accounting
+from transforms.event_batches import from_batch, to_batch
 from transforms.records import EVENT_COLUMNS, Event
-from transforms.sessions.bucketed_grouping import GroupIntoBuckets, bucket_records
+from transforms.sessions.bucketed_grouping import GroupIntoBuckets, bucket_table
 
 ROW_FIELDS = len(EVENT_COLUMNS)  # the row: what the preference weighs
 
@@ -48,17 +51,40 @@ def deduplicate(events: Iterable[Event]) -> Iterator[tuple[Event, list[Event]]]:
     yield kept, [copy for copy in copies if copy is not kept]
 
 
+def deduplicate_table(events: pa.Table) -> tuple[pa.Table, list[str]]:
+  """(one row per event_id, the sources of the dropped copies) for a table of Events.
+
+  Copies are rare, so only the rows whose id repeats go through keep_first
+  as records; the rest pass as columns.
+  """
+  counts = events.group_by('event_id').aggregate([('event_id', 'count')])
+  repeated = counts.filter(pc.greater(counts['event_id_count'], 1))['event_id']
+  if not len(repeated):
+    return events, []
+  is_copy = pc.is_in(events['event_id'], value_set=repeated.combine_chunks())
+  kept, dropped = [], []
+  for first, copies in deduplicate(from_batch(Event, events.filter(is_copy))):
+    kept.append(first)
+    dropped.extend(copy.source for copy in copies)
+  singles = events.filter(pc.invert(is_copy))
+  return pa.concat_tables([singles, pa.Table.from_batches([to_batch(Event, kept)])]), dropped
+
+
 class _DeduplicateBucket(accounting.CountingDoFn):
   def process(self, bucket):
     _, batches = bucket
-    for kept, dropped in deduplicate(bucket_records(batches, Event)):
-      for copy in dropped:
-        self.count(accounting.DUPLICATE, copy.source)
-      yield kept
+    kept, dropped = deduplicate_table(bucket_table(batches, Event))
+    for source in dropped:
+      self.count(accounting.DUPLICATE, source)
+    yield kept
+
+
+def event_ids(table: pa.Table):
+  return table['event_id']
 
 
 class DeduplicateEvents(beam.PTransform):
-  """Batch dedup by event_id (global window)."""
+  """Batch dedup by event_id (global window): Events (or tables of them) to tables of Events."""
 
   def __init__(self, num_buckets: int = 16):
     super().__init__()
@@ -67,6 +93,10 @@ class DeduplicateEvents(beam.PTransform):
   def expand(self, events):
     return (
       events
-      | 'GroupByEventId' >> GroupIntoBuckets(lambda event: event.event_id, self._num_buckets)
-      | 'KeepOnePerId' >> beam.ParDo(_DeduplicateBucket()).with_output_types(Event)
+      | 'GroupByEventId' >> GroupIntoBuckets(event_id_of, self._num_buckets, Event, event_ids)
+      | 'KeepOnePerId' >> beam.ParDo(_DeduplicateBucket()).with_output_types(pa.Table)
     )
+
+
+def event_id_of(event: Event) -> str:
+  return event.event_id

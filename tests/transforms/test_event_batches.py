@@ -1,0 +1,54 @@
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.testing.util import assert_that, equal_to
+
+from tests.conftest import beam_pipeline
+from tests.transforms.helpers import make_event, table_rows
+from transforms import event_batches
+from transforms.records import Event, SessionRow
+
+
+def some_events():
+  return [
+    make_event('e1', 0, price='19.99', currency='EUR', quantity=2, is_bot=False),
+    make_event('e2', 1.5, key=None, user_id='u1', properties='{"a":"é"}'),
+    make_event('e3', 2, is_bot=True, page_url='/p/1'),
+  ]
+
+
+def test_a_batch_gives_back_the_records_that_went_in():
+  events = some_events()
+  batch = event_batches.to_batch(Event, events)
+  assert batch.schema == event_batches.schema_of(Event)
+  assert event_batches.from_batch(Event, batch) == events
+  assert event_batches.from_batch(Event, event_batches.to_batch(Event, [])) == []
+
+
+def test_types_follow_the_record_fields():
+  schema = event_batches.schema_of(SessionRow)
+  assert schema.field('session_start').type == pa.int64()
+  assert schema.field('duration_s').type == pa.float64()
+  assert schema.field('is_bot').type == pa.bool_()
+  assert schema.field('revenue').type == pa.string()  # decimal text, cast only at the sink
+
+
+def test_the_wire_form_is_compressed_and_exact():
+  events = some_events() * 500
+  table = pa.Table.from_batches([event_batches.to_batch(Event, events)])
+  encoded = event_batches.encode(table)
+  assert event_batches.decode(encoded).equals(table)
+  assert len(encoded) < table.nbytes / 5
+
+
+def test_tables_cross_a_stage_boundary_with_their_coder():
+  assert isinstance(beam.coders.registry.get_coder(pa.Table), event_batches.TableCoder)
+  tables = [pa.Table.from_batches([event_batches.to_batch(Event, some_events())])]
+  with beam_pipeline() as p:
+    out = (
+      p
+      | beam.Create(tables).with_output_types(pa.Table)
+      | beam.Reshuffle()
+      | table_rows(Event)
+      | beam.Map(lambda e: e.event_id)
+    )
+    assert_that(out, equal_to(['e1', 'e2', 'e3']))

@@ -1,0 +1,104 @@
+"""Record batches: the event chain's rows as Arrow columns, and their wire form.
+
+A batch holds records of one NamedTuple type column by column, with the
+record's own field names and Python-equivalent types (times as int64
+microseconds, money as decimal strings), so a row read back from a batch is
+the record that went in. Tables cast to their Parquet schema only at the sink.
+
+Between stages a batch travels as Arrow IPC bytes compressed with zstd: one
+element for thousands of rows, no pickled tuples, and (measured on the
+prototype) about a third of the memory of uncompressed buffers in a shuffle.
+
+    batch = to_batch(Event, events)
+    events == from_batch(Event, batch)
+    decode(encode(batch)).equals(batch)
+"""
+
+from __future__ import annotations
+
+import functools
+import typing
+from collections.abc import Iterable, Sequence
+from typing import Union
+
+import pyarrow as pa
+from apache_beam import coders
+
+Table = Union[pa.Table, pa.RecordBatch]
+
+_ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression='zstd')
+
+
+@functools.cache
+def schema_of(record_type: type) -> pa.Schema:
+  """The Arrow schema of a NamedTuple of str/int/float/bool (Optional or not) fields."""
+  hints = typing.get_type_hints(record_type)
+  fields = []
+  for name in record_type._fields:  # type: ignore[attr-defined]
+    hint = hints[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    python_type = args[0] if args else hint
+    if python_type not in _ARROW_TYPES:
+      raise TypeError(f'{record_type.__name__}.{name}: {hint} has no batch column type')
+    fields.append(pa.field(name, _ARROW_TYPES[python_type]))
+  return pa.schema(fields)
+
+
+def to_batch(record_type: type, records: Sequence[tuple]) -> pa.RecordBatch:
+  """Records of ``record_type`` as one RecordBatch in ``schema_of(record_type)``."""
+  schema = schema_of(record_type)
+  if not records:
+    return pa.RecordBatch.from_pylist([], schema)
+  columns = zip(*records, strict=True)
+  return pa.RecordBatch.from_arrays(
+    [pa.array(values, field.type) for values, field in zip(columns, schema, strict=True)],
+    schema=schema,
+  )
+
+
+def from_batch(record_type: type, batch: Table) -> list:
+  """The records of a batch (or table) of ``schema_of(record_type)``, in order."""
+  make = record_type._make  # type: ignore[attr-defined]
+  columns = [batch.column(name).to_pylist() for name in record_type._fields]  # type: ignore[attr-defined]
+  return [make(row) for row in zip(*columns, strict=True)]
+
+
+def concat(record_type: type, batches: Iterable[Table]) -> pa.Table:
+  """One table of every batch; an empty table of the type's schema when there are none."""
+  tables = [b if isinstance(b, pa.Table) else pa.Table.from_batches([b]) for b in batches]
+  if not tables:
+    return schema_of(record_type).empty_table()
+  return pa.concat_tables(tables)
+
+
+def encode(batch: Table) -> bytes:
+  """A batch or table as zstd-compressed Arrow IPC stream bytes."""
+  sink = pa.BufferOutputStream()
+  with pa.ipc.new_stream(sink, batch.schema, options=_IPC_OPTIONS) as writer:
+    writer.write(batch)
+  return sink.getvalue().to_pybytes()
+
+
+def decode(encoded: bytes) -> pa.Table:
+  return pa.ipc.open_stream(encoded).read_all()
+
+
+class TableCoder(coders.Coder):
+  """A pyarrow Table as zstd IPC bytes: what a runner uses where a stage boundary
+  materializes tables (portable runners, or when fusion breaks)."""
+
+  def encode(self, value: pa.Table) -> bytes:
+    return encode(value)
+
+  def decode(self, encoded: bytes) -> pa.Table:
+    return decode(encoded)
+
+  def is_deterministic(self) -> bool:
+    return False
+
+  def to_type_hint(self):
+    return pa.Table
+
+
+coders.registry.register_coder(pa.Table, TableCoder)
