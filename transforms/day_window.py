@@ -148,9 +148,17 @@ class _KeepIn(accounting.CountingDoFn):
     return table.filter(kept)
 
 
-def keep_in_context(window: DayWindow, time_of: Callable, record_type: type):
-  """Input records (events, order lines) inside the day's context; others counted."""
-  return beam.ParDo(_KeepIn(time_of, window.in_context, True)).with_output_types(record_type)
+def keep_in_context(
+  window: DayWindow, time_of: Callable, record_type: type, column: Optional[str] = None
+):
+  """Input records (events, order lines) inside the day's context; others counted.
+
+  With ``column``, the elements are Arrow tables of records, filtered by it.
+  """
+  keep = _KeepIn(
+    time_of, window.in_context, True, column, (window.context_start_us, window.context_end_us)
+  )
+  return beam.ParDo(keep).with_output_types(pa.Table if column else record_type)
 
 
 def keep_in_day(

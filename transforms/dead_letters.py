@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Optional, Union
 
+import apache_beam as beam
+import pyarrow as pa
 from apache_beam import pvalue
 
 from transforms import accounting
+from transforms.event_batches import to_batch
 from transforms.records import DEAD_LETTER_TAG, DeadLetter, RawRecord
 
 # Payloads above this are not parsed; the dead letter keeps their first bytes.
@@ -91,12 +94,58 @@ class ParseRecords(accounting.CountingDoFn):
     self._step = step
 
   def process(self, record: RawRecord) -> Iterator[Union[tuple, pvalue.TaggedOutput]]:
+    outcome = self.outcome(record)
+    if isinstance(outcome, DeadLetter):
+      yield pvalue.TaggedOutput(DEAD_LETTER_TAG, outcome)
+    elif outcome is not None:
+      yield outcome
+
+  def outcome(self, record: RawRecord) -> Optional[tuple]:
+    """The parsed record, its DeadLetter, or None when filtered; counted either way."""
     self.count(accounting.READ, record.source)
     try:
       check_size(record)
-      yield self._parse(record)
+      return self._parse(record)
     except RecordFiltered as filtered:
       self.count(accounting.FILTERED, record.source)
       self.count(accounting.FILTERED_REASON, filtered.reason)
+      return None
     except RecordError as error:
-      yield pvalue.TaggedOutput(DEAD_LETTER_TAG, make_dead_letter(record, error, self._step))
+      return make_dead_letter(record, error, self._step)
+
+
+class ParseChunks(ParseRecords):
+  """ParseRecords over lists of RawRecords: each list's records as one Arrow table
+  (event_batches) on the main output; dead letters one by one, as ParseRecords."""
+
+  def __init__(self, parse: ParseFn, step: str, record_type: type):
+    super().__init__(parse, step)
+    self._record_type = record_type
+
+  def process(self, chunk: list[RawRecord]) -> Iterator[Union[pa.Table, pvalue.TaggedOutput]]:
+    parsed = []
+    for record in chunk:
+      outcome = self.outcome(record)
+      if isinstance(outcome, DeadLetter):
+        yield pvalue.TaggedOutput(DEAD_LETTER_TAG, outcome)
+      elif outcome is not None:
+        parsed.append(outcome)
+    if parsed:
+      yield pa.Table.from_batches([to_batch(self._record_type, parsed)])
+
+
+class ParseLineChunks(beam.PTransform):
+  """Lists of RawRecords (ReadLines with chunk_lines) to tables of parsed records on
+  ``main_tag`` and DeadLetters on DEAD_LETTER_TAG."""
+
+  def __init__(self, parse: ParseFn, step: str, record_type: type, main_tag: str):
+    super().__init__()
+    self._dofn = ParseChunks(parse, step, record_type)
+    self._main_tag = main_tag
+
+  def expand(self, chunks):
+    outputs = chunks | 'ParseChunks' >> beam.ParDo(self._dofn).with_output_types(
+      pa.Table
+    ).with_outputs(DEAD_LETTER_TAG, main=self._main_tag)
+    outputs[DEAD_LETTER_TAG].element_type = DeadLetter
+    return outputs

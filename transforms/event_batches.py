@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import functools
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Union
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam import coders
 
 Table = Union[pa.Table, pa.RecordBatch]
@@ -74,6 +76,10 @@ def concat(record_type: type, batches: Iterable[Table]) -> pa.Table:
 
 def encode(batch: Table) -> bytes:
   """A batch or table as zstd-compressed Arrow IPC stream bytes."""
+  if isinstance(batch, pa.Table):
+    # One message per chunk, each compressed alone: 100 chunks of 200 rows took
+    # 15x as long as the same rows in one chunk (measured).
+    batch = batch.combine_chunks()
   sink = pa.BufferOutputStream()
   with pa.ipc.new_stream(sink, batch.schema, options=_IPC_OPTIONS) as writer:
     writer.write(batch)
@@ -82,6 +88,35 @@ def encode(batch: Table) -> bytes:
 
 def decode(encoded: bytes) -> pa.Table:
   return pa.ipc.open_stream(encoded).read_all()
+
+
+def map_distinct(columns: Sequence, fn: Callable, types: Sequence[pa.DataType]) -> list[pa.Array]:
+  """``fn(*values)`` of each row, called once per distinct combination of the columns.
+
+  ``fn`` returns one value per type (a bare value when there is one type);
+  the results are spread back over the rows as one array per type. Nulls are
+  values like any other. Enrichment sees few distinct user agents, IPs and
+  URLs per batch, so this is where record-at-a-time work becomes per-value.
+  """
+  distinct_values, codes = [], np.zeros(len(columns[0]), dtype=np.int64)
+  for column in columns:
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    values = encoded.dictionary.to_pylist() + [None]
+    distinct_values.append(values)
+    column_codes = pc.fill_null(encoded.indices, len(values) - 1).to_numpy()
+    codes = codes * len(values) + column_codes
+  combinations, rows = np.unique(codes, return_inverse=True)
+  results = []
+  for combination in combinations.tolist():
+    args = []
+    for values in reversed(distinct_values):
+      combination, code = divmod(combination, len(values))
+      args.append(values[code])
+    results.append(fn(*reversed(args)))
+  rows = pa.array(rows)
+  if len(types) == 1:
+    return [pa.array(results, types[0]).take(rows)]
+  return [pa.array([r[i] for r in results], kind).take(rows) for i, kind in enumerate(types)]
 
 
 class TableCoder(coders.Coder):

@@ -160,14 +160,33 @@ def parse_file(file: InputFile, parse, record_length: Optional[int] = None) -> I
 
 
 class _ReadFileLines(beam.DoFn):
-  """One InputFile to one RawRecord per line (or per fixed-length record);
-  an unreadable rest is a dead letter."""
+  """One InputFile to one RawRecord per line (or per fixed-length record), or
+  to lists of up to ``chunk_lines`` RawRecords; an unreadable rest is a dead letter."""
 
-  def __init__(self, show_progress: bool, record_length: Optional[int]):
+  def __init__(
+    self, show_progress: bool, record_length: Optional[int], chunk_lines: Optional[int] = None
+  ):
     self._show_progress = show_progress
     self._record_length = record_length
+    self._chunk_lines = chunk_lines
 
   def process(self, file: InputFile) -> Iterator:
+    if self._chunk_lines is None:
+      yield from self._records(file)
+      return
+    chunk: list[RawRecord] = []
+    for record in self._records(file):
+      if isinstance(record, pvalue.TaggedOutput):
+        yield record
+        continue
+      chunk.append(record)
+      if len(chunk) >= self._chunk_lines:
+        yield chunk
+        chunk = []
+    if chunk:
+      yield chunk
+
+  def _records(self, file: InputFile) -> Iterator:
     source = file.source
     raw, stream = open_input(file.path)
     started = time.monotonic()
@@ -223,23 +242,33 @@ class _ReadFileLines(beam.DoFn):
 
 
 class ReadLines(beam.PTransform):
-  """PBegin to RawRecords (main) and DeadLetters (DEAD_LETTER_TAG) of the files."""
+  """PBegin to RawRecords (main) and DeadLetters (DEAD_LETTER_TAG) of the files.
+
+  With ``chunk_lines`` the main output holds lists of up to that many
+  RawRecords, for parsers that work a chunk at a time (ParseChunks).
+  """
 
   def __init__(
-    self, files: list[InputFile], show_progress: bool = False, record_length: Optional[int] = None
+    self,
+    files: list[InputFile],
+    show_progress: bool = False,
+    record_length: Optional[int] = None,
+    chunk_lines: Optional[int] = None,
   ):
     super().__init__()
     self._files = files
     self._show_progress = show_progress
     self._record_length = record_length
+    self._chunk_lines = chunk_lines
 
   def expand(self, pbegin):
+    main_type = list[RawRecord] if self._chunk_lines else RawRecord
     outputs = (
       pbegin
       | 'ListFiles' >> beam.Create(self._files)
       | 'ReadFileLines'
-      >> beam.ParDo(_ReadFileLines(self._show_progress, self._record_length))
-      .with_output_types(RawRecord)
+      >> beam.ParDo(_ReadFileLines(self._show_progress, self._record_length, self._chunk_lines))
+      .with_output_types(main_type)
       .with_outputs(DEAD_LETTER_TAG, main='records')
     )
     return typed_outputs(outputs, **{DEAD_LETTER_TAG: DeadLetter})

@@ -42,6 +42,7 @@ from beam_pipelines.io.sources import (
 from beam_pipelines.pipelines import execution
 from beam_pipelines.pipelines.options import ShopstreamOptions, parse_pipeline_options
 from transforms import accounting, day_window
+from transforms.dead_letters import ParseLineChunks
 from transforms.enrich.events import EnrichEvents
 from transforms.enrich.product_dimension import (
   PARSED_TAG,
@@ -54,9 +55,10 @@ from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
 from transforms.event_batches import from_batch
 from transforms.event_time import parse_event_time
 from transforms.orders import BuildOrders
+from transforms.parse import parse_access_log, parse_events
 from transforms.parse.fixed_width import Layout, load_layout
-from transforms.parse.parse_access_log import ParseAccessLog
-from transforms.parse.parse_events import ParseEventsJsonl
+from transforms.parse.parse_access_log import AccessLogParser
+from transforms.parse.parse_events import EventLineParser
 from transforms.parse.parse_fixed_orders import REQUIRED_COLUMNS, ParseFixedWidthOrders
 from transforms.parse.parse_orders import ParseOrdersCsv
 from transforms.records import (
@@ -77,6 +79,10 @@ from transforms.sessions.deduplicate import DeduplicateEvents
 from transforms.sessions.sessionize import Sessionize
 
 _LOGGER = logging.getLogger(__name__)
+
+# Lines parsed into one Arrow table: big enough that per-element costs vanish,
+# small enough that a chunk of long access-log lines stays a few MB.
+CHUNK_LINES = 20_000
 
 # The main output tag of each kind's parser.
 MAIN_OUTPUT = {
@@ -143,9 +149,13 @@ def build_pipeline(
   run_id = opts.run_id or new_run_id()
   show_progress = opts.progress == 'auto'
   layout = fixed_layout(opts, files)
+  # Event lines are parsed a chunk at a time into Arrow tables; the other
+  # kinds (few rows, multi-line CSV records) one record at a time.
+  line_parsers = {
+    EVENTS_JSONL: (EventLineParser(opts.default_currency, now_us), parse_events.STEP),
+    ACCESS_LOG: (AccessLogParser(pseudonymizer, now_us), parse_access_log.STEP),
+  }
   parsers = {
-    EVENTS_JSONL: lambda: ParseEventsJsonl(opts.default_currency, now_us),
-    ACCESS_LOG: lambda: ParseAccessLog(pseudonymizer, now_us),
     ORDERS_CSV: lambda: ParseOrdersCsv(
       pseudonymizer, opts.orders_timezone, opts.default_currency, now_us
     ),
@@ -167,10 +177,15 @@ def build_pipeline(
   for kind in sorted({f.kind for f in files}):
     # EBCDIC exports have no line separator: records are cut by the layout's length.
     record_length = layout.record_length if kind == ORDERS_FIXED and not layout.newline else None
+    chunk_lines = CHUNK_LINES if kind in line_parsers else None
     read = p | f'Read {kind}' >> ReadLines(
-      [f for f in files if f.kind == kind], show_progress, record_length
+      [f for f in files if f.kind == kind], show_progress, record_length, chunk_lines
     )
-    outputs = read['records'] | f'Parse {kind}' >> parsers[kind]()
+    if kind in line_parsers:
+      parse = ParseLineChunks(*line_parsers[kind], Event, EVENTS_TAG)
+    else:
+      parse = parsers[kind]()
+    outputs = read['records'] | f'Parse {kind}' >> parse
     parsed[kind] = outputs[MAIN_OUTPUT[kind]]
     dead_letters.extend([read[DEAD_LETTER_TAG], outputs[DEAD_LETTER_TAG]])
 
@@ -181,14 +196,15 @@ def build_pipeline(
   events = [
     parsed[kind]
     | f'Enrich {kind}' >> EnrichEvents(pseudonymizer, opts.site_host)
-    | f'JoinProducts {kind}' >> join(Event)
+    | f'JoinProducts {kind}' >> join(pa.Table)
     for kind in EVENT_KINDS
     if kind in parsed
   ]
   if window:
     events = [
       kind_events
-      | f'Context {n}' >> day_window.keep_in_context(window, day_window.event_time_of, Event)
+      | f'Context {n}'
+      >> day_window.keep_in_context(window, day_window.event_time_of, Event, 'event_time')
       for n, kind_events in enumerate(events)
     ]
   if events:

@@ -1,12 +1,15 @@
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import make_event
-from transforms.enrich.events import EnrichEvents, enrich_event
+from transforms.enrich.events import EnrichEvents, enrich_event, enrich_table
 from transforms.enrich.geo import country_for_ip
 from transforms.enrich.marketing import Utm, classify_channel, referrer_host, utm_parameters
 from transforms.enrich.user_agent import parse_user_agent
+from transforms.event_batches import from_batch, map_distinct, to_batch
+from transforms.records import Event
 
 IPHONE = (
   'Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 '
@@ -104,3 +107,47 @@ def test_a_huge_user_agent_is_judged_by_its_first_512_characters():
   huge = head + 'x' * 200_000
   assert parse_user_agent(huge) == parse_user_agent(huge[:MAX_USER_AGENT_CHARS])
   assert parse_user_agent(huge).is_bot
+
+
+def test_the_table_form_gives_enrich_event_for_every_row(pseudonymizer):
+  agents = [IPHONE, IPAD, CHROME, None, 'curl/8.0', IPHONE]
+  referrers = [None, 'https://www.google.com/', 'https://shop.example/cart', 'https://t.co/x']
+  pages = [
+    'https://shop.example/?utm_source=newsletter&utm_medium=email',
+    '/p/1',
+    None,
+    'https://shop.example/c/12?utm_medium=cpc&utm_source=google',
+  ]
+  events = [
+    make_event(
+      f'e{n}',
+      n,
+      user_id=['Jane.Doe@example.com', None, 'C-1'][n % 3],
+      ip=['81.2.69.142', '8.8.8.8', None, '10.0.0.1', '2001:4860:4860::8888'][n % 5],
+      user_agent=agents[n % len(agents)],
+      page_url=pages[n % len(pages)],
+      referrer=referrers[(n // 2) % len(referrers)],
+      properties=[None, '{"mail":"a@b.example"}'][n % 2],
+    )
+    for n in range(60)
+  ]
+  table = pa.Table.from_batches([to_batch(Event, events)])
+  for site_host in (None, 'shop.example'):
+    enriched = from_batch(Event, enrich_table(table, pseudonymizer, site_host))
+    assert enriched == [enrich_event(event, pseudonymizer, site_host) for event in events]
+
+
+def test_map_distinct_calls_once_per_distinct_combination():
+  calls = []
+
+  def pair(a, b):
+    calls.append((a, b))
+    return f'{a}-{b}'
+
+  left = pa.chunked_array([['x', 'y', None], ['x', 'x']])
+  right = pa.chunked_array([['1', '1', '2'], [None, '1']])
+  (joined,) = map_distinct([left, right], pair, [pa.string()])
+  assert joined.to_pylist() == ['x-1', 'y-1', 'None-2', 'x-None', 'x-1']
+  assert sorted(calls, key=repr) == sorted(
+    [('x', '1'), ('y', '1'), (None, '2'), ('x', None)], key=repr
+  )

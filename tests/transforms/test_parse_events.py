@@ -1,12 +1,14 @@
 import apache_beam as beam
+import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import NOW_US, beam_pipeline
 from tests.golden import assert_matches_golden, outcomes
 from transforms import dead_letters
+from transforms.event_batches import from_batch
 from transforms.parse.parse_events import EventLineParser, ParseEventsJsonl
-from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, RawRecord
+from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, Event, RawRecord
 
 SOURCE = 'events-jsonl:fixtures/events.jsonl'
 
@@ -84,3 +86,30 @@ def test_without_a_fixed_now_each_record_is_bounded_by_its_arrival():
   with pytest.raises(dead_letters.RecordError) as skewed:
     stream_parser(record(2 * day_us))
   assert skewed.value.reason == 'clock_skew'
+
+
+def test_a_chunk_parses_to_the_records_and_letters_of_its_lines_one_by_one():
+  lines = [
+    b'{"event_type":"view","event_time":1772362800,"anonymous_id":"a1"}',
+    b'not json',
+    b'',
+    b'{"event_type":"purchase","event_time":"2026-03-01T10:00:00Z","user_id":"u","price":"9.5"}',
+    b'{"event_type":"teleport","event_time":1772362800,"anonymous_id":"a1"}',
+  ]
+  chunk = [RawRecord(SOURCE, n, line, 0) for n, line in enumerate(lines, 1)]
+  parse = EventLineParser('EUR', NOW_US)
+
+  def run(dofn, elements):
+    dofn.start_bundle()
+    out = [o for element in elements for o in dofn.process(element)]
+    dofn.finish_bundle()
+    return out
+
+  one_by_one = run(dead_letters.ParseRecords(parse, 'step'), chunk)
+  chunked = run(dead_letters.ParseChunks(parse, 'step', Event), [chunk])
+  tables = [o for o in chunked if isinstance(o, pa.Table)]
+  assert len(tables) == 1
+  assert from_batch(Event, tables[0]) == [o for o in one_by_one if isinstance(o, Event)]
+  letters = [o.value for o in one_by_one if isinstance(o, beam.pvalue.TaggedOutput)]
+  assert [o.value for o in chunked if isinstance(o, beam.pvalue.TaggedOutput)] == letters
+  assert [letter.position for letter in letters] == ['2', '5']

@@ -1,4 +1,5 @@
 import apache_beam as beam
+import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -9,9 +10,11 @@ from transforms.enrich.product_dimension import (
   JoinProductDimension,
   KeyedDimension,
   join_product,
+  join_product_table,
   parse_catalog_line,
   parse_taxonomy_line,
 )
+from transforms.event_batches import from_batch, to_batch
 from transforms.records import Category, Event, Product, RawRecord
 
 
@@ -87,3 +90,19 @@ def test_pipeline_keeps_the_first_listing_and_joins_as_side_input():
       joined | beam.Map(lambda e: (e.event_id, e.brand, e.category_path)),
       equal_to([('e1', 'Other', 'Apparel > Shoes'), ('e2', None, None)]),
     )
+
+
+def test_the_table_join_gives_the_record_join():
+  events = [
+    make_event('a', 0, product_id='SKU-1'),
+    make_event('b', 1, category_id='12'),
+    make_event('c', 2, product_id='SKU-404'),
+    make_event('d', 3),
+    make_event('e', 4, product_id='SKU-1', category_id='12'),
+    make_event('f', 5, product_id='SKU-404', category_id='12', brand='kept?'),
+  ]
+  table = pa.Table.from_batches([to_batch(Event, events)])
+  joined, unknown = join_product_table(table, PRODUCTS, CATEGORIES)
+  expected = [join_product(event, PRODUCTS, CATEGORIES) for event in events]
+  assert from_batch(Event, joined) == [record for record, _ in expected]
+  assert unknown.to_pylist() == [flag for _, flag in expected]

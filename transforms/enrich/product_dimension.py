@@ -21,10 +21,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Optional
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam import pvalue
 
 from transforms import accounting
 from transforms.dead_letters import ParseRecords, RecordError, RecordFiltered
+from transforms.event_batches import map_distinct
 from transforms.parse.csv_lines import csv_fields, decode_legacy
 from transforms.records import (
   DEAD_LETTER_TAG,
@@ -136,6 +139,28 @@ class KeyedDimension(beam.PTransform):
     )
 
 
+PRODUCT_COLUMNS = ('category_id', 'category_path', 'brand', 'product_title')
+
+
+def product_columns(
+  product_id: Optional[str], category_id: Optional[str], products: dict, categories: dict
+) -> tuple[Optional[tuple], bool]:
+  """(the PRODUCT_COLUMNS values a record gets, or None to keep its own; whether its
+  product is unknown), from the record's product_id and category_id."""
+  product: Optional[Product] = products.get(product_id) if product_id else None
+  category_id = category_id or (product.category_id if product else None)
+  category = categories.get(category_id) if category_id else None
+  if product is None and category is None:
+    return None, product_id is not None
+  columns = (
+    category_id,
+    category.category_path if category else None,
+    product.brand if product else None,
+    product.product_title if product else None,
+  )
+  return columns, product is None and product_id is not None
+
+
 def join_product(record, products: dict, categories: dict) -> tuple:
   """(the record with its product's columns, whether its product is unknown).
 
@@ -144,21 +169,41 @@ def join_product(record, products: dict, categories: dict) -> tuple:
   """
   if getattr(record, 'line_type', PRODUCT_LINE) != PRODUCT_LINE:
     return record, False
-  product: Optional[Product] = products.get(record.product_id) if record.product_id else None
-  category_id = record.category_id or (product.category_id if product else None)
-  category = categories.get(category_id) if category_id else None
-  if product is None and category is None:
-    return record, record.product_id is not None
-  return record._replace(
-    category_id=category_id,
-    category_path=category.category_path if category else None,
-    brand=product.brand if product else None,
-    product_title=product.product_title if product else None,
-  ), product is None and record.product_id is not None
+  columns, unknown = product_columns(record.product_id, record.category_id, products, categories)
+  if columns is None:
+    return record, unknown
+  return record._replace(**dict(zip(PRODUCT_COLUMNS, columns, strict=True))), unknown
+
+
+def join_product_table(events: pa.Table, products: dict, categories: dict) -> tuple:
+  """join_product for a table of Events (event_batches), once per distinct
+  (product_id, category_id): (the joined table, the unknown-product mask)."""
+
+  def lookup(product_id, category_id):
+    columns, unknown = product_columns(product_id, category_id, products, categories)
+    return (columns is not None, *(columns or (None,) * len(PRODUCT_COLUMNS)), unknown)
+
+  string = pa.string()
+  found, *columns, unknown = map_distinct(
+    [events['product_id'], events['category_id']],
+    lookup,
+    [pa.bool_(), string, string, string, string, pa.bool_()],
+  )
+  joined = events
+  for name, values in zip(PRODUCT_COLUMNS, columns, strict=True):
+    index = joined.schema.get_field_index(name)
+    joined = joined.set_column(index, name, pc.if_else(found, values, joined[name]))
+  return joined, unknown
 
 
 class _JoinProducts(accounting.CountingDoFn):
   def process(self, record, products, categories):
+    if isinstance(record, pa.Table):
+      joined, unknown = join_product_table(record, products, categories)
+      for entry in record.filter(unknown)['source'].value_counts().to_pylist():
+        self.count(UNKNOWN_PRODUCT, entry['values'], entry['counts'])
+      yield joined
+      return
     joined, unknown = join_product(record, products, categories)
     if unknown:
       self.count(UNKNOWN_PRODUCT, record.source)
@@ -166,7 +211,8 @@ class _JoinProducts(accounting.CountingDoFn):
 
 
 class JoinProductDimension(beam.PTransform):
-  """Events or OrderLines with category_id/category_path/brand/product_title filled."""
+  """Events or OrderLines (or tables of Events) with category_id/category_path/brand/
+  product_title filled."""
 
   def __init__(
     self, products: pvalue.PCollection, categories: pvalue.PCollection, record_type: type
