@@ -9,6 +9,7 @@ function so that every parser counts and routes records the same way.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Optional, Union
 
@@ -18,7 +19,7 @@ from apache_beam import pvalue
 
 from transforms import accounting
 from transforms.event_batches import to_batch
-from transforms.records import DEAD_LETTER_TAG, DeadLetter, RawRecord
+from transforms.records import DEAD_LETTER_TAG, DeadLetter, LineChunk, RawRecord
 
 # Payloads above this are not parsed; the dead letter keeps their first bytes.
 MAX_RECORD_BYTES = 1 << 20
@@ -115,27 +116,44 @@ class ParseRecords(accounting.CountingDoFn):
 
 
 class ParseChunks(ParseRecords):
-  """ParseRecords over lists of RawRecords: each list's records as one Arrow table
-  (event_batches) on the main output; dead letters one by one, as ParseRecords."""
+  """ParseRecords over LineChunks of RawRecords: each list's records as one Arrow table
+  (event_batches) on the main output; dead letters one by one, as ParseRecords.
+
+  A parse function with a ``parse_chunk(records)`` method (records of one
+  source, to events, filtered counts by reason and the records it leaves to the
+  line parser; see parse/access_log_chunks.py) parses most of a chunk as columns.
+  """
 
   def __init__(self, parse: ParseFn, step: str, record_type: type):
     super().__init__(parse, step)
     self._record_type = record_type
 
-  def process(self, chunk: list[RawRecord]) -> Iterator[Union[pa.Table, pvalue.TaggedOutput]]:
-    parsed = []
-    for record in chunk:
-      outcome = self.outcome(record)
-      if isinstance(outcome, DeadLetter):
-        yield pvalue.TaggedOutput(DEAD_LETTER_TAG, outcome)
-      elif outcome is not None:
-        parsed.append(outcome)
-    if parsed:
-      yield pa.Table.from_batches([to_batch(self._record_type, parsed)])
+  def process(self, chunk: LineChunk) -> Iterator[Union[pa.Table, pvalue.TaggedOutput]]:
+    parse_chunk = getattr(self._parse, 'parse_chunk', None)
+    for source, records in itertools.groupby(chunk, key=lambda r: r.source):
+      rest = list(records)
+      if parse_chunk is not None:
+        parsed_chunk = parse_chunk(rest)
+        self.count(accounting.READ, source, len(rest) - len(parsed_chunk.rest))
+        for reason, n in parsed_chunk.filtered.items():
+          self.count(accounting.FILTERED, source, n)
+          self.count(accounting.FILTERED_REASON, reason, n)
+        if parsed_chunk.events.num_rows:
+          yield parsed_chunk.events
+        rest = parsed_chunk.rest
+      parsed = []
+      for record in rest:
+        outcome = self.outcome(record)
+        if isinstance(outcome, DeadLetter):
+          yield pvalue.TaggedOutput(DEAD_LETTER_TAG, outcome)
+        elif outcome is not None:
+          parsed.append(outcome)
+      if parsed:
+        yield pa.Table.from_batches([to_batch(self._record_type, parsed)])
 
 
 class ParseLineChunks(beam.PTransform):
-  """Lists of RawRecords (ReadLines with chunk_lines) to tables of parsed records on
+  """LineChunks of RawRecords (ReadLines with chunk_lines) to tables of parsed records on
   ``main_tag`` and DeadLetters on DEAD_LETTER_TAG."""
 
   def __init__(self, parse: ParseFn, step: str, record_type: type, main_tag: str):

@@ -100,6 +100,8 @@ def map_distinct(columns: Sequence, fn: Callable, types: Sequence[pa.DataType]) 
   """
   distinct_values, codes = [], np.zeros(len(columns[0]), dtype=np.int64)
   for column in columns:
+    if isinstance(column, pa.Array):
+      column = pa.chunked_array([column], column.type)
     encoded = pc.dictionary_encode(column).combine_chunks()
     values = encoded.dictionary.to_pylist() + [None]
     distinct_values.append(values)
@@ -128,6 +130,12 @@ class TableCoder(coders.Coder):
 
   def decode(self, encoded: bytes) -> pa.Table:
     return decode(encoded)
+
+  def estimate_size(self, value: pa.Table) -> int:
+    # The runner sizes the first ten elements of every output and then a
+    # sample; the default (len of encode) compressed each whole table again,
+    # and with few, large elements that was every table (seen in a profile).
+    return value.nbytes
 
   def is_deterministic(self) -> bool:
     return False

@@ -14,7 +14,7 @@ from typing import NamedTuple, Optional
 
 from apache_beam import coders
 
-from transforms.record_coder import RecordCoder
+from transforms.record_coder import LineChunkCoder, RecordCoder
 
 # Tags of the tagged outputs that every parser and stage shares.
 DEAD_LETTER_TAG = 'dead_letter'
@@ -259,6 +259,10 @@ class Customer(NamedTuple):
   as_of: int
 
 
+class LineChunk(list):
+  """Consecutive RawRecords of one reader, handed on as one element (see ReadLines)."""
+
+
 for _record in (
   RawRecord,
   Event,
@@ -274,3 +278,4 @@ for _record in (
   Customer,
 ):
   coders.registry.register_coder(_record, RecordCoder)
+coders.registry.register_coder(LineChunk, LineChunkCoder)

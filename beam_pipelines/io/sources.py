@@ -22,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import accounting
 from transforms.event_time import US_PER_SECOND
-from transforms.records import DEAD_LETTER_TAG, DeadLetter, RawRecord, typed_outputs
+from transforms.records import DEAD_LETTER_TAG, DeadLetter, LineChunk, RawRecord, typed_outputs
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def parse_file(file: InputFile, parse, record_length: Optional[int] = None) -> I
 
 class _ReadFileLines(beam.DoFn):
   """One InputFile to one RawRecord per line (or per fixed-length record), or
-  to lists of up to ``chunk_lines`` RawRecords; an unreadable rest is a dead letter."""
+  to LineChunks of up to ``chunk_lines`` RawRecords; an unreadable rest is a dead letter."""
 
   def __init__(
     self, show_progress: bool, record_length: Optional[int], chunk_lines: Optional[int] = None
@@ -174,7 +174,7 @@ class _ReadFileLines(beam.DoFn):
     if self._chunk_lines is None:
       yield from self._records(file)
       return
-    chunk: list[RawRecord] = []
+    chunk = LineChunk()
     for record in self._records(file):
       if isinstance(record, pvalue.TaggedOutput):
         yield record
@@ -182,7 +182,7 @@ class _ReadFileLines(beam.DoFn):
       chunk.append(record)
       if len(chunk) >= self._chunk_lines:
         yield chunk
-        chunk = []
+        chunk = LineChunk()
     if chunk:
       yield chunk
 
@@ -244,7 +244,7 @@ class _ReadFileLines(beam.DoFn):
 class ReadLines(beam.PTransform):
   """PBegin to RawRecords (main) and DeadLetters (DEAD_LETTER_TAG) of the files.
 
-  With ``chunk_lines`` the main output holds lists of up to that many
+  With ``chunk_lines`` the main output holds LineChunks of up to that many
   RawRecords, for parsers that work a chunk at a time (ParseChunks).
   """
 
@@ -262,7 +262,7 @@ class ReadLines(beam.PTransform):
     self._chunk_lines = chunk_lines
 
   def expand(self, pbegin):
-    main_type = list[RawRecord] if self._chunk_lines else RawRecord
+    main_type = LineChunk if self._chunk_lines else RawRecord
     outputs = (
       pbegin
       | 'ListFiles' >> beam.Create(self._files)

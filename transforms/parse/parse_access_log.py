@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from typing import Optional
+from typing import NamedTuple, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import apache_beam as beam
@@ -159,6 +159,36 @@ def filter_reason(method: str, path: str, status: int) -> Optional[str]:
   return f'status_{status // 100}xx'
 
 
+class PageRequest(NamedTuple):
+  """What a page request's method, URL and status say of its event."""
+
+  event_type: str
+  product_id: Optional[str]
+  category_id: Optional[str]
+  quantity: Optional[int]
+  order_id: Optional[str]
+
+
+def page_request(method: str, target: str, status: int) -> PageRequest:
+  """The event fields of a request; raises RecordFiltered when it is no page event."""
+  url = urlsplit(target)
+  reason = filter_reason(method, url.path, status)
+  if reason:
+    raise RecordFiltered(reason)
+  event_type, ids = route(url.path)
+  query = parse_qs(url.query) if url.query and event_type != event_types.PAGE_VIEW else {}
+  quantity = _first(query, 'qty', 'quantity')
+  return PageRequest(
+    event_type=event_type,
+    product_id=ids.get('product_id') or _first(query, 'product', 'sku', 'id'),
+    category_id=ids.get('category_id'),
+    quantity=int(quantity)
+    if quantity and quantity.isdigit() and 0 < int(quantity) <= 1_000_000
+    else None,
+    order_id=_first(query, 'order', 'order_id') if event_type == event_types.PURCHASE else None,
+  )
+
+
 class AccessLogParser:
   """The parse function for one combined-log line; a class so its config pickles."""
 
@@ -199,35 +229,25 @@ class AccessLogParser:
     if problems:
       raise RecordError(problems, event_time)
     method, target = request_match.groups()  # type: ignore[union-attr]
-    url = urlsplit(target)
-    reason = filter_reason(method, url.path, status)
-    if reason:
-      raise RecordFiltered(reason)
-
-    event_type, ids = route(url.path)
-    query = parse_qs(url.query) if url.query and event_type != event_types.PAGE_VIEW else {}
-    product_id = ids.get('product_id') or _first(query, 'product', 'sku', 'id')
+    page = page_request(method, target, status)
     user_agent = _unescape(user_agent) if user_agent and user_agent != '-' else None
     referrer = _unescape(referrer) if referrer and referrer != '-' else None
-    quantity = _first(query, 'qty', 'quantity')
     return Event(
       event_id=content_id(payload),
-      event_type=event_type,
+      event_type=page.event_type,
       event_time=event_time,  # type: ignore[arg-type]
       user_id=user if user != '-' else None,
       anonymous_id=self.pseudonymizer.token(f'{ip}|{user_agent or ""}'),
       session_id=None,
-      product_id=product_id,
-      category_id=ids.get('category_id'),
+      product_id=page.product_id,
+      category_id=page.category_id,
       category_path=None,
       brand=None,
       product_title=None,
       price=None,
       currency=None,
-      quantity=int(quantity)
-      if quantity and quantity.isdigit() and 0 < int(quantity) <= 1_000_000
-      else None,
-      order_id=_first(query, 'order', 'order_id') if event_type == event_types.PURCHASE else None,
+      quantity=page.quantity,
+      order_id=page.order_id,
       page_url=target,
       referrer=referrer,
       browser=None,

@@ -1,0 +1,233 @@
+"""The access-log parser a chunk of lines at a time, as Arrow columns.
+
+Most lines of a real log are plain: ASCII, no escaped quotes, a well-formed
+request and time. Those are parsed as columns: one RE2 expression over the
+chunk, times in numpy, and the URL rules (filter, route, query) once per
+distinct request. Every other line (non-ASCII or control bytes, a backslash, a
+line or time that does not fit, a time out of bounds) goes to the line parser,
+which gives its dead letter and every reason; so a line's outcome does not
+depend on the path it took (tests compare the two paths line by line).
+
+    parser = AccessLogChunkParser(pseudonymizer, now_us)
+    chunk = parser.parse_chunk(records)   # records of one source
+    chunk.events, chunk.filtered, chunk.rest   # rest: for parser(record)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.dead_letters import MAX_RECORD_BYTES, RecordFiltered
+from transforms.event_batches import map_distinct, schema_of
+from transforms.event_time import MAX_FUTURE_US, MIN_PLAUSIBLE_US, US_PER_SECOND
+from transforms.parse.normalize import content_id
+from transforms.parse.parse_access_log import AccessLogParser, page_request
+from transforms.records import Event, RawRecord
+
+# The line shapes the column path takes: COMBINED_LOG and _REQUEST of the line
+# parser, for lines without escapes or quotes outside the quoted fields, with a
+# dd/Mon/yyyy:HH:MM:SS +zzzz time and a path as the target (absolute URLs and
+# "//host" ones, where urlsplit reads a host, take the line parser's way).
+# Matching alone is a DFA pass, several times faster than RE2 extracting
+# groups (measured: 0.05 s against 0.38 s for 82k lines), and in a line of
+# this shape every field sits between known spaces and quotes.
+# [^"\s] is \S inside quotes; control bytes never get here, so RE2's \s is Python's.
+_PLAIN_LINE = (
+  r'^[^\s"]+ [^\s"]+ [^\s"]+ \[\d{2}/[A-Za-z]{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] '
+  r'"[A-Z]+ (?:/[^/"\s][^"\s]*|/)(?: HTTP/\d(?:\.\d)?)?" \d{3} (?:\d+|-)'
+)
+# The optional referrer and user agent of COMBINED_LOG, present.
+_WITH_AGENT = _PLAIN_LINE + r' "[^"]*" "[^"]*"'
+_MONTH_NAMES = pa.array(
+  ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']
+)
+_PAGE_TYPES = (pa.string(), pa.string(), pa.string(), pa.string(), pa.int64(), pa.string())
+
+
+class ParsedChunk(NamedTuple):
+  events: pa.Table  # of schema_of(Event)
+  filtered: dict[str, int]  # reason -> lines deliberately left out
+  rest: list[RawRecord]  # lines for the line parser
+
+
+def plain_lines(payloads: pa.BinaryArray) -> np.ndarray:
+  """Which lines hold only printable ASCII other than a backslash, and are not blank."""
+  offsets = np.frombuffer(payloads.buffers()[1], np.int32)[
+    payloads.offset : payloads.offset + len(payloads) + 1
+  ]
+  data = np.frombuffer(payloads.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+  unusual = np.flatnonzero((data < 0x20) | (data >= 0x7F) | (data == ord('\\')))
+  plain = np.ones(len(payloads), bool)
+  plain[np.searchsorted(offsets, unusual + offsets[0], side='right') - 1] = False
+  lengths = np.diff(offsets)
+  return plain & (lengths > 0) & (lengths <= MAX_RECORD_BYTES)
+
+
+# Where each part of a dd/Mon/yyyy:HH:MM:SS +zzzz time starts and ends.
+_TIME_PARTS = {
+  'day': (0, 2),
+  'month': (3, 6),
+  'year': (7, 11),
+  'hour': (12, 14),
+  'minute': (15, 17),
+  'second': (18, 20),
+  'sign': (21, 22),
+  'off_h': (22, 24),
+  'off_m': (24, 26),
+}
+
+
+def log_times_us(times: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+  """(UTC microseconds, whether the time is a real date) of dd/Mon/yyyy:HH:MM:SS +zzzz texts.
+
+  The rule of parse_access_log.parse_log_time, on columns: day 1-31 and within
+  its month, hour <= 23, minute <= 59, second <= 60 (a leap second counts on).
+  """
+
+  def part(name: str) -> pa.Array:
+    start, stop = _TIME_PARTS[name]
+    return pc.utf8_slice_codeunits(times, start, stop)
+
+  def number(name: str) -> np.ndarray:
+    return pc.cast(part(name), pa.int64()).to_numpy(zero_copy_only=False)
+
+  month_index = pc.index_in(pc.utf8_title(part('month')), value_set=_MONTH_NAMES)
+  valid_month = month_index.is_valid().to_numpy(zero_copy_only=False)
+  month = pc.fill_null(month_index, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+  year, day = number('year'), number('day')
+  hour, minute, second = number('hour'), number('minute'), number('second')
+  first_of_month = ((year - 1970) * 12 + month).astype('datetime64[M]')
+  month_days = (
+    (first_of_month + 1).astype('datetime64[D]') - first_of_month.astype('datetime64[D]')
+  ).astype(np.int64)
+  real = (
+    valid_month
+    & (year >= 1)
+    & (day >= 1)
+    & (day <= month_days)
+    & (hour <= 23)
+    & (minute <= 59)
+    & (second <= 60)
+  )
+  day_start = first_of_month.astype('datetime64[D]').astype(np.int64) + day - 1
+  offset = number('off_h') * 3600 + number('off_m') * 60
+  east = pc.equal(part('sign'), '+').to_numpy(zero_copy_only=False)
+  seconds = (
+    day_start * 86_400 + hour * 3600 + minute * 60 + second - np.where(east, offset, -offset)
+  )
+  return seconds * US_PER_SECOND, real
+
+
+def line_fields(lines: pa.Array) -> dict[str, pa.Array]:
+  """The fields of lines that match _PLAIN_LINE, cut at their spaces and quotes.
+
+  ``ip ident user [time] "METHOD target[ HTTP/v]" status bytes "referrer" "agent"``
+  """
+  # Four more quotes give every line the list slots of a referrer and an agent.
+  quoted = pc.split_pattern(pc.binary_join_element_wise(lines, '""""', ''), '"')
+  prefix = pc.split_pattern(pc.list_element(quoted, 0), ' ')
+  request = pc.split_pattern(pc.list_element(quoted, 1), ' ')
+  after_request = pc.split_pattern(pc.list_element(quoted, 2), ' ')
+  has_agent = pc.match_substring_regex(lines, _WITH_AGENT)
+  absent = pa.nulls(len(lines), pa.string())
+  return {
+    'ip': pc.list_element(prefix, 0),
+    'user': pc.list_element(prefix, 2),
+    'time': pc.utf8_slice_codeunits(
+      pc.binary_join_element_wise(pc.list_element(prefix, 3), pc.list_element(prefix, 4), ' '),
+      1,
+      -1,
+    ),
+    'method': pc.list_element(request, 0),
+    'target': pc.list_element(request, 1),
+    'status': pc.cast(pc.list_element(after_request, 1), pa.int64()),
+    'referrer': pc.if_else(has_agent, pc.list_element(quoted, 3), absent),
+    'user_agent': pc.if_else(has_agent, pc.list_element(quoted, 5), absent),
+  }
+
+
+def _absent(values: pa.Array) -> pa.Array:
+  """'-' and '' (a field the log leaves out) as null."""
+  return pc.if_else(pc.is_in(values, value_set=pa.array(['-', ''])), None, values)
+
+
+class AccessLogChunkParser(AccessLogParser):
+  """AccessLogParser with ``parse_chunk``: plain lines as columns, the rest by line."""
+
+  def page_fields(self, method: str, target: str, status: int) -> tuple:
+    """(filter reason, event_type, product_id, category_id, quantity, order_id)."""
+    try:
+      return (None, *page_request(method, target, status))
+    except RecordFiltered as filtered:
+      return (filtered.reason, None, None, None, None, None)
+
+  def parse_chunk(self, records: Sequence[RawRecord]) -> ParsedChunk:
+    """The events of the plain lines of ``records`` (one source) and the other lines."""
+    payloads = pa.array([r.payload for r in records], pa.binary())
+    candidates = np.flatnonzero(plain_lines(payloads))
+    lines = payloads.take(candidates).cast(pa.string())
+    matched = pc.match_substring_regex(lines, _PLAIN_LINE)
+    fields = line_fields(lines.filter(matched))
+    candidates = candidates[matched.to_numpy(zero_copy_only=False)]
+    event_time, real = log_times_us(fields['time'])
+    in_bounds = (
+      real & (event_time >= MIN_PLAUSIBLE_US) & (event_time <= self.now_us + MAX_FUTURE_US)
+    )
+    fields = {name: column.filter(pa.array(in_bounds)) for name, column in fields.items()}
+    candidates, event_time = candidates[in_bounds], event_time[in_bounds]
+
+    reason, *page = map_distinct(
+      [fields['method'], fields['target'], fields['status']], self.page_fields, _PAGE_TYPES
+    )
+    filtered = {
+      entry['values'].as_py(): entry['counts'].as_py()
+      for entry in pc.value_counts(reason.drop_null())
+    }
+    keep = reason.is_null()
+    kept = candidates[keep.to_numpy(zero_copy_only=False)]
+    fields = {name: column.filter(keep) for name, column in fields.items()}
+    page = [column.filter(keep) for column in page]
+
+    user_agent = _absent(fields['user_agent'])
+    token = self.pseudonymizer.token
+    anonymous_id = map_distinct(
+      [fields['ip'], user_agent],
+      lambda ip, agent: token(f'{ip}|{agent or ""}'),
+      [pa.string()],
+    )[0]
+    event_type, product_id, category_id, quantity, order_id = page
+    columns = {
+      'event_id': pa.array([content_id(records[i].payload) for i in kept.tolist()], pa.string()),
+      'event_type': event_type,
+      'event_time': pa.array(event_time[keep.to_numpy(zero_copy_only=False)], pa.int64()),
+      'user_id': _absent(fields['user']),
+      'anonymous_id': anonymous_id,
+      'product_id': product_id,
+      'category_id': category_id,
+      'quantity': quantity,
+      'order_id': order_id,
+      'page_url': fields['target'],
+      'referrer': _absent(fields['referrer']),
+      'source': pa.array([records[0].source] * len(kept), pa.string()) if len(kept) else None,
+      'ip': fields['ip'],
+      'user_agent': user_agent,
+    }
+    schema = schema_of(Event)
+    events = pa.Table.from_arrays(
+      [
+        columns[field.name]
+        if columns.get(field.name) is not None
+        else pa.nulls(len(kept), field.type)
+        for field in schema
+      ],
+      schema=schema,
+    )
+    decided = np.zeros(len(records), bool)
+    decided[candidates] = True
+    rest = [records[i] for i in np.flatnonzero(~decided).tolist()]
+    return ParsedChunk(events, filtered, rest)
