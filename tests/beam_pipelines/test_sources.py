@@ -1,10 +1,13 @@
 import gzip
+import io
 
 import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from beam_pipelines.io.sources import ReadLines, expand_inputs, parse_source_spec
+from beam_pipelines.io.sources import ReadLines, expand_inputs, line_blocks, parse_source_spec
 from tests.conftest import beam_pipeline
 from transforms.records import DEAD_LETTER_TAG
 
@@ -65,3 +68,29 @@ def test_a_truncated_gzip_keeps_what_was_read_and_reports_the_rest(tmp_path):
       equal_to([('unreadable_input', 'read_lines')]),
       label='dead letter',
     )
+
+
+class _Blocks(io.RawIOBase):
+  """A stream whose reads return blocks of the given sizes, as a gzip or S3 stream may."""
+
+  def __init__(self, data: bytes, sizes: list[int]):
+    self._data, self._sizes = data, sizes
+
+  def readable(self):
+    return True
+
+  def read1(self, n=-1):
+    size = self._sizes.pop(0) if self._sizes else len(self._data)
+    block, self._data = self._data[:size], self._data[size:]
+    return block
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+  st.lists(st.sampled_from([b'a', b'bc', b'\r', b'\n', b'\r\n']), max_size=60).map(b''.join),
+  st.lists(st.integers(1, 7), max_size=30),
+)
+def test_line_blocks_cut_lines_as_iterating_the_file(data, sizes):
+  expected = [line.rstrip(b'\r\n') for line in io.BytesIO(data)]
+  blocks = list(line_blocks(_Blocks(data, sizes)))
+  assert [line for block in blocks for line in block] == expected
