@@ -37,7 +37,7 @@ def outcomes(parse, fixture: str, source: str) -> list[dict]:
   return results
 
 
-def assert_matches_golden(actual: list[dict], golden: str) -> None:
+def assert_matches_golden(actual: list[dict] | dict, golden: str) -> None:
   path = fixture_path(golden)
   if os.environ.get('UPDATE_GOLDEN'):
     with open(path, 'w') as f:
