@@ -1,8 +1,11 @@
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import FixedWindows
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import make_event
@@ -14,13 +17,29 @@ from transforms.sessions.bucketed_grouping import (
   bucket_records,
   bucket_table,
   buckets_of_column,
+  key_hash,
+  key_hashes,
 )
 
 
 def test_bucket_is_stable_across_processes():
-  # CRC-32 values are fixed: a salted hash() would differ between workers.
-  assert bucket_of('a1', 16) == 3  # zlib.crc32(b'a1') % 16
+  # Fixed values: a salted hash() would differ between workers.
+  assert key_hash('a1') == 14146523556926521770
+  assert bucket_of('a1', 16) == 10
   assert all(0 <= bucket_of(str(n), 7) < 7 for n in range(100))
+
+
+@given(st.lists(st.one_of(st.text(), st.none())), st.integers(0, 5), st.integers(0, 5))
+def test_a_column_hashes_as_its_values_one_by_one(keys, start, stop):
+  column = pa.array(keys, pa.string()).slice(start, max(0, len(keys) - start - stop))
+  assert key_hashes(column).tolist() == [key_hash(k or '') for k in column.to_pylist()]
+  chunked = pa.chunked_array([column, column], pa.string())
+  assert key_hashes(chunked).tolist() == key_hashes(column).tolist() * 2
+
+
+def test_distinct_keys_spread_evenly():
+  counts = np.bincount(buckets_of_column(pa.array([f'evt-{n:09d}' for n in range(16_000)]), 16))
+  assert counts.min() > 850 and counts.max() < 1150  # 1,000 each, binomial sd ~31
 
 
 def test_equal_keys_meet_in_one_bucket():

@@ -9,8 +9,11 @@ lifting. Whoever consumes a bucket works on its rows as one table.
 Elements may be records or Arrow tables of records (what a columnar step
 emits); a table is split by bucket column-wise, hashing each distinct key once.
 
-The hash is CRC-32 of the key, stable across processes and machines
-(Python's hash() is salted per process).
+The hash is a polynomial over the key's UTF-8 bytes, computed in numpy for a
+column at once and by a pure-Python twin for single records: stable across
+processes and machines (Python's hash() is salted per process). It replaced
+CRC-32 per distinct key, which cost 1.6 s of a 1M-event run (py-spy), the
+dedup key (event_id) being nearly all distinct.
 
 Batch only: the output is in the global window. Streaming modes group by key
 in event-time windows instead.
@@ -18,7 +21,6 @@ in event-time windows instead.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterable
 from typing import Optional
 
@@ -40,19 +42,57 @@ KeyFn = Callable[[tuple], str]
 KeyColumnFn = Callable[[pa.Table], pa.ChunkedArray]
 
 
+_MASK = (1 << 64) - 1
+_MULTIPLIER = 0x100000001B3  # any odd 64-bit constant spreads the bytes; this is FNV's prime
+
+
+def _mixed(h):
+  """splitmix64's finalizer: every input bit reaches the low bits taken by the modulo.
+
+  Works alike on a Python int and a numpy uint64 array (which wraps at 2**64).
+  """
+  h ^= h >> 30
+  h = (h * 0xBF58476D1CE4E5B9) & _MASK
+  h ^= h >> 27
+  h = (h * 0x94D049BB133111EB) & _MASK
+  return h ^ (h >> 31)
+
+
+def key_hash(key: str) -> int:
+  """sum((byte + 1) * M**i) mod 2**64 over the key's UTF-8 bytes, mixed."""
+  h, weight = 0, 1
+  for byte in key.encode():
+    h = (h + (byte + 1) * weight) & _MASK
+    weight = (weight * _MULTIPLIER) & _MASK
+  return int(_mixed(h))
+
+
+def key_hashes(keys) -> np.ndarray:
+  """key_hash of every value of a string column (nulls hash as ''), as uint64."""
+  keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+  keys = pc.fill_null(keys.cast(pa.string()), '').cast(pa.binary())
+  _, offset_buffer, data_buffer = keys.buffers()
+  offsets = np.frombuffer(offset_buffer, np.int32)[keys.offset : keys.offset + len(keys) + 1]
+  starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
+  hashes = np.zeros(len(keys), np.uint64)
+  if lengths.any():
+    data = np.frombuffer(data_buffer, np.uint8)[offsets[0] : offsets[-1]]
+    position = np.arange(len(data)) - np.repeat(starts, lengths)
+    weights = np.cumprod(np.full(int(lengths.max()), _MULTIPLIER, np.uint64))
+    weights = np.concatenate([np.ones(1, np.uint64), weights[:-1]])  # M**0, M**1, ...
+    terms = (data.astype(np.uint64) + np.uint64(1)) * weights[position]
+    nonempty = lengths > 0
+    hashes[nonempty] = np.add.reduceat(terms, starts[nonempty])
+  return _mixed(hashes)
+
+
 def bucket_of(key: str, num_buckets: int) -> int:
-  return zlib.crc32(key.encode()) % num_buckets
+  return key_hash(key) % num_buckets
 
 
 def buckets_of_column(keys, num_buckets: int) -> np.ndarray:
-  """bucket_of for every value of a string column, hashing each distinct value once."""
-  encoded = pc.dictionary_encode(keys).combine_chunks()
-  per_value = np.fromiter(
-    (bucket_of(key, num_buckets) for key in encoded.dictionary.to_pylist()),
-    dtype=np.int64,
-    count=len(encoded.dictionary),
-  )
-  return per_value[encoded.indices.to_numpy(zero_copy_only=False)]
+  """bucket_of for every value of a string column."""
+  return (key_hashes(keys) % np.uint64(num_buckets)).astype(np.int64)
 
 
 class _BatchByBucket(beam.DoFn):
