@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 
+import numpy as np
+
 US_PER_SECOND = 1_000_000
 US_PER_DAY = 86_400 * US_PER_SECOND
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -104,3 +106,69 @@ def utc_day(time_us: int) -> str:
 @functools.lru_cache(maxsize=8192)
 def _day_text(day_number: int) -> str:
   return (_EPOCH_DATE + dt.timedelta(days=day_number)).isoformat()
+
+
+# The ISO-8601 shapes exports mostly use, at fixed positions: date T time,
+# optional milliseconds, Z or a +hh:mm offset. Anything else is left to
+# parse_event_time.
+_COMMON_ISO = r'^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3})?(?:Z|[+-][0-9]{2}:[0-9]{2})$'
+
+
+def iso_times_us(texts) -> tuple[np.ndarray, np.ndarray]:
+  """(UTC microseconds as float64, decided) for a string column: parse_event_time's value
+  where a text has one of the common shapes and parse_event_time accepts it; not decided
+  elsewhere (any other shape, a field out of range, a time a float64 cannot hold).
+  """
+  import pyarrow as pa
+  import pyarrow.compute as pc
+
+  texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+  decided = pc.fill_null(pc.match_substring_regex(texts, _COMMON_ISO), False).to_numpy(
+    zero_copy_only=False
+  )
+  micros = np.full(len(texts), np.nan)
+  rows = np.flatnonzero(decided)
+  if not len(rows):
+    return micros, decided
+  offsets = np.frombuffer(texts.buffers()[1], np.int32)[
+    texts.offset : texts.offset + len(texts) + 1
+  ]
+  data = np.frombuffer(texts.buffers()[2], np.uint8)
+  start, end = offsets[rows].astype(np.int64), offsets[rows + 1].astype(np.int64)
+
+  def number(at: np.ndarray, width: int) -> np.ndarray:
+    value = np.zeros(len(at), np.int64)
+    for k in range(width):
+      value = value * 10 + (data[at + k].astype(np.int64) - ord('0'))
+    return value
+
+  year, month, day = number(start, 4), number(start + 5, 2), number(start + 8, 2)
+  hour, minute, second = number(start + 11, 2), number(start + 14, 2), number(start + 17, 2)
+  has_fraction = data[start + 19] == ord('.')
+  millis = np.where(has_fraction, number(np.where(has_fraction, start + 20, start), 3), 0)
+  utc = data[end - 1] == ord('Z')
+  zone = np.where(utc, start, end - 6)  # where a +hh:mm offset starts
+  offset_minutes = np.where(utc, 0, number(zone + 1, 2) * 60 + number(zone + 4, 2))
+  offset_minutes = np.where(data[zone] == ord('-'), -offset_minutes, offset_minutes)
+  first_of_month = ((year - 1970) * 12 + np.clip(month, 1, 12) - 1).astype('datetime64[M]')
+  month_days = (
+    (first_of_month + 1).astype('datetime64[D]') - first_of_month.astype('datetime64[D]')
+  ).astype(np.int64)
+  valid = (
+    (year >= 1)
+    & (month >= 1)
+    & (month <= 12)
+    & (day >= 1)
+    & (day <= month_days)
+    & (hour <= 23)
+    & (minute <= 59)
+    & (second <= 59)
+    & (utc | ((number(zone + 1, 2) <= 23) & (number(zone + 4, 2) <= 59)))
+  )
+  days = first_of_month.astype('datetime64[D]').astype(np.int64) + day - 1
+  seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60
+  exact = seconds * US_PER_SECOND + millis * 1000
+  valid &= np.abs(exact) < 2**53  # a float64 holds it (years 1685-2255)
+  micros[rows] = np.where(valid, exact.astype(np.float64), np.nan)
+  decided[rows] = valid
+  return micros, decided

@@ -57,8 +57,8 @@ from transforms.event_time import parse_event_time
 from transforms.orders import BuildOrders
 from transforms.parse import parse_access_log, parse_events
 from transforms.parse.access_log_chunks import AccessLogChunkParser
+from transforms.parse.event_chunks import EventChunkParser
 from transforms.parse.fixed_width import Layout, load_layout
-from transforms.parse.parse_events import EventLineParser
 from transforms.parse.parse_fixed_orders import REQUIRED_COLUMNS, ParseFixedWidthOrders
 from transforms.parse.parse_orders import ParseOrdersCsv
 from transforms.records import (
@@ -152,7 +152,7 @@ def build_pipeline(
   # Event lines are parsed a chunk at a time into Arrow tables; the other
   # kinds (few rows, multi-line CSV records) one record at a time.
   line_parsers = {
-    EVENTS_JSONL: (EventLineParser(opts.default_currency, now_us), parse_events.STEP),
+    EVENTS_JSONL: (EventChunkParser(opts.default_currency, now_us), parse_events.STEP),
     ACCESS_LOG: (AccessLogChunkParser(pseudonymizer, now_us), parse_access_log.STEP),
   }
   parsers = {

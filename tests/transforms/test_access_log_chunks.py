@@ -21,7 +21,8 @@ from tests.conftest import NOW_US, TEST_SALT, fixture_path
 from transforms.dead_letters import RecordError, RecordFiltered, check_size
 from transforms.enrich.pseudonymize import Pseudonymizer
 from transforms.event_batches import from_batch
-from transforms.parse.access_log_chunks import AccessLogChunkParser, log_times_us, plain_lines
+from transforms.parse.access_log_chunks import AccessLogChunkParser, log_times_us
+from transforms.parse.line_chunks import plain_lines
 from transforms.parse.parse_access_log import parse_log_time
 from transforms.records import Event, RawRecord
 

@@ -16,15 +16,15 @@ depend on the path it took (tests compare the two paths line by line).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.dead_letters import MAX_RECORD_BYTES, RecordFiltered
+from transforms.dead_letters import RecordFiltered
 from transforms.event_batches import map_distinct, schema_of
 from transforms.event_time import MAX_FUTURE_US, MIN_PLAUSIBLE_US, US_PER_SECOND
+from transforms.parse.line_chunks import ParsedChunk, plain_lines
 from transforms.parse.normalize import content_id
 from transforms.parse.parse_access_log import AccessLogParser, page_request
 from transforms.records import Event, RawRecord
@@ -47,25 +47,6 @@ _MONTH_NAMES = pa.array(
   ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']
 )
 _PAGE_TYPES = (pa.string(), pa.string(), pa.string(), pa.string(), pa.int64(), pa.string())
-
-
-class ParsedChunk(NamedTuple):
-  events: pa.Table  # of schema_of(Event)
-  filtered: dict[str, int]  # reason -> lines deliberately left out
-  rest: list[RawRecord]  # lines for the line parser
-
-
-def plain_lines(payloads: pa.BinaryArray) -> np.ndarray:
-  """Which lines hold only printable ASCII other than a backslash, and are not blank."""
-  offsets = np.frombuffer(payloads.buffers()[1], np.int32)[
-    payloads.offset : payloads.offset + len(payloads) + 1
-  ]
-  data = np.frombuffer(payloads.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
-  unusual = np.flatnonzero((data < 0x20) | (data >= 0x7F) | (data == ord('\\')))
-  plain = np.ones(len(payloads), bool)
-  plain[np.searchsorted(offsets, unusual + offsets[0], side='right') - 1] = False
-  lengths = np.diff(offsets)
-  return plain & (lengths > 0) & (lengths <= MAX_RECORD_BYTES)
 
 
 # Where each part of a dd/Mon/yyyy:HH:MM:SS +zzzz time starts and ends.
