@@ -9,7 +9,6 @@ the lines it leaves must be those the column rules do not cover.
 from __future__ import annotations
 
 import random
-from collections import Counter
 
 import pyarrow as pa
 import pytest
@@ -18,13 +17,12 @@ from hypothesis import strategies as st
 
 from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 from tests.conftest import NOW_US, TEST_SALT, fixture_path
-from transforms.dead_letters import RecordError, RecordFiltered, check_size
+from tests.transforms import chunk_agreement
 from transforms.enrich.pseudonymize import Pseudonymizer
-from transforms.event_batches import from_batch
 from transforms.parse.access_log_chunks import AccessLogChunkParser, log_times_us
 from transforms.parse.line_chunks import plain_lines
 from transforms.parse.parse_access_log import parse_log_time
-from transforms.records import Event, RawRecord
+from transforms.records import RawRecord
 
 PARSER = AccessLogChunkParser(Pseudonymizer(TEST_SALT), NOW_US)
 UA = 'Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0'
@@ -66,32 +64,11 @@ OTHER = [
 
 
 def records_of(lines: list) -> list[RawRecord]:
-  return [
-    RawRecord('access-log:test', n, line if isinstance(line, bytes) else line.encode(), 0)
-    for n, line in enumerate(lines, 1)
-  ]
-
-
-def line_outcome(record: RawRecord):
-  try:
-    check_size(record)
-    return PARSER(record)
-  except (RecordFiltered, RecordError) as outcome:
-    return outcome
+  return chunk_agreement.records_of(lines, 'access-log:test')
 
 
 def assert_same_outcomes(records: list[RawRecord]) -> set[int]:
-  """Asserts parse_chunk agrees with the line parser; returns the positions it left."""
-  chunk = PARSER.parse_chunk(records)
-  left = {r.position for r in chunk.rest}
-  assert [r.position for r in chunk.rest] == sorted(left)
-  expected = {r.position: line_outcome(r) for r in records if r.position not in left}
-  events = [e for e in expected.values() if isinstance(e, Event)]
-  assert not [e for e in expected.values() if isinstance(e, RecordError)]
-  assert sorted(from_batch(Event, chunk.events)) == sorted(events)
-  reasons = Counter(e.reason for e in expected.values() if isinstance(e, RecordFiltered))
-  assert chunk.filtered == dict(reasons)
-  return left
+  return chunk_agreement.assert_same_outcomes(PARSER, records)
 
 
 def test_plain_lines_take_the_column_path_with_the_line_parsers_outcome():

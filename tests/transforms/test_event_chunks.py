@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 from tests.conftest import NOW_US, fixture_path
-from transforms.dead_letters import RecordError, RecordFiltered, check_size
-from transforms.event_batches import from_batch, schema_of
+from tests.transforms import chunk_agreement
+from transforms.event_batches import from_batch
 from transforms.event_time import _COMMON_ISO, EventTimeError, iso_times_us, parse_event_time
 from transforms.parse.event_chunks import EventChunkParser
 from transforms.records import Event, RawRecord
@@ -84,31 +84,11 @@ OTHER = [
 
 
 def records_of(lines: list) -> list[RawRecord]:
-  return [
-    RawRecord('events-jsonl:test', n, line if isinstance(line, bytes) else line.encode(), 0)
-    for n, line in enumerate(lines, 1)
-  ]
-
-
-def line_outcome(record: RawRecord):
-  try:
-    check_size(record)
-    return PARSER(record)
-  except (RecordFiltered, RecordError) as outcome:
-    return outcome
+  return chunk_agreement.records_of(lines, 'events-jsonl:test')
 
 
 def assert_same_outcomes(records: list[RawRecord]) -> set[int]:
-  """Asserts parse_chunk agrees with the line parser; returns the positions it left."""
-  chunk = PARSER.parse_chunk(records)
-  left = {r.position for r in chunk.rest}
-  assert [r.position for r in chunk.rest] == sorted(left)
-  expected = [line_outcome(r) for r in records if r.position not in left]
-  assert all(isinstance(e, Event) for e in expected), [e for e in expected]
-  assert chunk.events.schema == schema_of(Event)
-  assert sorted(from_batch(Event, chunk.events)) == sorted(expected)
-  assert chunk.filtered == {}
-  return left
+  return chunk_agreement.assert_same_outcomes(PARSER, records)
 
 
 def test_plain_lines_take_the_column_path_with_the_line_parsers_outcome():

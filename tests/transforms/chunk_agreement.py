@@ -1,0 +1,42 @@
+"""The check the chunk parsers' tests share: parse_chunk agrees with the line parser."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from transforms.dead_letters import RecordError, RecordFiltered, check_size
+from transforms.event_batches import from_batch, schema_of
+from transforms.records import Event, RawRecord
+
+
+def records_of(lines: list, source: str) -> list[RawRecord]:
+  return [
+    RawRecord(source, n, line if isinstance(line, bytes) else line.encode(), 0)
+    for n, line in enumerate(lines, 1)
+  ]
+
+
+def line_outcome(parser, record: RawRecord):
+  try:
+    check_size(record)
+    return parser(record)
+  except (RecordFiltered, RecordError) as outcome:
+    return outcome
+
+
+def assert_same_outcomes(parser, records: list[RawRecord]) -> set[int]:
+  """Asserts the lines parse_chunk decides come out as the line parser makes them (every
+  column, every filter reason) and that it decides no line the line parser rejects;
+  returns the positions it left to the line parser."""
+  chunk = parser.parse_chunk(records)
+  left = {r.position for r in chunk.rest}
+  assert [r.position for r in chunk.rest] == sorted(left)
+  expected = [line_outcome(parser, r) for r in records if r.position not in left]
+  assert not [e for e in expected if isinstance(e, RecordError)]
+  assert chunk.events.schema == schema_of(Event)
+  assert sorted(from_batch(Event, chunk.events)) == sorted(
+    e for e in expected if isinstance(e, Event)
+  )
+  reasons = Counter(e.reason for e in expected if isinstance(e, RecordFiltered))
+  assert chunk.filtered == dict(reasons)
+  return left
