@@ -12,6 +12,8 @@ import datetime as dt
 import functools
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 US_PER_SECOND = 1_000_000
 US_PER_DAY = 86_400 * US_PER_SECOND
@@ -119,9 +121,6 @@ def iso_times_us(texts) -> tuple[np.ndarray, np.ndarray]:
   where a text has one of the common shapes and parse_event_time accepts it; not decided
   elsewhere (any other shape, a field out of range, a time a float64 cannot hold).
   """
-  import pyarrow as pa
-  import pyarrow.compute as pc
-
   texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
   decided = pc.fill_null(pc.match_substring_regex(texts, _COMMON_ISO), False).to_numpy(
     zero_copy_only=False
