@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Union
 
 import numpy as np
@@ -88,6 +88,18 @@ def encode(batch: Table) -> bytes:
 
 def decode(encoded: bytes) -> pa.Table:
   return pa.ipc.open_stream(encoded).read_all()
+
+
+def split_by(table: pa.Table, values: np.ndarray) -> Iterator[tuple[int, pa.Table]]:
+  """(value, the rows that have it, in table order) for each distinct value of an integer
+  array with a value per row, ascending. One take for all parts, each part then a slice:
+  a filter per value copied the whole table once per value (measured).
+  """
+  order = np.argsort(values, kind='stable')
+  ordered = table.take(pa.array(order)) if len(order) else table
+  distinct, starts, counts = np.unique(values[order], return_index=True, return_counts=True)
+  for value, start, count in zip(distinct.tolist(), starts.tolist(), counts.tolist(), strict=True):
+    yield value, ordered.slice(start, count)
 
 
 def map_distinct(columns: Sequence, fn: Callable, types: Sequence[pa.DataType]) -> list[pa.Array]:

@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.fixed_fields import days_from_civil, number_at, string_bytes
+
 US_PER_SECOND = 1_000_000
 US_PER_DAY = 86_400 * US_PER_SECOND
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -129,42 +131,30 @@ def iso_times_us(texts) -> tuple[np.ndarray, np.ndarray]:
   rows = np.flatnonzero(decided)
   if not len(rows):
     return micros, decided
-  offsets = np.frombuffer(texts.buffers()[1], np.int32)[
-    texts.offset : texts.offset + len(texts) + 1
-  ]
-  data = np.frombuffer(texts.buffers()[2], np.uint8)
-  start, end = offsets[rows].astype(np.int64), offsets[rows + 1].astype(np.int64)
-
-  def number(at: np.ndarray, width: int) -> np.ndarray:
-    value = np.zeros(len(at), np.int64)
-    for k in range(width):
-      value = value * 10 + (data[at + k].astype(np.int64) - ord('0'))
-    return value
-
-  year, month, day = number(start, 4), number(start + 5, 2), number(start + 8, 2)
-  hour, minute, second = number(start + 11, 2), number(start + 14, 2), number(start + 17, 2)
+  data, offsets = string_bytes(texts)
+  start, end = offsets[rows], offsets[rows + 1]
+  year, month, day = (
+    number_at(data, start, 4),
+    number_at(data, start + 5, 2),
+    number_at(data, start + 8, 2),
+  )
+  hour, minute = number_at(data, start + 11, 2), number_at(data, start + 14, 2)
+  second = number_at(data, start + 17, 2)
   has_fraction = data[start + 19] == ord('.')
-  millis = np.where(has_fraction, number(np.where(has_fraction, start + 20, start), 3), 0)
+  millis = np.where(has_fraction, number_at(data, np.where(has_fraction, start + 20, start), 3), 0)
   utc = data[end - 1] == ord('Z')
   zone = np.where(utc, start, end - 6)  # where a +hh:mm offset starts
-  offset_minutes = np.where(utc, 0, number(zone + 1, 2) * 60 + number(zone + 4, 2))
+  zone_hours, zone_minutes = number_at(data, zone + 1, 2), number_at(data, zone + 4, 2)
+  offset_minutes = np.where(utc, 0, zone_hours * 60 + zone_minutes)
   offset_minutes = np.where(data[zone] == ord('-'), -offset_minutes, offset_minutes)
-  first_of_month = ((year - 1970) * 12 + np.clip(month, 1, 12) - 1).astype('datetime64[M]')
-  month_days = (
-    (first_of_month + 1).astype('datetime64[D]') - first_of_month.astype('datetime64[D]')
-  ).astype(np.int64)
+  days, real_date = days_from_civil(year, month, day)
   valid = (
-    (year >= 1)
-    & (month >= 1)
-    & (month <= 12)
-    & (day >= 1)
-    & (day <= month_days)
+    real_date
     & (hour <= 23)
     & (minute <= 59)
     & (second <= 59)
-    & (utc | ((number(zone + 1, 2) <= 23) & (number(zone + 4, 2) <= 59)))
+    & (utc | ((zone_hours <= 23) & (zone_minutes <= 59)))
   )
-  days = first_of_month.astype('datetime64[D]').astype(np.int64) + day - 1
   seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60
   exact = seconds * US_PER_SECOND + millis * 1000
   valid &= np.abs(exact) < 2**53  # a float64 holds it (years 1685-2255)

@@ -13,6 +13,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import pyarrow as pa
 
+from transforms import event_batches
 from transforms.event_time import US_PER_DAY, utc_day
 from transforms.records import (
   Customer,
@@ -297,5 +298,5 @@ def split_by_day(spec: TableSpec, table: pa.Table) -> Iterator[tuple[str, pa.Tab
   if spec.time_column is None:
     raise ValueError(f'table {spec.name} takes rows, not Arrow tables')
   day_numbers = np.floor_divide(table[spec.time_column].to_numpy(), US_PER_DAY)
-  for number in np.unique(day_numbers).tolist():
-    yield utc_day(number * US_PER_DAY), table.filter(pa.array(day_numbers == number))
+  for number, rows in event_batches.split_by(table, day_numbers):
+    yield utc_day(number * US_PER_DAY), rows

@@ -1,6 +1,9 @@
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import make_event, table_rows
@@ -52,3 +55,12 @@ def test_tables_cross_a_stage_boundary_with_their_coder():
       | beam.Map(lambda e: e.event_id)
     )
     assert_that(out, equal_to(['e1', 'e2', 'e3']))
+
+
+@given(st.lists(st.integers(-3, 3), max_size=60))
+def test_split_by_gives_each_values_rows_in_table_order(values):
+  table = pa.table({'row': list(range(len(values))), 'value': values})
+  parts = list(event_batches.split_by(table, np.array(values, np.int64)))
+  assert [value for value, _ in parts] == sorted(set(values))
+  for value, part in parts:
+    assert part['row'].to_pylist() == [n for n, v in enumerate(values) if v == value]

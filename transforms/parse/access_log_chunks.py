@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from transforms.dead_letters import RecordFiltered
 from transforms.event_batches import map_distinct, schema_of
 from transforms.event_time import MAX_FUTURE_US, MIN_PLAUSIBLE_US, US_PER_SECOND
+from transforms.fixed_fields import days_from_civil, number_at, string_bytes
 from transforms.parse.line_chunks import ParsedChunk, plain_lines
 from transforms.parse.normalize import content_id
 from transforms.parse.parse_access_log import AccessLogParser, page_request
@@ -43,24 +44,16 @@ _PLAIN_LINE = (
 )
 # The optional referrer and user agent of COMBINED_LOG, present.
 _WITH_AGENT = _PLAIN_LINE + r' "[^"]*" "[^"]*"'
-_MONTH_NAMES = pa.array(
-  ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']
-)
 _PAGE_TYPES = (pa.string(), pa.string(), pa.string(), pa.string(), pa.int64(), pa.string())
 
 
-# Where each part of a dd/Mon/yyyy:HH:MM:SS +zzzz time starts and ends.
-_TIME_PARTS = {
-  'day': (0, 2),
-  'month': (3, 6),
-  'year': (7, 11),
-  'hour': (12, 14),
-  'minute': (15, 17),
-  'second': (18, 20),
-  'sign': (21, 22),
-  'off_h': (22, 24),
-  'off_m': (24, 26),
-}
+# Month names as codes of their three lower-case letters, as log_times_us reads them.
+_MONTH_CODES = np.array(
+  [
+    (ord(name[0]) << 16) | (ord(name[1]) << 8) | ord(name[2])
+    for name in ('jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec')
+  ]
+)
 
 
 def log_times_us(times: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -68,39 +61,22 @@ def log_times_us(times: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
   The rule of parse_access_log.parse_log_time, on columns: day 1-31 and within
   its month, hour <= 23, minute <= 59, second <= 60 (a leap second counts on).
+  Every text has _PLAIN_LINE's shape, so each field sits at a fixed position.
   """
-
-  def part(name: str) -> pa.Array:
-    start, stop = _TIME_PARTS[name]
-    return pc.utf8_slice_codeunits(times, start, stop)
-
-  def number(name: str) -> np.ndarray:
-    return pc.cast(part(name), pa.int64()).to_numpy(zero_copy_only=False)
-
-  month_index = pc.index_in(pc.utf8_title(part('month')), value_set=_MONTH_NAMES)
-  valid_month = month_index.is_valid().to_numpy(zero_copy_only=False)
-  month = pc.fill_null(month_index, 0).to_numpy(zero_copy_only=False).astype(np.int64)
-  year, day = number('year'), number('day')
-  hour, minute, second = number('hour'), number('minute'), number('second')
-  first_of_month = ((year - 1970) * 12 + month).astype('datetime64[M]')
-  month_days = (
-    (first_of_month + 1).astype('datetime64[D]') - first_of_month.astype('datetime64[D]')
-  ).astype(np.int64)
-  real = (
-    valid_month
-    & (year >= 1)
-    & (day >= 1)
-    & (day <= month_days)
-    & (hour <= 23)
-    & (minute <= 59)
-    & (second <= 60)
-  )
-  day_start = first_of_month.astype('datetime64[D]').astype(np.int64) + day - 1
-  offset = number('off_h') * 3600 + number('off_m') * 60
-  east = pc.equal(part('sign'), '+').to_numpy(zero_copy_only=False)
-  seconds = (
-    day_start * 86_400 + hour * 3600 + minute * 60 + second - np.where(east, offset, -offset)
-  )
+  data, offsets = string_bytes(times)
+  start = offsets[:-1]
+  letters = [data[start + k].astype(np.int64) | 0x20 for k in (3, 4, 5)]  # lower case
+  code = (letters[0] << 16) | (letters[1] << 8) | letters[2]
+  is_month = code[:, None] == _MONTH_CODES[None, :]  # a row per text, a column per month
+  valid_month, month_index = is_month.any(axis=1), is_month.argmax(axis=1)
+  year, day = number_at(data, start + 7, 4), number_at(data, start, 2)
+  hour, minute = number_at(data, start + 12, 2), number_at(data, start + 15, 2)
+  second = number_at(data, start + 18, 2)
+  days, real_date = days_from_civil(year, month_index + 1, day)
+  real = valid_month & real_date & (hour <= 23) & (minute <= 59) & (second <= 60)
+  offset = number_at(data, start + 22, 2) * 3600 + number_at(data, start + 24, 2) * 60
+  east = data[start + 21] == ord('+')
+  seconds = days * 86_400 + hour * 3600 + minute * 60 + second - np.where(east, offset, -offset)
   return seconds * US_PER_SECOND, real
 
 

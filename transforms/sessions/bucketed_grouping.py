@@ -123,8 +123,7 @@ class _BatchByBucket(beam.DoFn):
     if not table.num_rows:
       return
     buckets = buckets_of_column(self._key_column(table), self._num_buckets)
-    for bucket in np.unique(buckets).tolist():
-      part = table.filter(pa.array(buckets == bucket))
+    for bucket, part in event_batches.split_by(table, buckets):
       self._tables.setdefault(bucket, []).append(part)
       yield from self._grown(bucket, part.num_rows)
 
