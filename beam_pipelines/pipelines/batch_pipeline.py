@@ -40,7 +40,11 @@ from beam_pipelines.io.sources import (
   parse_source_spec,
 )
 from beam_pipelines.pipelines import execution
-from beam_pipelines.pipelines.options import ShopstreamOptions, parse_pipeline_options
+from beam_pipelines.pipelines.options import (
+  ShopstreamOptions,
+  bucket_count,
+  parse_pipeline_options,
+)
 from transforms import accounting, day_window
 from transforms.dead_letters import ParseLineChunks
 from transforms.enrich.events import EnrichEvents
@@ -139,6 +143,7 @@ def build_pipeline(
   Raises ValueError for unusable options (no source, unknown kind, no match).
   """
   opts = options.view_as(ShopstreamOptions)
+  buckets = bucket_count(options)
   if not opts.source:
     raise ValueError('at least one --source KIND=PATH_OR_GLOB is needed')
   if not opts.output:
@@ -210,9 +215,9 @@ def build_pipeline(
   if events:
     sessionized = (
       tuple(events)
-      | 'Deduplicate' >> DeduplicateEvents(opts.num_buckets)
+      | 'Deduplicate' >> DeduplicateEvents(buckets)
       | 'Sessionize'
-      >> Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, opts.num_buckets)
+      >> Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, buckets)
     )
     day_events, day_sessions = sessionized[EVENTS_TAG], sessionized[SESSIONS_TAG]
     if window:
@@ -245,7 +250,7 @@ def build_pipeline(
       for n, lines in enumerate(order_lines)
     ]
   if order_lines:
-    orders = tuple(order_lines) | 'BuildOrders' >> BuildOrders(opts.num_buckets)
+    orders = tuple(order_lines) | 'BuildOrders' >> BuildOrders(buckets)
     day_lines, day_orders = orders[ORDER_LINES_TAG], orders[ORDERS_TAG]
     if window:
       day_lines = day_lines | 'OrderLinesOfTheDay' >> day_window.keep_in_day(

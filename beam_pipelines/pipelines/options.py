@@ -8,9 +8,34 @@ from __future__ import annotations
 
 import datetime as dt
 
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
+from apache_beam.options.pipeline_options import (
+  DirectOptions,
+  FlinkRunnerOptions,
+  PipelineOptions,
+  PortableOptions,
+)
 
 from transforms.sessions.sessionize import DEFAULT_GAP_S, DEFAULT_MAX_DURATION_S
+
+# A bucket is the unit of work after a batch shuffle: a few per worker even
+# out unequal buckets; 16 at least keep each bucket's table a few MB at 1M
+# events on one machine (peak RSS 672 MB there).
+BUCKETS_PER_WORKER = 4
+MIN_BUCKETS = 16
+
+
+def bucket_count(options: PipelineOptions) -> int:
+  """--num-buckets, or BUCKETS_PER_WORKER per parallel worker of the runner (the Flink
+  parallelism, or the DirectRunner's workers), at least MIN_BUCKETS."""
+  given = options.view_as(ShopstreamOptions).num_buckets
+  if given is not None:
+    return given
+  workers = max(
+    options.view_as(FlinkRunnerOptions).parallelism or 1,
+    options.view_as(DirectOptions).direct_num_workers or 1,
+    1,
+  )
+  return max(MIN_BUCKETS, BUCKETS_PER_WORKER * workers)
 
 
 def _positive_float(text: str) -> float:
@@ -105,9 +130,9 @@ class ShopstreamOptions(PipelineOptions):
     flag(
       'num-buckets',
       type=_positive_int,
-      default=16,
+      default=None,
       help='Hash buckets of the batch shuffles; the unit of parallelism after them '
-      '(default: %(default)s).',
+      f'(default: {BUCKETS_PER_WORKER} per parallel worker, at least {MIN_BUCKETS}).',
     )
     flag(
       'run-id', default=None, help="Names the run's staging area (default: time + random suffix)."

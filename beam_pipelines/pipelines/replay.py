@@ -58,7 +58,11 @@ from beam_pipelines.io.sources import (
 from beam_pipelines.pipelines import run_summary
 from beam_pipelines.pipelines.batch_pipeline import new_run_id
 from beam_pipelines.pipelines.derived_pipeline import ReadTable, partition_of, rows_of, table_files
-from beam_pipelines.pipelines.options import ShopstreamOptions, parse_pipeline_options
+from beam_pipelines.pipelines.options import (
+  ShopstreamOptions,
+  bucket_count,
+  parse_pipeline_options,
+)
 from transforms import accounting, day_window
 from transforms.dead_letters import RecordError, RecordFiltered, check_size, make_dead_letter
 from transforms.enrich.events import EnrichEvents
@@ -277,6 +281,7 @@ def as_parsed(line: OrderLine) -> OrderLine:
 def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymizer) -> dict:
   """Recomputes the affected days and rewrites the dead letters; returns the counters."""
   opts = options.view_as(ShopstreamOptions)
+  buckets = bucket_count(options)
   output = opts.output
   replayed = {(day, letter.source, letter.position, letter.reason) for day, letter in plan.in_scope}
   kept_letters = [
@@ -309,9 +314,9 @@ def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymize
   )
   sessionized = (
     (existing, join_products(recovered, Event, 'JoinProducts'))
-    | 'Deduplicate' >> DeduplicateEvents(opts.num_buckets)
+    | 'Deduplicate' >> DeduplicateEvents(buckets)
     | 'Sessionize'
-    >> Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, opts.num_buckets)
+    >> Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, buckets)
   )
   stored_lines = (
     p
@@ -324,7 +329,7 @@ def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymize
   orders = (
     stored_lines,
     join_products(recovered_lines, OrderLine, 'JoinProductsToLines'),
-  ) | 'BuildOrders' >> BuildOrders(opts.num_buckets)
+  ) | 'BuildOrders' >> BuildOrders(buckets)
 
   def of_days(pcoll, days: list[str], time_of, record_type: type, label: str):
     if pcoll.element_type is pa.Table:  # the columnar steps' output: a replay is small

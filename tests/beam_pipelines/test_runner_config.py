@@ -5,6 +5,7 @@ import os
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from beam_pipelines.pipelines.options import bucket_count, parse_pipeline_options
 from beam_pipelines.pipelines.runner_config import IN_PROCESS_RUNNER, load_runner_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -108,3 +109,17 @@ def test_flink_option_typos_and_misplaced_sections_fail(tmp_path, text, problem)
   config.write_text(text)
   with pytest.raises(ValueError, match=problem):
     load_runner_config(str(config))
+
+
+@pytest.mark.parametrize(
+  'flags, buckets',
+  [
+    ([], 16),
+    (['--parallelism=8'], 32),
+    (['--direct_num_workers=2'], 16),
+    (['--direct_num_workers=6'], 24),
+    (['--parallelism=8', '--num-buckets=3'], 3),
+  ],
+)
+def test_the_bucket_count_follows_the_parallelism(flags, buckets):
+  assert bucket_count(parse_pipeline_options(flags)) == buckets
