@@ -64,3 +64,21 @@ def test_split_by_gives_each_values_rows_in_table_order(values):
   assert [value for value, _ in parts] == sorted(set(values))
   for value, part in parts:
     assert part['row'].to_pylist() == [n for n, v in enumerate(values) if v == value]
+
+
+@given(
+  st.one_of(
+    st.lists(st.integers(-(2**63), 2**63 - 1)).map(lambda v: pa.array(v, pa.int64())),
+    st.lists(st.floats(allow_nan=False)).map(lambda v: pa.array(v, pa.float64())),
+    st.lists(st.booleans()).map(lambda v: pa.array(v, pa.bool_())),
+    st.lists(st.one_of(st.none(), st.booleans())).map(lambda v: pa.array(v, pa.bool_())),
+  ),
+  st.integers(0, 9),
+)
+def test_as_numpy_gives_to_numpys_values(array, start):
+  sliced = array.slice(min(start, len(array)))
+  expected = sliced.to_numpy(zero_copy_only=False)
+  assert event_batches.as_numpy(sliced).tolist() == expected.tolist()
+  assert event_batches.as_numpy(pa.chunked_array([sliced, sliced], sliced.type)).tolist() == (
+    expected.tolist() * 2
+  )

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam import pvalue
 
-from transforms.event_batches import from_batch, schema_of, to_batch
+from transforms.event_batches import as_numpy, from_batch, schema_of, to_batch
 from transforms.event_time import US_PER_SECOND
 from transforms.parse import event_types
 from transforms.records import (
@@ -89,10 +89,10 @@ def sessionize_table(
   )
   n = table.num_rows
   key = table['_key']
-  times = table['event_time'].to_numpy()
+  times = as_numpy(table['event_time'])
   starts = np.ones(n, dtype=bool)
   if n > 1:
-    starts[1:] = _as_numpy(pc.not_equal(key[1:], key[:-1])) | (np.diff(times) >= gap_us)
+    starts[1:] = as_numpy(pc.not_equal(key[1:], key[:-1])) | (np.diff(times) >= gap_us)
   _cut_long_runs(starts, times, gap_us, max_duration_us)
   first = np.flatnonzero(starts)
   last = np.append(first[1:], n) - 1
@@ -105,8 +105,8 @@ def sessionize_table(
   ]
   event_type = table['event_type']
 
-  def count_of(kind: str) -> np.ndarray:
-    return np.add.reduceat(_as_numpy(pc.equal(event_type, kind)).astype(np.int64), first)
+  def count_of(kind: pa.Scalar) -> np.ndarray:
+    return np.add.reduceat(as_numpy(pc.equal(event_type, kind)).astype(np.int64), first)
 
   def at_first(name: str):
     return table[name].take(pa.array(first))
@@ -122,9 +122,9 @@ def sessionize_table(
       pa.array(times[last]),
       pa.array((times[last] - session_start) / US_PER_SECOND),
       pa.array(event_count),
-      pa.array(count_of(event_types.PRODUCT_VIEW)),
-      pa.array(count_of(event_types.ADD_TO_CART)),
-      pa.array(count_of(event_types.PURCHASE)),
+      pa.array(count_of(_PRODUCT_VIEW)),
+      pa.array(count_of(_ADD_TO_CART)),
+      pa.array(count_of(_PURCHASE)),
       pa.array(revenue, pa.string()),
       pa.array(currency, pa.string()),
       _first_present(table['page_url'], first, last),
@@ -133,7 +133,7 @@ def sessionize_table(
       at_first('device_class'),
       at_first('country'),
       pa.array(event_count == 1),
-      pa.array(np.maximum.reduceat(_as_numpy(pc.fill_null(table['is_bot'], False)), first)),
+      pa.array(np.maximum.reduceat(as_numpy(pc.fill_null(table['is_bot'], _FALSE)), first)),
     ],
     schema=schema_of(SessionRow),
   )
@@ -146,10 +146,12 @@ def sessionize_table(
 
 
 _SESSION_ID_COLUMN = Event._fields.index('session_id')
-
-
-def _as_numpy(array) -> np.ndarray:
-  return array.to_numpy(zero_copy_only=False)
+# Arrow scalars, not Python values: see event_batches.as_numpy on what those cost.
+_FALSE, _ZERO = pa.scalar(False), pa.scalar(0, pa.int32())
+_PRODUCT_VIEW, _ADD_TO_CART, _PURCHASE = (
+  pa.scalar(kind)
+  for kind in (event_types.PRODUCT_VIEW, event_types.ADD_TO_CART, event_types.PURCHASE)
+)
 
 
 def _cut_long_runs(starts: np.ndarray, times: np.ndarray, gap_us: int, max_duration_us: int):
@@ -164,7 +166,9 @@ def _cut_long_runs(starts: np.ndarray, times: np.ndarray, gap_us: int, max_durat
 
 def _first_present(column, first: np.ndarray, last: np.ndarray, from_end: bool = False):
   """Per session, the first (or last) non-empty value of a text column, else null."""
-  present = np.flatnonzero(_as_numpy(pc.fill_null(pc.greater(pc.binary_length(column), 0), False)))
+  present = np.flatnonzero(
+    as_numpy(pc.fill_null(pc.greater(pc.binary_length(column), _ZERO), _FALSE))
+  )
   if not present.size:
     return pa.nulls(len(first), column.type)
   if from_end:
@@ -186,8 +190,8 @@ def _revenue(table: pa.Table, session_of_row: np.ndarray, sessions: int):
   """
   revenue: list = ['0'] * sessions
   currency: list = [None] * sessions
-  priced = pc.and_(pc.equal(table['event_type'], event_types.PURCHASE), pc.is_valid(table['price']))
-  rows = np.flatnonzero(_as_numpy(pc.fill_null(priced, False)))
+  priced = pc.and_(pc.equal(table['event_type'], _PURCHASE), pc.is_valid(table['price']))
+  rows = np.flatnonzero(as_numpy(pc.fill_null(priced, _FALSE)))
   if not rows.size:
     return revenue, currency
   indices = pa.array(rows)
