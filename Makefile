@@ -18,9 +18,18 @@ TOOLS := .tools
 FLINK_INSTALLED := $(TOOLS)/flink-$(FLINK_VERSION)/.installed
 JOB_SERVER_INSTALLED := $(TOOLS)/flink-job-server/.installed
 GO_TOOLS_INSTALLED := $(TOOLS)/bin/.installed-$(BEAM_VERSION)
+# The Kafka broker the tests and `shopstream dev kafka` start (jars from Maven Central).
+KAFKA_INSTALLED := $(TOOLS)/kafka/.installed
 BEAM_GO := github.com/apache/beam/sdks/v2
 
-install: $(INSTALLED) $(NODE_INSTALLED) $(FLINK_INSTALLED) $(JOB_SERVER_INSTALLED) $(GO_TOOLS_INSTALLED)
+install: $(INSTALLED) $(NODE_INSTALLED) $(FLINK_INSTALLED) $(JOB_SERVER_INSTALLED) $(GO_TOOLS_INSTALLED) \
+  $(KAFKA_INSTALLED)
+
+$(KAFKA_INSTALLED): deploy/kafka/broker-pom.xml
+	rm -rf $(TOOLS)/kafka
+	mvn -B -q -f deploy/kafka/broker-pom.xml dependency:copy-dependencies \
+	  -DoutputDirectory=$(CURDIR)/$(TOOLS)/kafka/lib
+	touch $@
 
 $(JOB_SERVER_INSTALLED): deploy/flink/job-server-pom.xml $(INSTALLED)
 	rm -rf $(TOOLS)/flink-job-server

@@ -34,6 +34,7 @@ def _quiet_known_noise(record: logging.LogRecord) -> bool:
 
 logging.getLogger().addFilter(_quiet_known_noise)
 
+from beam_pipelines.io.kafka_topics import DEFAULT_BOOTSTRAP  # noqa: E402
 from beam_pipelines.pipelines import runner_config  # noqa: E402  (after the filter: imports Beam)
 from beam_pipelines.pipelines.options import ShopstreamOptions  # noqa: E402
 
@@ -283,14 +284,91 @@ def _parser() -> argparse.ArgumentParser:
       help='Endpoint of a local emulator (default: AWS).',
     )
     sub.add_argument('--region', default=None, help="AWS region (default: the AWS chain's).")
+  kafka = commands.add_parser(
+    'kafka',
+    help='Create a Kafka topic, or replay exports into one.',
+    description='Work with Apache Kafka over plaintext listeners (TLS and SASL are not '
+    'supported yet).',
+  )
+  kafka_commands = kafka.add_subparsers(dest='kafka_command', required=True, metavar='ACTION')
+  create_topic = kafka_commands.add_parser('create-topic', help='Create a topic.')
+  create_topic.add_argument('name', help='Topic name.')
+  create_topic.add_argument(
+    '--partitions', type=int, default=1, help='Partition count (default: %(default)s).'
+  )
+  put_topic = kafka_commands.add_parser(
+    'put',
+    help='Replay batch sources into a topic as canonical JSON events.',
+    description='Parse events-jsonl and access-log sources as the batch pipeline does and '
+    'produce each usable event to the topic (key = session key).',
+  )
+  put_topic.add_argument('name', help='Topic name.')
+  put_topic.add_argument(
+    '--source',
+    action='append',
+    required=True,
+    metavar='KIND=PATH_OR_GLOB',
+    help='events-jsonl or access-log input; repeatable.',
+  )
+  for sub in (create_topic, put_topic):
+    sub.add_argument(
+      '--kafka-bootstrap',
+      default=DEFAULT_BOOTSTRAP,
+      metavar='HOST:PORT',
+      help='A broker of the cluster (default: %(default)s).',
+    )
+  dev = commands.add_parser(
+    'dev', help='Local services to try shopstream with.', description='Local services.'
+  )
+  dev_services = dev.add_subparsers(dest='service', required=True, metavar='SERVICE')
+  dev_kafka = dev_services.add_parser(
+    'kafka',
+    help='Run a one-node Kafka broker in the foreground until Ctrl-C or SIGTERM.',
+    description='Apache Kafka in KRaft mode, one node, on 127.0.0.1 (from `make install`).',
+  )
+  dev_kafka.add_argument(
+    '--port', type=int, default=9092, help='Its client port (default: %(default)s).'
+  )
+  dev_kafka.add_argument(
+    '--data-dir',
+    default=None,
+    metavar='DIR',
+    help='Keep topics and offsets here across restarts (default: a temporary directory).',
+  )
   return parser
+
+
+def _kafka(args: argparse.Namespace) -> int:
+  from beam_pipelines.io import event_replay, kafka_topics
+  from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
+
+  if args.kafka_command == 'create-topic':
+    kafka_topics.create_topic(args.kafka_bootstrap, args.name, args.partitions)
+    print(f'topic {args.name}: {args.partitions} partition(s)')
+    return 0
+  counts: Counter = Counter()
+  events = event_replay.events_in_time_order(
+    args.source, Pseudonymizer(salt_from_environment()), int(time.time() * 1_000_000), counts
+  )
+  sent = kafka_topics.put_events(args.kafka_bootstrap, args.name, events)
+  print(
+    f'topic {args.name}: {sent:,} events put; not sent: {counts["filtered"]:,} filtered, '
+    f'{counts["dead_letter"]:,} unusable (the batch path dead-letters them)'
+  )
+  return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+  from beam_pipelines.dev import kafka_broker
+
+  return kafka_broker.serve(args.port, args.data_dir)
 
 
 def _kinesis(args: argparse.Namespace) -> int:
   import boto3
   from botocore.exceptions import NoRegionError
 
-  from beam_pipelines.io import kinesis_replay
+  from beam_pipelines.io import event_replay, kinesis_replay
   from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
 
   if args.kinesis_command == 'create-stream' and args.shards < 1:
@@ -310,11 +388,8 @@ def _kinesis(args: argparse.Namespace) -> int:
     return 0
   counts: Counter = Counter()
   now_us = int(time.time() * 1_000_000)
-  events = sorted(
-    kinesis_replay.replay_events(
-      args.source, Pseudonymizer(salt_from_environment()), now_us, counts
-    ),
-    key=lambda event: (event.event_time, event.event_id),
+  events = event_replay.events_in_time_order(
+    args.source, Pseudonymizer(salt_from_environment()), now_us, counts
   )
   sent = kinesis_replay.put_events(client, args.name, iter(events))
   print(
@@ -638,6 +713,10 @@ def main(argv: Optional[list[str]] = None) -> int:
       return 0
     if args.command == 'kinesis':
       return _kinesis(args)
+    if args.command == 'kafka':
+      return _kafka(args)
+    if args.command == 'dev':
+      return _dev(args)
     return _generate(args)
   except ValueError as e:
     print(f'shopstream {args.command}: error: {e}', file=sys.stderr)

@@ -10,7 +10,9 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from beam_pipelines.dev.kinesis_emulator import free_port, running_emulator, stop, wait_for_port
+from beam_pipelines.dev.kafka_broker import running_broker
+from beam_pipelines.dev.kinesis_emulator import running_emulator
+from beam_pipelines.dev.local_services import free_port, stop, wait_for_port
 from beam_pipelines.pipelines.runner_config import IN_PROCESS_RUNNER
 from transforms.enrich.pseudonymize import Pseudonymizer
 
@@ -74,6 +76,13 @@ def kinesis_endpoint():
   """kinesis-local (npm; installed by `make`) on free loopback ports, stopped by PID."""
   with running_emulator() as endpoint:
     yield endpoint
+
+
+@pytest.fixture(scope='session')
+def kafka_bootstrap():
+  """A one-node Kafka broker (jars from `make install`) on free loopback ports."""
+  with running_broker() as bootstrap:
+    yield bootstrap
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ import urllib.request
 import zipfile
 from typing import Optional
 
-from beam_pipelines.dev.kinesis_emulator import PROJECT_ROOT, free_port
+from beam_pipelines.dev.local_services import PROJECT_ROOT, free_port
 
 BEAM_VERSION = '2.62.0'
 FLINK_VERSION = '1.19.0'

@@ -381,7 +381,8 @@ def test_an_emulator_restart_mid_read_loses_and_repeats_nothing(aws_credentials,
   and ends with every record exactly once."""
   import threading
 
-  from beam_pipelines.dev.kinesis_emulator import free_port, start_emulator, stop
+  from beam_pipelines.dev.kinesis_emulator import start_emulator
+  from beam_pipelines.dev.local_services import free_port, stop
 
   plain, tls = free_port(), free_port()
   endpoint = f'http://127.0.0.1:{plain}'

@@ -9,8 +9,8 @@ import boto3
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipelines import cli
+from beam_pipelines.io.event_replay import canonical_json, replay_events
 from beam_pipelines.io.kinesis import KinesisConfig, ReadFromKinesis
-from beam_pipelines.io.kinesis_replay import canonical_json, replay_events
 from tests.conftest import NOW_US, beam_pipeline, fixture_path
 from transforms.parse.parse_events import EventLineParser, ParseEventsJsonl
 from transforms.records import EVENTS_TAG, RawRecord
