@@ -77,8 +77,8 @@ def test_put_to_a_missing_topic_says_so(kafka_bootstrap, capsys):
   assert 'create it with `shopstream kafka create-topic`' in capsys.readouterr().err
 
 
-def test_dev_kafka_serves_until_sigterm(tmp_path):
-  port = free_port()
+def serve_dev_broker(port: int, data_dir) -> subprocess.Popen:
+  """`shopstream dev kafka`, once it says where it listens."""
   process = subprocess.Popen(
     [
       os.path.join(os.path.dirname(sys.executable), 'shopstream'),
@@ -87,20 +87,29 @@ def test_dev_kafka_serves_until_sigterm(tmp_path):
       '--port',
       str(port),
       '--data-dir',
-      str(tmp_path),
+      str(data_dir),
     ],
     stdout=subprocess.PIPE,
     text=True,
   )
+  first = process.stdout.readline()
+  assert f'at 127.0.0.1:{port}' in first, first
+  return process
+
+
+def test_dev_kafka_serves_until_sigterm_and_keeps_its_topics(tmp_path):
+  port = free_port()
+  bootstrap = ['--kafka-bootstrap', f'127.0.0.1:{port}']
+  process = serve_dev_broker(port, tmp_path)
   try:
-    first = process.stdout.readline()
-    assert f'at 127.0.0.1:{port}' in first, first
-    created = cli.main(['kafka', 'create-topic', 'dev', '--kafka-bootstrap', f'127.0.0.1:{port}'])
-    assert created == 0
+    assert cli.main(['kafka', 'create-topic', 'kept', '--partitions', '2'] + bootstrap) == 0
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    process = serve_dev_broker(port, tmp_path)  # again, on the same data
+    topics = AdminClient({'bootstrap.servers': f'127.0.0.1:{port}'}).list_topics().topics
+    assert len(topics['kept'].partitions) == 2
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
   finally:
     if process.poll() is None:
       process.kill()
-  # The data directory keeps the topic for the next start.
-  assert any(name.startswith('dev-') for name in os.listdir(tmp_path / 'data'))
