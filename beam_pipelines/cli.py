@@ -430,8 +430,10 @@ def _backfill(args: argparse.Namespace, beam_args: list[str]) -> int:
   from beam_pipelines.io.sources import expand_inputs, parse_source_spec
   from beam_pipelines.pipelines import backfill
 
-  if args.day or args.run_id or args.kinesis_stream:
-    raise ValueError('backfill sets --day and --run-id itself, and reads no --kinesis-stream')
+  if args.day or args.run_id or args.kinesis_stream or args.kafka_topic:
+    raise ValueError(
+      'backfill sets --day and --run-id itself, and reads no --kinesis-stream or --kafka-topic'
+    )
   if not args.source:
     raise ValueError('at least one --source KIND=PATH_OR_GLOB is needed')
   if not args.output:
@@ -542,17 +544,21 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
-  if not args.source and not args.kinesis_stream:
-    raise ValueError('at least one --source KIND=PATH_OR_GLOB (or --kinesis-stream NAME) is needed')
+  streaming = bool(args.kinesis_stream or args.kafka_topic)
+  if not args.source and not streaming:
+    raise ValueError(
+      'at least one --source KIND=PATH_OR_GLOB (or --kinesis-stream NAME, or --kafka-topic '
+      'TOPIC) is needed'
+    )
   if not args.output:
     raise ValueError('--output DIR is needed')
   if os.path.exists(args.output) and not os.path.isdir(args.output):
     raise ValueError(f'--output {args.output} exists and is not a directory')
   flags = _pipeline_flags(args)
   # A stream is not locked: it runs for days and only adds files.
-  with contextlib.nullcontext() if args.kinesis_stream else _holding(args.output, 'run'):
+  with contextlib.nullcontext() if streaming else _holding(args.output, 'run'):
     started = time.monotonic()
-    if args.kinesis_stream:
+    if streaming:
       from beam_pipelines.pipelines import streaming_pipeline
 
       summary = streaming_pipeline.run(flags + beam_args)

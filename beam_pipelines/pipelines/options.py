@@ -175,6 +175,20 @@ class ShopstreamOptions(PipelineOptions):
       choices=('TRIM_HORIZON', 'LATEST'),
       help='Where a new reader starts in each shard (default: %(default)s).',
     )
+    # Streaming over Kafka (instead of --kinesis-stream).
+    flag(
+      'kafka-topic',
+      default=None,
+      metavar='TOPIC',
+      help='Read canonical JSON events from this Kafka topic (the streaming pipeline; '
+      'bounded reads only so far: give --stop-after-idle or --max-records).',
+    )
+    flag(
+      'kafka-bootstrap',
+      default='localhost:9092',
+      metavar='HOST:PORT',
+      help='A broker of the Kafka cluster (default: %(default)s).',
+    )
     flag(
       'stop-after-idle',
       type=_positive_float,

@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines.io import tables
 from beam_pipelines.io.dimension_refresh import RefreshingProductJoin
+from beam_pipelines.io.kafka import KafkaConfig, KafkaRecord, ReadFromKafka
 from beam_pipelines.io.kinesis import KinesisConfig, KinesisRecord, ReadFromKinesis
 from beam_pipelines.io.sources import (
   CATALOG_CSV,
@@ -84,6 +85,32 @@ def to_raw_record(record: KinesisRecord) -> RawRecord:
   )
 
 
+def kafka_to_raw_record(record: KafkaRecord) -> RawRecord:
+  return RawRecord(f'kafka:{record.topic}', record.offset, record.data, record.timestamp_us)
+
+
+def read_stream(p: beam.Pipeline, opts: ShopstreamOptions) -> beam.PCollection:
+  """The RawRecords of the stream the options name: a Kinesis stream or a Kafka topic."""
+  if opts.kafka_topic:
+    config = KafkaConfig(
+      topic=opts.kafka_topic,
+      bootstrap=opts.kafka_bootstrap,
+      stop_after_idle_s=opts.stop_after_idle,
+      max_records=opts.max_records,
+      event_time_fn=json_event_time,
+    )
+    return (
+      p
+      | 'ReadKafka' >> ReadFromKafka(config)
+      | 'ToRawRecords' >> beam.Map(kafka_to_raw_record).with_output_types(RawRecord)
+    )
+  return (
+    p
+    | 'ReadKinesis' >> ReadFromKinesis(kinesis_config(opts))
+    | 'ToRawRecords' >> beam.Map(to_raw_record).with_output_types(RawRecord)
+  )
+
+
 def kinesis_config(opts: ShopstreamOptions) -> KinesisConfig:
   return KinesisConfig(
     stream=opts.kinesis_stream,
@@ -101,15 +128,14 @@ def build_streaming_pipeline(
 ) -> dict[str, beam.PCollection]:
   """Adds the streaming graph to ``p``; returns the rows of each table it writes."""
   opts = options.view_as(ShopstreamOptions)
-  if not opts.kinesis_stream:
-    raise ValueError('--kinesis-stream NAME is needed')
+  if bool(opts.kinesis_stream) == bool(opts.kafka_topic):
+    raise ValueError('one of --kinesis-stream NAME and --kafka-topic TOPIC is needed')
   if not opts.output:
     raise ValueError('--output DIR is needed')
   files = expand_inputs([parse_source_spec(text) for text in opts.source or ()])
   if any(f.kind not in DIMENSION_KINDS for f in files):
     raise ValueError(
-      'with --kinesis-stream, --source takes only the product dimension: '
-      f'{", ".join(DIMENSION_KINDS)}'
+      f'with a stream, --source takes only the product dimension: {", ".join(DIMENSION_KINDS)}'
     )
   pseudonymizer = pseudonymizer or Pseudonymizer(salt_from_environment())
   # The product dimension: read here for its accounting and dead letters (as
@@ -128,9 +154,7 @@ def build_streaming_pipeline(
   )
 
   parsed = (
-    p
-    | 'ReadKinesis' >> ReadFromKinesis(kinesis_config(opts))
-    | 'ToRawRecords' >> beam.Map(to_raw_record).with_output_types(RawRecord)
+    read_stream(p, opts)
     # Event times are bounded by each record's arrival, not by a time fixed
     # when the graph was built (after a day of running, every event was out
     # of range).

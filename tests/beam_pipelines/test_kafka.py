@@ -1,4 +1,4 @@
-"""Kafka topics on a real broker: creating them, replaying exports into them, the dev broker."""
+"""Kafka on a real broker: topics, replaying exports into them, the dev broker, the reader."""
 
 from __future__ import annotations
 
@@ -8,14 +8,18 @@ import subprocess
 import sys
 from collections import Counter, defaultdict
 
+import apache_beam as beam
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from beam_pipelines import cli
 from beam_pipelines.dev.local_services import free_port
 from beam_pipelines.io.event_replay import canonical_json, events_in_time_order
-from tests.conftest import NOW_US, fixture_path
+from beam_pipelines.io.kafka import KafkaConfig, ReadFromKafka, ReadKafkaTopic
+from tests.conftest import NOW_US, beam_pipeline, fixture_path
 
 SOURCES = [
   f'events-jsonl={fixture_path("events.jsonl")}',
@@ -113,3 +117,83 @@ def test_dev_kafka_serves_until_sigterm_and_keeps_its_topics(tmp_path):
   finally:
     if process.poll() is None:
       process.kill()
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], partitions: int) -> None:
+  producer = Producer({'bootstrap.servers': bootstrap})
+  for n, value in enumerate(values):
+    producer.produce(topic, value=value, partition=n % partitions)
+  assert producer.flush(30) == 0
+
+
+def test_a_bounded_read_gets_every_record_of_every_partition_once(kafka_bootstrap):
+  assert (
+    cli.main(
+      ['kafka', 'create-topic', 'read', '--partitions', '3', '--kafka-bootstrap', kafka_bootstrap]
+    )
+    == 0
+  )
+  values = [b'{"n":%d}' % n for n in range(300)]
+  produce(kafka_bootstrap, 'read', values, 3)
+  config = KafkaConfig('read', bootstrap=kafka_bootstrap, stop_after_idle_s=1.0)
+  with beam_pipeline() as p:
+    records = p | ReadFromKafka(config)
+    assert_that(records | beam.Map(lambda r: r.data), equal_to(values), label='values')
+    assert_that(
+      records | beam.Map(lambda r: (r.partition, r.offset)),
+      equal_to([(n % 3, n // 3) for n in range(300)]),
+      label='offsets',
+    )
+
+
+def test_max_records_stops_the_read(kafka_bootstrap):
+  assert cli.main(['kafka', 'create-topic', 'capped', '--kafka-bootstrap', kafka_bootstrap]) == 0
+  produce(kafka_bootstrap, 'capped', [b'%d' % n for n in range(50)], 1)
+  config = KafkaConfig('capped', bootstrap=kafka_bootstrap, max_records=20)
+  with beam_pipeline() as p:
+    read = p | ReadFromKafka(config) | beam.Map(lambda r: r.data)
+    assert_that(read, equal_to([b'%d' % n for n in range(20)]))  # in offset order: the first
+
+
+def test_an_unbounded_read_is_refused_until_it_is_built():
+  with pytest.raises(ValueError, match='--stop-after-idle or --max-records'):
+    ReadFromKafka(KafkaConfig('t'))
+
+
+class _Message:
+  def __init__(self, partition: int, offset: int, timestamp_ms: int, value: bytes):
+    self._fields = (partition, offset, timestamp_ms, value)
+
+  def partition(self):
+    return self._fields[0]
+
+  def offset(self):
+    return self._fields[1]
+
+  def timestamp(self):
+    return (1, self._fields[2])
+
+  def value(self):
+    return self._fields[3]
+
+  def key(self):
+    return None
+
+
+def test_event_times_never_pass_the_records_timestamp_and_bad_clocks_move_nothing():
+  read = ReadKafkaTopic(KafkaConfig('t', max_records=1, event_time_fn=lambda d: int(d)))
+  newest: dict[int, int] = {}
+  arrival_ms = 1_772_362_800_000
+  stamp = [
+    read._timestamped(_Message(0, n, arrival_ms, str(event_us).encode()), newest).timestamp
+    for n, event_us in enumerate(
+      [
+        arrival_ms * 1000 - 5_000_000,  # 5 s before arrival: its own time
+        arrival_ms * 1000 + 3_600_000_000,  # an hour ahead: its own time (not a bad clock)
+        arrival_ms * 1000 + 90_000_000_000,  # 25 h ahead: where the partition stands
+      ]
+    )
+  ]
+  assert stamp[0].micros == arrival_ms * 1000 - 5_000_000
+  assert stamp[1].micros == arrival_ms * 1000 + 3_600_000_000
+  assert stamp[2].micros == arrival_ms * 1000  # the newest progress, capped at arrival

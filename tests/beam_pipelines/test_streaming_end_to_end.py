@@ -1,5 +1,6 @@
 """Batch and streaming give the same rows: exports -> batch tables, and the same
-exports -> `shopstream kinesis put` -> kinesis-local -> the streaming pipeline.
+exports -> `shopstream kinesis put` -> kinesis-local (or `shopstream kafka put` ->
+a Kafka broker) -> the streaming pipeline.
 
 Compared with DuckDB over the written Parquet: every column of events (but
 `source`, the lineage, which names the file or the stream) and of sessions.
@@ -32,18 +33,9 @@ def rows(output, table: str) -> list[tuple]:
   return duckdb.connect().execute(f'{query} order by all').fetchall()
 
 
-@pytest.mark.parametrize(
-  'runner_config',
-  [
-    'runner_configs/direct_streaming.yaml',
-    # The portable runner protocol, as Flink gets the pipeline (LOOPBACK harness).
-    'runner_configs/portable_local.yaml',
-  ],
-)
-def test_streaming_over_kinesis_gives_the_batch_tables(
-  tmp_path, kinesis_endpoint, aws_credentials, monkeypatch, runner_config
-):
-  monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'parity-salt')
+def batch_tables(tmp_path) -> tuple[list[str], list[str]]:
+  """Generates exports, writes their batch tables to tmp_path/batch; returns the clickstream
+  and product-dimension --source arguments."""
   inputs = tmp_path / 'in'
   generate(GeneratorConfig(output_dir=str(inputs), events=1500, days=1, seed=21))
   sources = [
@@ -59,7 +51,43 @@ def test_streaming_over_kinesis_gives_the_batch_tables(
     f'taxonomy={inputs}/taxonomy.txt',
   ]
   assert cli.main(['run', *sources, *products, '--output', str(tmp_path / 'batch'), *COMMON]) == 0
+  return sources, products
 
+
+def assert_stream_wrote_the_batch_tables(tmp_path, stream_source: str) -> None:
+  # The derived tables too: both runs derive them from what they wrote.
+  for table in ('events', 'sessions', 'session_sequences', *SNAPSHOTS):
+    batch, stream = rows(tmp_path / 'batch', table), rows(tmp_path / 'stream', table)
+    assert len(batch) > 20, table
+    assert stream == batch, table
+  with_products = (
+    duckdb.connect()
+    .execute(
+      f'select count(brand), count(category_path) from read_parquet('
+      f"'{tmp_path}/stream/events/*/*.parquet')"
+    )
+    .fetchone()
+  )
+  assert min(with_products) > 100  # the product dimension joined in the stream too
+  summary = json.loads((tmp_path / 'stream' / '_summary.json').read_text())
+  read = summary['sources'][stream_source]
+  assert read['dead_letter'] == 0 and read['duplicate'] > 0
+  assert summary['tables']['sessions'] == len(rows(tmp_path / 'batch', 'sessions'))
+
+
+@pytest.mark.parametrize(
+  'runner_config',
+  [
+    'runner_configs/direct_streaming.yaml',
+    # The portable runner protocol, as Flink gets the pipeline (LOOPBACK harness).
+    'runner_configs/portable_local.yaml',
+  ],
+)
+def test_streaming_over_kinesis_gives_the_batch_tables(
+  tmp_path, kinesis_endpoint, aws_credentials, monkeypatch, runner_config
+):
+  monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'parity-salt')
+  sources, products = batch_tables(tmp_path)
   endpoint = ['--kinesis-endpoint-url', kinesis_endpoint, '--region', 'us-east-1']
   stream_name = f'parity-{tmp_path.name}'  # the emulator is shared by the tests
   assert cli.main(['kinesis', 'create-stream', stream_name, '--shards', '2', *endpoint]) == 0
@@ -86,22 +114,23 @@ def test_streaming_over_kinesis_gives_the_batch_tables(
     )
     == 0
   )
+  assert_stream_wrote_the_batch_tables(tmp_path, f'kinesis:{stream_name}')
 
-  # The derived tables too: both runs derive them from what they wrote.
-  for table in ('events', 'sessions', 'session_sequences', *SNAPSHOTS):
-    batch, stream = rows(tmp_path / 'batch', table), rows(tmp_path / 'stream', table)
-    assert len(batch) > 20, table
-    assert stream == batch, table
-  with_products = (
-    duckdb.connect()
-    .execute(
-      f'select count(brand), count(category_path) from read_parquet('
-      f"'{tmp_path}/stream/events/*/*.parquet')"
-    )
-    .fetchone()
-  )
-  assert min(with_products) > 100  # the product dimension joined in the stream too
-  summary = json.loads((tmp_path / 'stream' / '_summary.json').read_text())
-  kinesis = summary['sources'][f'kinesis:{stream_name}']
-  assert kinesis['dead_letter'] == 0 and kinesis['duplicate'] > 0
-  assert summary['tables']['sessions'] == len(rows(tmp_path / 'batch', 'sessions'))
+
+@pytest.mark.parametrize(
+  'runner_config', ['runner_configs/direct_streaming.yaml', 'runner_configs/portable_local.yaml']
+)
+def test_streaming_over_kafka_gives_the_batch_tables(
+  tmp_path, kafka_bootstrap, monkeypatch, runner_config
+):
+  """Three partitions: a session key's events share one, and keys interleave across them."""
+  monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'parity-salt')
+  sources, products = batch_tables(tmp_path)
+  bootstrap = ['--kafka-bootstrap', kafka_bootstrap]
+  topic = f'parity-{tmp_path.name}'
+  assert cli.main(['kafka', 'create-topic', topic, '--partitions', '3', *bootstrap]) == 0
+  assert cli.main(['kafka', 'put', topic, *sources, *bootstrap]) == 0
+  run = ['run', '--runner-config', runner_config, '--kafka-topic', topic]
+  stream = ['--stop-after-idle', '2', *products, '--output', str(tmp_path / 'stream'), *COMMON]
+  assert cli.main(run + bootstrap + stream) == 0
+  assert_stream_wrote_the_batch_tables(tmp_path, f'kafka:{topic}')
