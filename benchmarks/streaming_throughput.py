@@ -1,10 +1,13 @@
-"""Streaming throughput and event-to-table time against kinesis-local (a command, not a test).
+"""Streaming throughput and event-to-table time against kinesis-local or Kafka (a command,
+not a test).
 
     python benchmarks/streaming_throughput.py --events 5000 --shards 2
+    python benchmarks/streaming_throughput.py --kafka --events 5000 --shards 2
     python benchmarks/streaming_throughput.py --flink --parallelism 2 --shards 4
 
 Generates a sample, puts its clickstream into a fresh stream of kinesis-local
-with `shopstream kinesis put`, then runs the streaming pipeline
+with `shopstream kinesis put` (with --kafka: a topic of --shards partitions on
+a local broker, with `shopstream kafka put`), then runs the streaming pipeline
 (direct_streaming.yaml, or with --flink flink_local.yaml on a local Flink
 cluster of one JobManager and one TaskManager) until the stream has been idle
 for --idle seconds, and reports:
@@ -36,6 +39,7 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, PROJECT)
 
 from beam_pipelines import cli  # noqa: E402
+from beam_pipelines.dev.kafka_broker import running_broker  # noqa: E402
 from beam_pipelines.dev.kinesis_emulator import running_emulator  # noqa: E402
 from beam_pipelines.dev.local_flink import LocalFlinkCluster  # noqa: E402
 from beam_pipelines.dev.sample_data import GeneratorConfig, generate  # noqa: E402
@@ -48,6 +52,7 @@ def main() -> None:
   parser.add_argument('--events', type=int, default=5000)
   parser.add_argument('--shards', type=int, default=2)
   parser.add_argument('--idle', type=float, default=2.0)
+  parser.add_argument('--kafka', action='store_true', help='a Kafka topic, not kinesis-local')
   parser.add_argument('--flink', action='store_true', help='run on a local Flink cluster')
   parser.add_argument('--parallelism', type=int, default=2, help='Flink parallelism')
   args = parser.parse_args()
@@ -60,9 +65,37 @@ def main() -> None:
     print(json.dumps(measure(args, runner), indent=2))
 
 
-def measure(args, runner: list[str]) -> dict:
+@contextlib.contextmanager
+def stream_service(kafka: bool):
+  """The shopstream arguments that (create, put into, read) a stream of a fresh local service."""
+  if kafka:
+    with running_broker() as bootstrap:
+      at = ['--kafka-bootstrap', bootstrap]
+      yield (
+        lambda name, n: ['kafka', 'create-topic', name, '--partitions', str(n), *at],
+        lambda name, sources: ['kafka', 'put', name, *sources, *at],
+        lambda name: ['--kafka-topic', name, *at],
+      )
+    return
   os.environ.setdefault('AWS_ACCESS_KEY_ID', 'bench')
   os.environ.setdefault('AWS_SECRET_ACCESS_KEY', 'bench')
+  with running_emulator() as endpoint:
+    at = ['--kinesis-endpoint-url', endpoint, '--region', 'us-east-1']
+    yield (
+      lambda name, n: ['kinesis', 'create-stream', name, '--shards', str(n), *at],
+      lambda name, sources: ['kinesis', 'put', name, *sources, *at],
+      lambda name: [
+        '--kinesis-stream',
+        name,
+        '--kinesis-endpoint-url',
+        endpoint,
+        '--kinesis-region',
+        'us-east-1',
+      ],
+    )
+
+
+def measure(args, runner: list[str]) -> dict:
   work = tempfile.mkdtemp(prefix='shopstream-streaming-bench-')
   generate(GeneratorConfig(output_dir=f'{work}/in', events=args.events, days=1, seed=5))
   sources = [
@@ -71,42 +104,38 @@ def measure(args, runner: list[str]) -> dict:
     '--source',
     f'access-log={work}/in/access.log',
   ]
-  with running_emulator() as endpoint:
-    kinesis = ['--kinesis-endpoint-url', endpoint, '--region', 'us-east-1']
-    assert (
-      cli.main(['kinesis', 'create-stream', 'bench', '--shards', str(args.shards), *kinesis]) == 0
-    )
+  with stream_service(args.kafka) as (create, put, read):
+    assert cli.main(create('bench', args.shards)) == 0
     started = time.monotonic()
-    assert cli.main(['kinesis', 'put', 'bench', *sources, *kinesis]) == 0
+    assert cli.main(put('bench', sources)) == 0
     put_s = time.monotonic() - started
     last_put = time.monotonic()
-    run_s = run_stream(args, runner, 'bench', endpoint, f'{work}/out')
+    run_s = run_stream(args, runner, read('bench'), f'{work}/out')
     published = time.monotonic()
     one_record = {}  # with --flink: the fixed cost of a run
     if args.flink:
-      assert cli.main(['kinesis', 'create-stream', 'one', '--shards', '1', *kinesis]) == 0
+      assert cli.main(create('one', 1)) == 0
       with open(f'{work}/one.jsonl', 'w') as f:
         f.write(
           '{"event_type": "page_view", "event_time": "2026-03-01T00:00:00Z", "anonymous_id": "a"}\n'
         )
-      assert (
-        cli.main(['kinesis', 'put', 'one', '--source', f'events-jsonl={work}/one.jsonl', *kinesis])
-        == 0
-      )
+      assert cli.main(put('one', ['--source', f'events-jsonl={work}/one.jsonl'])) == 0
       one_record['one_record_run_seconds'] = round(
-        run_stream(args, runner, 'one', endpoint, f'{work}/one'), 1
+        run_stream(args, runner, read('one'), f'{work}/one'), 1
       )
   with open(f'{work}/out/_summary.json') as f:
     summary = json.load(f)
   records = summary['totals']['read']
   figures = {
     'runner': runner,
+    'stream': 'kafka' if args.kafka else 'kinesis',
     'events_generated': args.events,
-    'kinesis_records': records,
-    'shards': args.shards,
+    'stream_records': records,
+    'shards_or_partitions': args.shards,
     'put_records_per_s': round(records / put_s),
     'pipeline_seconds': round(run_s, 1),
     'pipeline_records_per_s': round(records / max(run_s - args.idle, 1e-9)),
+    'pipeline_records_per_s_per_shard': round(records / max(run_s - args.idle, 1e-9) / args.shards),
     'last_arrival_to_table_s': round(published - last_put, 1),
     'files': len(glob.glob(f'{work}/out/*/*/*.parquet')),
     **one_record,
@@ -120,17 +149,12 @@ def measure(args, runner: list[str]) -> dict:
   return figures
 
 
-def run_stream(args, runner: list[str], stream: str, endpoint: str, output: str) -> float:
+def run_stream(args, runner: list[str], stream: list[str], output: str) -> float:
   """Seconds of one `shopstream run` over the stream until it has been idle."""
   run = [
     'run',
     *runner,
-    '--kinesis-stream',
-    stream,
-    '--kinesis-endpoint-url',
-    endpoint,
-    '--kinesis-region',
-    'us-east-1',
+    *stream,
     '--stop-after-idle',
     str(args.idle),
     '--derived-tables',
