@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter, defaultdict
 
 import apache_beam as beam
@@ -13,10 +15,11 @@ import orjson
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewPartitions
 
 from beam_pipelines import cli
-from beam_pipelines.dev.local_services import free_port
+from beam_pipelines.dev.kafka_broker import start_broker
+from beam_pipelines.dev.local_services import free_port, stop
 from beam_pipelines.io.event_replay import canonical_json, events_in_time_order
 from beam_pipelines.io.kafka import KafkaConfig, ReadFromKafka, ReadKafkaTopic
 from tests.conftest import NOW_US, beam_pipeline, fixture_path
@@ -120,10 +123,18 @@ def test_dev_kafka_serves_until_sigterm_and_keeps_its_topics(tmp_path):
 
 
 def produce(bootstrap: str, topic: str, values: list[bytes], partitions: int) -> None:
+  """Each value to partition n % partitions; fails unless every one was acknowledged."""
+  produce_to(bootstrap, topic, [(value, n % partitions) for n, value in enumerate(values)])
+
+
+def produce_to(bootstrap: str, topic: str, values: list[tuple[bytes, int]]) -> None:
+  errors = []
   producer = Producer({'bootstrap.servers': bootstrap})
-  for n, value in enumerate(values):
-    producer.produce(topic, value=value, partition=n % partitions)
-  assert producer.flush(30) == 0
+  for value, partition in values:
+    producer.produce(
+      topic, value=value, partition=partition, on_delivery=lambda e, _: e and errors.append(e)
+    )
+  assert producer.flush(30) == 0 and not errors, errors
 
 
 def test_a_bounded_read_gets_every_record_of_every_partition_once(kafka_bootstrap):
@@ -197,3 +208,88 @@ def test_event_times_never_pass_the_records_timestamp_and_bad_clocks_move_nothin
   assert stamp[0].micros == arrival_ms * 1000 - 5_000_000
   assert stamp[1].micros == arrival_ms * 1000 + 3_600_000_000
   assert stamp[2].micros == arrival_ms * 1000  # the newest progress, capped at arrival
+
+
+# What background reads got, by read: a module's function and global, which pickling
+# refers to by name, so the runner's copy of the step appends here.
+_COLLECTED: dict[str, list] = {}
+
+
+def _collect(record, read_id: str) -> None:
+  _COLLECTED[read_id].append((record.partition, record.offset, record.data))
+
+
+def read_in_background(config: KafkaConfig) -> tuple[threading.Thread, list, list]:
+  """Runs a bounded read in a thread; returns it, the (partition, offset, data) it read, errors."""
+  read_id = f'{config.topic}-{time.monotonic_ns()}'
+  read = _COLLECTED.setdefault(read_id, [])
+  errors = []
+
+  def run():
+    try:
+      with beam_pipeline() as p:
+        _ = p | ReadFromKafka(config) | beam.Map(_collect, read_id)
+    except Exception as e:  # noqa: BLE001 - reported by the test
+      errors.append(e)
+
+  thread = threading.Thread(target=run, daemon=True)
+  thread.start()
+  return thread, read, errors
+
+
+def wait_for(condition, timeout_s: float = 60) -> None:
+  deadline = time.monotonic() + timeout_s
+  while not condition():
+    assert time.monotonic() < deadline, 'timed out'
+    time.sleep(0.1)
+
+
+def test_a_partition_added_while_reading_is_read(kafka_bootstrap):
+  at = ['--kafka-bootstrap', kafka_bootstrap]
+  assert cli.main(['kafka', 'create-topic', 'grows', *at]) == 0
+  produce(kafka_bootstrap, 'grows', [b'a%d' % n for n in range(100)], 1)
+  thread, read, errors = read_in_background(
+    # Idle longer than adding the partition and producing to it takes.
+    KafkaConfig('grows', bootstrap=kafka_bootstrap, stop_after_idle_s=10.0)
+  )
+  wait_for(lambda: len(read) == 100)
+  admin = AdminClient({'bootstrap.servers': kafka_bootstrap})
+  admin.create_partitions([NewPartitions('grows', 2)])['grows'].result(30)
+  # A producer that does not know the partition yet would fail to deliver to it.
+  wait_for(lambda: len(admin.list_topics('grows').topics['grows'].partitions) == 2)
+  produce_to(kafka_bootstrap, 'grows', [(b'b%d' % n, 1) for n in range(50)])
+  thread.join(60)
+  assert not errors and not thread.is_alive()
+  assert sorted(read) == sorted(
+    [(0, n, b'a%d' % n) for n in range(100)] + [(1, n, b'b%d' % n) for n in range(50)]
+  )
+
+
+def test_a_broker_restart_while_reading_loses_and_doubles_nothing(tmp_path):
+  port, controller = free_port(), free_port()
+  broker = start_broker(port, controller, str(tmp_path))
+  bootstrap = f'127.0.0.1:{port}'
+  try:
+    assert (
+      cli.main(
+        ['kafka', 'create-topic', 'steady', '--partitions', '2', '--kafka-bootstrap', bootstrap]
+      )
+      == 0
+    )
+    produce(bootstrap, 'steady', [b'before%d' % n for n in range(200)], 2)
+    # Longer than the restart: the read must not stop for lack of records meanwhile.
+    thread, read, errors = read_in_background(
+      KafkaConfig('steady', bootstrap=bootstrap, stop_after_idle_s=15.0)
+    )
+    wait_for(lambda: len(read) == 200)
+    stop(broker)
+    broker = start_broker(port, controller, str(tmp_path))
+    produce(bootstrap, 'steady', [b'after%d' % n for n in range(100)], 2)
+    thread.join(90)
+    assert not errors and not thread.is_alive()
+    values = sorted(data for _, _, data in read)
+    assert values == sorted(
+      [b'before%d' % n for n in range(200)] + [b'after%d' % n for n in range(100)]
+    )
+  finally:
+    stop(broker)
