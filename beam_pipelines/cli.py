@@ -61,6 +61,17 @@ def _add_runner_config(command: argparse.ArgumentParser) -> None:
   )
 
 
+def _add_clickstream_sources(command: argparse.ArgumentParser) -> None:
+  """--source of the commands that replay exports into a stream."""
+  command.add_argument(
+    '--source',
+    action='append',
+    required=True,
+    metavar='KIND=PATH_OR_GLOB',
+    help='events-jsonl or access-log input; repeatable.',
+  )
+
+
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog='shopstream',
@@ -269,13 +280,7 @@ def _parser() -> argparse.ArgumentParser:
     'put each usable event into the stream (partition key = session key).',
   )
   put.add_argument('name', help='Stream name.')
-  put.add_argument(
-    '--source',
-    action='append',
-    required=True,
-    metavar='KIND=PATH_OR_GLOB',
-    help='events-jsonl or access-log input; repeatable.',
-  )
+  _add_clickstream_sources(put)
   for sub in (create, put):
     sub.add_argument(
       '--kinesis-endpoint-url',
@@ -303,13 +308,7 @@ def _parser() -> argparse.ArgumentParser:
     'produce each usable event to the topic (key = session key).',
   )
   put_topic.add_argument('name', help='Topic name.')
-  put_topic.add_argument(
-    '--source',
-    action='append',
-    required=True,
-    metavar='KIND=PATH_OR_GLOB',
-    help='events-jsonl or access-log input; repeatable.',
-  )
+  _add_clickstream_sources(put_topic)
   for sub in (create_topic, put_topic):
     sub.add_argument(
       '--kafka-bootstrap',
