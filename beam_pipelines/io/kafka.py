@@ -181,6 +181,9 @@ class ReadKafkaTopic(beam.DoFn):
     newest_us: dict[int, int] = {}  # per partition, for records whose clock is wrong
     assigned: set[int] = set()
     last_record_at = listed_at = 0.0
+    # A call starts from its restriction's offsets, not from where an earlier call's
+    # assignment (the consumer outlives calls) left off.
+    self._consumer.unassign()
     while True:
       now = time.monotonic()
       if now - listed_at >= LIST_PARTITIONS_EVERY_S:

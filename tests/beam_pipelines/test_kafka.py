@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 import apache_beam as beam
 import orjson
 import pytest
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.testing.util import assert_that, equal_to
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions
@@ -21,7 +22,13 @@ from beam_pipelines import cli
 from beam_pipelines.dev.kafka_broker import start_broker
 from beam_pipelines.dev.local_services import free_port, stop
 from beam_pipelines.io.event_replay import canonical_json, events_in_time_order
-from beam_pipelines.io.kafka import KafkaConfig, ReadFromKafka, ReadKafkaTopic
+from beam_pipelines.io.kafka import (
+  KafkaConfig,
+  OffsetsTracker,
+  ReadFromKafka,
+  ReadKafkaTopic,
+  TopicCheckpoint,
+)
 from tests.conftest import NOW_US, beam_pipeline, fixture_path
 
 SOURCES = [
@@ -293,3 +300,21 @@ def test_a_broker_restart_while_reading_loses_and_doubles_nothing(tmp_path):
     )
   finally:
     stop(broker)
+
+
+def test_a_call_resumes_at_its_checkpoint_whatever_the_last_call_read(kafka_bootstrap):
+  """A runner resumes a residual on the same DoFn instance (its consumer outlives calls)."""
+  assert cli.main(['kafka', 'create-topic', 'resume', '--kafka-bootstrap', kafka_bootstrap]) == 0
+  produce(kafka_bootstrap, 'resume', [b'%d' % n for n in range(40)], 1)
+  read = ReadKafkaTopic(KafkaConfig('resume', bootstrap=kafka_bootstrap, max_records=20))
+  read.setup()
+  try:
+    first = OffsetsTracker(TopicCheckpoint())
+    offsets = [r.value.offset for r in read.process('', first, ManualWatermarkEstimator(None))]
+    assert offsets == list(range(20))
+    # The residual of a checkpoint taken after 10 records: offsets 10.. are read again.
+    residual = OffsetsTracker(TopicCheckpoint(next_offsets=((0, 10),), records=10))
+    offsets = [r.value.offset for r in read.process('', residual, ManualWatermarkEstimator(None))]
+    assert offsets == list(range(10, 20))
+  finally:
+    read.teardown()
