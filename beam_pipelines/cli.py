@@ -292,8 +292,10 @@ def _parser() -> argparse.ArgumentParser:
   kafka = commands.add_parser(
     'kafka',
     help='Create a Kafka topic, or replay exports into one.',
-    description='Work with Apache Kafka over plaintext listeners (TLS and SASL are not '
-    'supported yet).',
+    description='Work with Apache Kafka (or Amazon MSK). Security settings and credentials '
+    'come from the environment: SHOPSTREAM_KAFKA_SECURITY_PROTOCOL, '
+    'SHOPSTREAM_KAFKA_SASL_MECHANISM, SHOPSTREAM_KAFKA_USERNAME, SHOPSTREAM_KAFKA_PASSWORD, '
+    'SHOPSTREAM_KAFKA_CA_LOCATION (README, Kafka).',
   )
   kafka_commands = kafka.add_subparsers(dest='kafka_command', required=True, metavar='ACTION')
   create_topic = kafka_commands.add_parser('create-topic', help='Create a topic.')

@@ -8,7 +8,10 @@ The client is confluent-kafka (librdkafka).
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterable
+from typing import Optional
 
 from beam_pipelines.io.event_replay import canonical_json
 from transforms.records import Event
@@ -18,8 +21,63 @@ DEFAULT_BOOTSTRAP = 'localhost:9092'
 _TIMEOUT_S = 30
 
 
+# Security settings come from the environment of whoever runs a client (the CLI, each
+# worker), never from options: credentials stay out of the job graph and of logs.
+SECURITY_PROTOCOL = 'SHOPSTREAM_KAFKA_SECURITY_PROTOCOL'  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+SASL_MECHANISM = 'SHOPSTREAM_KAFKA_SASL_MECHANISM'  # SCRAM-SHA-512 (default), SCRAM-SHA-256, PLAIN
+USERNAME = 'SHOPSTREAM_KAFKA_USERNAME'
+PASSWORD = 'SHOPSTREAM_KAFKA_PASSWORD'
+CA_LOCATION = 'SHOPSTREAM_KAFKA_CA_LOCATION'  # a PEM file of CAs to trust, for SSL/SASL_SSL
+PROTOCOLS = ('PLAINTEXT', 'SSL', 'SASL_PLAINTEXT', 'SASL_SSL')
+
+
 def client_config(bootstrap: str) -> dict:
-  return {'bootstrap.servers': bootstrap}
+  """librdkafka settings of a client: the bootstrap address and the environment's security."""
+  protocol = os.environ.get(SECURITY_PROTOCOL, 'PLAINTEXT').upper()
+  if protocol not in PROTOCOLS:
+    raise ValueError(f'{SECURITY_PROTOCOL}={protocol!r} is not one of {", ".join(PROTOCOLS)}')
+  config = {'bootstrap.servers': bootstrap, 'security.protocol': protocol}
+  if protocol.startswith('SASL'):
+    missing = [name for name in (USERNAME, PASSWORD) if not os.environ.get(name)]
+    if missing:
+      raise ValueError(f'{SECURITY_PROTOCOL}={protocol} needs {" and ".join(missing)} set')
+    config.update(
+      {
+        'sasl.mechanism': os.environ.get(SASL_MECHANISM, 'SCRAM-SHA-512'),
+        'sasl.username': os.environ[USERNAME],
+        'sasl.password': os.environ[PASSWORD],
+      }
+    )
+  if protocol.endswith('SSL') and os.environ.get(CA_LOCATION):
+    config['ssl.ca.location'] = os.environ[CA_LOCATION]
+  return config
+
+
+class _Errors(list):
+  """librdkafka's error callback: what went wrong while a client connected."""
+
+  def __call__(self, error) -> None:
+    self.append(error)
+
+
+def cluster_metadata(client, bootstrap: str, errors: _Errors, topic: Optional[str] = None):
+  """The client's metadata of the cluster (or of one topic); a clear ValueError when the
+  cluster refuses the credentials or does not answer within _TIMEOUT_S."""
+  from confluent_kafka import KafkaError, KafkaException
+
+  deadline = time.monotonic() + _TIMEOUT_S
+  while True:
+    client.poll(0)  # serves the error callback
+    if any(e.code() == KafkaError._AUTHENTICATION for e in errors):
+      raise ValueError(
+        f'Kafka at {bootstrap} refused the credentials of {USERNAME} / {PASSWORD} '
+        f'({SASL_MECHANISM} {os.environ.get(SASL_MECHANISM, "SCRAM-SHA-512")})'
+      )
+    try:
+      return client.list_topics(topic, timeout=1)
+    except KafkaException as e:
+      if time.monotonic() > deadline:
+        raise ValueError(f'no Kafka cluster answered at {bootstrap}: {e}') from None
 
 
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:
@@ -29,11 +87,9 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
 
   if partitions < 1:
     raise ValueError('--partitions must be at least 1')
-  admin = AdminClient(client_config(bootstrap))
-  try:
-    brokers = len(admin.list_topics(timeout=_TIMEOUT_S).brokers)
-  except KafkaException as e:
-    raise ValueError(f'no Kafka cluster answered at {bootstrap}: {e}') from None
+  errors = _Errors()
+  admin = AdminClient({**client_config(bootstrap), 'error_cb': errors})
+  brokers = len(cluster_metadata(admin, bootstrap, errors).brokers)
   topic = NewTopic(name, num_partitions=partitions, replication_factor=min(3, brokers))
   try:
     admin.create_topics([topic], request_timeout=_TIMEOUT_S)[name].result(timeout=_TIMEOUT_S)
@@ -44,7 +100,7 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
 def put_events(bootstrap: str, topic: str, events: Iterable[Event]) -> int:
   """Produces every event (idempotent producer, all replicas acknowledge); returns how many
   the cluster acknowledged. Raises if any was not: a replay loses nothing silently."""
-  from confluent_kafka import KafkaException, Producer
+  from confluent_kafka import Producer
 
   failures: list[str] = []
 
@@ -52,19 +108,18 @@ def put_events(bootstrap: str, topic: str, events: Iterable[Event]) -> int:
     if error is not None:
       failures.append(str(error))
 
+  errors = _Errors()
   producer = Producer(
     {
       **client_config(bootstrap),
+      'error_cb': errors,
       'enable.idempotence': True,
       'acks': 'all',
       'linger.ms': 20,
       'compression.type': 'zstd',
     }
   )
-  try:
-    metadata = producer.list_topics(topic, timeout=_TIMEOUT_S).topics[topic]
-  except KafkaException as e:
-    raise ValueError(f'no Kafka cluster answered at {bootstrap}: {e}') from None
+  metadata = cluster_metadata(producer, bootstrap, errors, topic).topics[topic]
   if metadata.error is not None:
     raise ValueError(
       f'topic {topic}: {metadata.error.str()} (create it with `shopstream kafka create-topic`)'

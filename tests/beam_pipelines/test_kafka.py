@@ -13,13 +13,14 @@ from collections import Counter, defaultdict
 import apache_beam as beam
 import orjson
 import pytest
+from apache_beam.internal import pickler
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.testing.util import assert_that, equal_to
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions
 
 from beam_pipelines import cli
-from beam_pipelines.dev.kafka_broker import start_broker
+from beam_pipelines.dev.kafka_broker import running_broker, start_broker
 from beam_pipelines.dev.local_services import free_port, stop
 from beam_pipelines.io.event_replay import canonical_json, events_in_time_order
 from beam_pipelines.io.kafka import (
@@ -318,3 +319,50 @@ def test_a_call_resumes_at_its_checkpoint_whatever_the_last_call_read(kafka_boot
     assert offsets == list(range(10, 20))
   finally:
     read.teardown()
+
+
+SASL_USER = ('shopstream', 'scram-secret')
+
+
+@pytest.fixture(scope='module')
+def sasl_bootstrap():
+  """A broker whose client listener takes SCRAM-SHA-256 logins of SASL_USER only."""
+  with running_broker(sasl_user=SASL_USER) as bootstrap:
+    yield bootstrap
+
+
+def use_sasl(monkeypatch, password: str = SASL_USER[1]) -> None:
+  monkeypatch.setenv('SHOPSTREAM_KAFKA_SECURITY_PROTOCOL', 'SASL_PLAINTEXT')
+  monkeypatch.setenv('SHOPSTREAM_KAFKA_SASL_MECHANISM', 'SCRAM-SHA-256')
+  monkeypatch.setenv('SHOPSTREAM_KAFKA_USERNAME', SASL_USER[0])
+  monkeypatch.setenv('SHOPSTREAM_KAFKA_PASSWORD', password)
+
+
+def test_with_sasl_credentials_from_the_environment_topics_and_reads_work(
+  sasl_bootstrap, monkeypatch, capsys
+):
+  use_sasl(monkeypatch)
+  at = ['--kafka-bootstrap', sasl_bootstrap]
+  assert cli.main(['kafka', 'create-topic', 'secure', '--partitions', '2', *at]) == 0
+  put = ['kafka', 'put', 'secure'] + [arg for s in SOURCES for arg in ('--source', s)]
+  assert cli.main(put + at) == 0
+  assert '12 events put' in capsys.readouterr().out
+  config = KafkaConfig('secure', bootstrap=sasl_bootstrap, max_records=12)
+  # Workers read the credentials from their environment: none is in the job graph.
+  assert b'scram-secret' not in pickler.dumps(ReadFromKafka(config))
+  with beam_pipeline() as p:
+    count = p | ReadFromKafka(config) | beam.Map(lambda r: 1)
+    assert_that(count, equal_to([1] * 12))
+
+
+def test_wrong_or_missing_sasl_credentials_are_clear_errors(sasl_bootstrap, monkeypatch, capsys):
+  at = ['--kafka-bootstrap', sasl_bootstrap]
+  use_sasl(monkeypatch, password='not-it')
+  assert cli.main(['kafka', 'create-topic', 'refused', *at]) == cli.EXIT_BAD_ARGUMENTS
+  assert 'refused the credentials of SHOPSTREAM_KAFKA_USERNAME' in capsys.readouterr().err
+  monkeypatch.delenv('SHOPSTREAM_KAFKA_PASSWORD')
+  assert cli.main(['kafka', 'create-topic', 'refused', *at]) == cli.EXIT_BAD_ARGUMENTS
+  assert 'needs SHOPSTREAM_KAFKA_PASSWORD set' in capsys.readouterr().err
+  monkeypatch.delenv('SHOPSTREAM_KAFKA_SECURITY_PROTOCOL')  # plaintext to a SASL listener
+  assert cli.main(['kafka', 'create-topic', 'refused', *at]) == cli.EXIT_BAD_ARGUMENTS
+  assert 'no Kafka cluster answered' in capsys.readouterr().err
