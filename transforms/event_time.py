@@ -22,7 +22,7 @@ US_PER_DAY = 86_400 * US_PER_SECOND
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EPOCH_DATE = dt.date(1970, 1, 1)
 # Epoch numbers above this are milliseconds: as seconds it would be year 5138.
-_MILLIS_THRESHOLD = 100_000_000_000
+MILLIS_THRESHOLD = 100_000_000_000
 
 # Anything outside [MIN_PLAUSIBLE, now + MAX_FUTURE] is an absurd timestamp:
 # web commerce did not exist before 1995, and clocks a day ahead are broken.
@@ -49,7 +49,7 @@ def parse_event_time(value: object) -> int:
   if isinstance(value, (int, float)):
     if value != value or value in (float('inf'), float('-inf')):
       raise EventTimeError('invalid_event_time', f'event_time is not finite: {value!r}')
-    seconds = value / 1000 if abs(value) >= _MILLIS_THRESHOLD else value
+    seconds = value / 1000 if abs(value) >= MILLIS_THRESHOLD else value
     return round(seconds * US_PER_SECOND)
   if isinstance(value, str):
     text = value.strip()

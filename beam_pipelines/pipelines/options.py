@@ -15,6 +15,7 @@ from apache_beam.options.pipeline_options import (
   PortableOptions,
 )
 
+from beam_pipelines.io.kafka_topics import DEFAULT_BOOTSTRAP
 from transforms.sessions.sessionize import DEFAULT_GAP_S, DEFAULT_MAX_DURATION_S
 
 # A bucket is the unit of work after a batch shuffle: a few per worker even
@@ -185,7 +186,7 @@ class ShopstreamOptions(PipelineOptions):
     )
     flag(
       'kafka-bootstrap',
-      default='localhost:9092',
+      default=DEFAULT_BOOTSTRAP,
       metavar='HOST:PORT',
       help='A broker of the Kafka cluster (default: %(default)s).',
     )

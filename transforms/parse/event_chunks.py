@@ -32,6 +32,7 @@ from transforms.dead_letters import FieldError
 from transforms.event_batches import map_distinct, schema_of
 from transforms.event_time import (
   MAX_FUTURE_US,
+  MILLIS_THRESHOLD,
   MIN_PLAUSIBLE_US,
   US_PER_SECOND,
   EventTimeError,
@@ -65,8 +66,6 @@ _PLAIN_OBJECT = r'^ *\{ *' + _PAIR + r'(?: *, *' + _PAIR + r')* *\} *$'
 # opening quote always holds a ',' or ':', which a word cannot.
 _INTEGER_VALUE = '(' + _KEY + r' *: *)(-?[0-9]+)'
 _NUMBER_TIME = r'"event_time" *: *-?[0-9]'
-# Epoch numbers at least this large are milliseconds (transforms/event_time.py).
-_MILLIS_THRESHOLD = 100_000_000_000
 # Beyond 2**53 a float no longer holds every integer, and Python's int / 1000
 # rounds once where numpy would round twice: the line parser decides those.
 _EXACT_FLOAT = 2**53
@@ -202,7 +201,7 @@ class EventChunkParser(EventLineParser):
       exact = np.abs(value) < _EXACT_FLOAT
       # parse_event_time: ms / 1000 then * 1e6, rounded half to even; seconds * 1e6 exactly.
       micros = np.where(
-        np.abs(value) >= _MILLIS_THRESHOLD,
+        np.abs(value) >= MILLIS_THRESHOLD,
         np.rint(value / 1000 * US_PER_SECOND),
         value * US_PER_SECOND,
       )
