@@ -21,18 +21,11 @@ aggregate resumes at its next user record), retries throttling and
 re-opens expired iterators, and defers its remainder every
 ``defer_every_s`` so that a runner can checkpoint it.
 
-Watermark, per unit: per shard, the newest event time seen minus
-``max_out_of_order`` (event time from ``event_time_fn``, else the record's
-arrival time; never later than the record's arrival, and a record more than
-a day ahead of its arrival, a client clock gone wrong, moves nothing); the
-unit's watermark is the minimum over its shards that are not idle; a shard
-caught up for ``idle_timeout`` seconds holds nothing back. A unit all idle
-follows the clock (now minus ``max_out_of_order``) if it never read a record
-or if its newest records were live (event time within ``max_out_of_order``
-of arrival), so that a quiet shard does not hold the stream back nor a quiet
-live stream its last sessions; one whose newest records were history (a
-replay) stands at the newest time it read minus ``max_out_of_order``. The
-stream's watermark is the runner's minimum over units.
+Event times and the watermark, per unit, follow stream_watermark.py (shared
+with the Kafka reader): per shard the newest event time read less
+``max_out_of_order``, a shard caught up for ``idle_timeout`` holding nothing
+back, a record from a clock far ahead moving nothing. The stream's watermark
+is the runner's minimum over units.
 
 Local runs stop by condition: after ``stop_after_idle`` seconds without a
 record, or after ``max_records``; then the watermark goes to the end of time.
@@ -52,7 +45,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
@@ -60,9 +53,9 @@ from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, Duration
 
-from transforms.event_time import MAX_FUTURE_US
+from beam_pipelines.io.stream_watermark import SplitProgress, advance, unit_watermark
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -338,23 +331,9 @@ def deaggregate(records: list[dict]) -> Iterator[tuple[dict, int]]:
 
 
 @dataclass
-class _ShardState:
+class _ShardState(SplitProgress):
   iterator: Optional[str] = None
   skip_through: Optional[Position] = None  # re-read at an iterator's start: already claimed
-  newest_event_us: Optional[int] = None
-  # How far that newest record's event time trailed its arrival: small for a
-  # live stream, months for history put into a stream (a replay).
-  newest_delay_us: int = 0
-  caught_up_since: Optional[float] = None
-
-  def idle(self, now: float, timeout_s: float) -> bool:
-    """Caught up, with nothing new, for ``timeout_s`` seconds."""
-    return self.caught_up_since is not None and now - self.caught_up_since >= timeout_s
-
-
-@dataclass
-class _WatermarkState:
-  shards: dict[str, _ShardState] = field(default_factory=dict)  # by shard id
 
 
 _CHECKPOINTS = _CheckpointProvider()
@@ -377,7 +356,7 @@ class ReadKinesisStream(beam.DoFn):
 
   def setup(self):
     self._client = kinesis_client(self._config)
-    self._state = _WatermarkState()
+    self._shards: dict[str, _ShardState] = {}  # by shard id
     self._last_record_at = time.monotonic()
 
   @beam.DoFn.unbounded_per_element()
@@ -404,7 +383,7 @@ class ReadKinesisStream(beam.DoFn):
       got_any = False
       ready = readable_shards(shards, set(checkpoint.finished), checkpoint.owned)
       for shard_id in ready:
-        state = self._state.shards.setdefault(shard_id, _ShardState())
+        state = self._shards.setdefault(shard_id, _ShardState())
         # A child of a finished shard starts at its beginning: it holds what
         # was written after the reshard, whatever the start position says.
         from_start = any(p in checkpoint.finished for p in parents.get(shard_id, ()))
@@ -440,7 +419,16 @@ class ReadKinesisStream(beam.DoFn):
           time.sleep(POLL_INTERVAL_S)
         continue
       unit_shards = checkpoint.owned if checkpoint.owned is not None else parents.keys()
-      self._advance_watermark(watermark, now, ready, set(unit_shards))
+      advance(
+        watermark,
+        unit_watermark(
+          [self._shards[shard] for shard in ready],
+          [self._shards[shard] for shard in unit_shards if shard in self._shards],
+          now,
+          config.idle_timeout_s,
+          config.max_out_of_order_s,
+        ),
+      )
       if now - call_started < config.defer_every_s:
         if not got_any:
           time.sleep(POLL_INTERVAL_S)
@@ -451,23 +439,7 @@ class ReadKinesisStream(beam.DoFn):
   def _timestamped(self, record: dict, sub: int, shard_id: str, state: _ShardState):
     config = self._config
     arrival_us = int(record['ApproximateArrivalTimestamp'].timestamp() * 1_000_000)
-    event_us = (
-      config.event_time_fn(record['Data']) if config.event_time_fn else None
-    ) or arrival_us
-    # A client clock running ahead (one record stamped 2100) must not move
-    # the watermark, or every record after it would be late: a record
-    # more than MAX_FUTURE_US ahead of its arrival (a clock_skew dead
-    # letter downstream) moves nothing, and no other moves it past its
-    # arrival.
-    if event_us <= arrival_us + MAX_FUTURE_US:
-      progress_us = min(event_us, arrival_us)
-      if state.newest_event_us is None or progress_us > state.newest_event_us:
-        state.newest_event_us = progress_us
-        state.newest_delay_us = arrival_us - progress_us
-    else:
-      # Its element time is where the shard stands, so its dead letter is
-      # written with the rows around it, not in a window of 2100.
-      event_us = state.newest_event_us or arrival_us
+    event_us = config.event_time_fn(record['Data']) if config.event_time_fn else None
     return TimestampedValue(
       KinesisRecord(
         config.stream,
@@ -478,7 +450,7 @@ class ReadKinesisStream(beam.DoFn):
         record['Data'],
         arrival_us,
       ),
-      Timestamp(micros=max(event_us, MIN_TIMESTAMP.micros + 1)),
+      state.element_time(event_us, arrival_us),
     )
 
   def _poll(
@@ -515,9 +487,7 @@ class ReadKinesisStream(beam.DoFn):
       state.skip_through = None
     next_iterator = response.get('NextShardIterator')
     if not records and response.get('MillisBehindLatest', 0) == 0:
-      state.caught_up_since = state.caught_up_since or time.monotonic()
-    elif records:
-      state.caught_up_since = None
+      state.caught_up(time.monotonic())
     return records, next_iterator, next_iterator is None
 
   def _iterator(self, shard_id: str, after: Optional[Position], from_start: bool) -> str:
@@ -543,45 +513,6 @@ class ReadKinesisStream(beam.DoFn):
       config.stop_after_idle_s is not None
       and now - self._last_record_at >= config.stop_after_idle_s
     )
-
-  def _advance_watermark(self, watermark, now: float, reading: list[str], unit: set[str]) -> None:
-    """``reading``: the unit's shards polled now; ``unit``: all it owns, finished ones too."""
-    config = self._config
-    lag_us = int(config.max_out_of_order_s * 1_000_000)
-    states = self._state.shards
-    polled = [states[shard] for shard in reading]
-    holding = [
-      s.newest_event_us - lag_us
-      for s in polled
-      if s.newest_event_us is not None and not s.idle(now, config.idle_timeout_s)
-    ]
-    if not holding and all(s.idle(now, config.idle_timeout_s) for s in polled):
-      seen = [
-        states[shard]
-        for shard in unit
-        if shard in states and states[shard].newest_event_us is not None
-      ]
-      clock_us = int(time.time() * 1_000_000) - lag_us
-      if not seen:
-        # Nothing ever read: its records, when they come, arrive from now on.
-        holding = [clock_us]
-      elif all(s.newest_delay_us <= lag_us for s in seen):
-        # A live stream gone quiet: what comes next arrives from now on, its
-        # events at most the out-of-order bound behind. Without this the last
-        # minute of a quiet live stream waited for the next record (seen on
-        # Flink: no session of a burst came out in 10 minutes).
-        holding = [max(max(s.newest_event_us for s in seen) - lag_us, clock_us)]
-      else:
-        # History put into a stream (a replay): its next records follow its
-        # own order, not the clock, so the unit stands at the newest time
-        # read less the out-of-order bound.
-        holding = [max(s.newest_event_us for s in seen) - lag_us]
-    if not holding:
-      return
-    candidate = Timestamp(micros=min(holding))
-    current = watermark.current_watermark()
-    if current is None or candidate > current:
-      watermark.set_watermark(candidate)
 
 
 class ReadFromKinesis(beam.PTransform):
