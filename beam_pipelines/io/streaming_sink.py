@@ -3,9 +3,15 @@
 A streaming run cannot stage and publish at the end: it never ends. Rows are
 grouped per (partition day, file shard) in fixed windows of their element
 timestamp and written when the watermark closes the window, one file per
-(window, pane, shard) with a name made only of those:
+(window, pane, shard) with a name made only of those and of the job's id:
 
-    <output>/<table>/dt=<day>/w<window start, UTC>Z-p<pane>-s<shard>.parquet
+    <output>/<table>/dt=<day>/w<window start, UTC>Z-p<pane>-s<shard>[-j<job>].parquet
+
+The job id is fixed when the job is submitted, so that a runner's retries
+within the job reproduce its names while a second job writing into the same
+output (a restart from committed Kafka offsets, a new run of a stream) never
+replaces the first one's files: seen, a second run's dead letters of the same
+ten minutes replaced the first run's.
 
 Events and sessions are emitted by event-time timers when final (see
 transforms/sessions/streaming.py), so they are never late for these windows, and an
@@ -46,12 +52,13 @@ DEFAULT_FILE_SHARDS = 2
 ALLOWED_LATENESS_S = 7 * 24 * 3600
 
 
-def file_name(window_start_us: int, pane_index: int, shard: int) -> str:
-  """The file of one (window, pane, shard): the same on every retry."""
+def file_name(window_start_us: int, pane_index: int, shard: int, job: str = '') -> str:
+  """The file of one (window, pane, shard) of a job: the same on every retry."""
   # Rows read at start-up (the product dimension's dead letters) carry Beam's
   # minimum timestamp; they are named after the epoch (no event is that old).
   start = dt.datetime.fromtimestamp(max(window_start_us, 0) / 1e6, dt.UTC)
-  return f'w{start:%Y%m%dT%H%M%S}Z-p{pane_index:04d}-s{shard:03d}.parquet'
+  suffix = f'-j{job}' if job else ''
+  return f'w{start:%Y%m%dT%H%M%S}Z-p{pane_index:04d}-s{shard:03d}{suffix}.parquet'
 
 
 def row_sort_key(row: tuple) -> tuple:
@@ -71,9 +78,10 @@ class _KeyByDayAndShard(beam.DoFn):
 
 
 class _WriteWindowFile(accounting.CountingDoFn):
-  def __init__(self, spec: TableSpec, output: str):
+  def __init__(self, spec: TableSpec, output: str, job: str):
     self._spec = spec
     self._output = output
+    self._job = job
 
   def setup(self):
     self._indices = column_indices(self._spec)
@@ -88,7 +96,7 @@ class _WriteWindowFile(accounting.CountingDoFn):
       # seen): writing it would replace the window's file by an empty one.
       return
     directory = partition_dir(self._output, self._spec.name, day)
-    path = FileSystems.join(directory, file_name(window.start.micros, pane.index, shard))
+    path = FileSystems.join(directory, file_name(window.start.micros, pane.index, shard, self._job))
     make_dirs(directory)
     table = to_arrow(self._spec, rows, self._indices)
     if path.startswith('s3://'):
@@ -109,7 +117,10 @@ class _WriteWindowFile(accounting.CountingDoFn):
 
 
 class WriteWindowedTable(beam.PTransform):
-  """Streaming rows of one table to windowed, deterministically named Parquet files."""
+  """Streaming rows of one table to windowed, deterministically named Parquet files.
+
+  ``job``: the id in the names of the files (see the module docstring).
+  """
 
   def __init__(
     self,
@@ -117,6 +128,7 @@ class WriteWindowedTable(beam.PTransform):
     output: str,
     window_s: float = DEFAULT_WINDOW_S,
     shards: int = DEFAULT_FILE_SHARDS,
+    job: str = '',
   ):
     super().__init__()
     if window_s <= 0 or shards < 1:
@@ -125,6 +137,7 @@ class WriteWindowedTable(beam.PTransform):
     self._output = output
     self._window_s = window_s
     self._shards = shards
+    self._job = job
 
   def expand(self, rows):
     return (
@@ -142,5 +155,7 @@ class WriteWindowedTable(beam.PTransform):
       )
       | 'GroupPerFile' >> beam.GroupByKey()
       | 'WriteWindowFile'
-      >> beam.ParDo(_WriteWindowFile(self._spec, self._output)).with_output_types(WrittenFile)
+      >> beam.ParDo(_WriteWindowFile(self._spec, self._output, self._job)).with_output_types(
+        WrittenFile
+      )
     )

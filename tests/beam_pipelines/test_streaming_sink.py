@@ -24,12 +24,12 @@ def timestamped(events):
   return [TimestampedValue(e, e.event_time / 1e6) for e in events]
 
 
-def write(output, events, shards=2):
+def write(output, events, shards=2, job=''):
   with beam_pipeline() as p:
     _ = (
       p
       | beam.Create(timestamped(events))
-      | WriteWindowedTable(tables.EVENTS, str(output), WINDOW_S, shards)
+      | WriteWindowedTable(tables.EVENTS, str(output), WINDOW_S, shards, job)
     )
 
 
@@ -58,6 +58,16 @@ def test_file_names_say_window_pane_and_shard():
   assert file_name(T0, 0, 1) == 'w20260301T100000Z-p0000-s001.parquet'
   assert file_name(T0, 3, 0) != file_name(T0, 0, 3)
   assert file_name(MIN_TIMESTAMP.micros, 0, 0) == 'w19700101T000000Z-p0000-s000.parquet'
+
+
+def test_a_job_id_names_the_files_of_one_job():
+  assert file_name(T0, 0, 1, 'j1') == 'w20260301T100000Z-p0000-s001-jj1.parquet'
+
+
+def test_a_second_job_writing_the_same_window_keeps_the_first_jobs_files(tmp_path):
+  write(tmp_path, [make_event('first', 1)], shards=1, job='20261204T210000-ab12')
+  write(tmp_path, [make_event('second', 2)], shards=1, job='20261204T213000-cd34')
+  assert [event_id for event_id, _ in event_ids(tmp_path)] == ['first', 'second']
 
 
 def test_row_sort_key_orders_rows_with_none():
