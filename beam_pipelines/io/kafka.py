@@ -1,23 +1,30 @@
 """ReadFromKafka: a native Python Kafka source (a splittable DoFn on confluent-kafka).
 
-Built so far: the bounded read that local and test runs use. A read with a
-stop condition (``stop_after_idle_s`` or ``max_records``) is one unit of work
-over every partition of the topic, partitions that appear while it runs
-included; its restriction is its checkpoint, the next offset to read per
-partition. It runs in one call until the condition holds and then puts the
-watermark at the end of time: the FnApiRunner hands each call's output on as
-a round of its own, and event-time timers downstream would fire between
-rounds (measured with the Kinesis reader, which reads the same way).
+Units of work: a continuous read has one Slice per partition listed at start
+(partitions p with p % count == index), spread over the workers by a
+Reshuffle; a partition added while it runs belongs to the slice its number
+falls in, so new partitions are read without new elements. A slice's
+restriction is its checkpoint, the next offset to read per partition. The
+read polls for ``defer_every_s`` and then defers its remainder, so that a
+runner can checkpoint it.
 
-Not built yet: the unbounded read (a unit per partition, the
-watermark while running, deferral for checkpoints, committing the consumer
-group's offsets once the output is durable) and TLS/SASL settings;
-ReadFromKafka refuses a config without a stop condition.
+With ``commit_hold_s`` set, each call also emits the unit's OffsetsMark as
+it defers or stops, for committing the consumer group's offsets once the
+tables hold the records before them (kafka_offsets.py).
 
-Element timestamps are event times (``event_time_fn``), never later than the
+A bounded read (``stop_after_idle_s`` or ``max_records``, about the topic as
+a whole) is one slice over every partition. It runs in one call until the
+condition holds and then puts the watermark at the end of time: the
+FnApiRunner hands each call's output on as a round of its own, and
+event-time timers downstream would fire between rounds (measured with the
+Kinesis reader, which reads the same way).
+
+Element timestamps and the watermark follow stream_watermark.py, the rule of
+the Kinesis reader: event times (``event_time_fn``), never later than the
 record's Kafka timestamp (the producer's create time, or the broker's append
-time), the clock-skew rule of the Kinesis reader: a record more than a day
-ahead of its timestamp is stamped where its partition stands.
+time); per partition the newest less ``max_out_of_order_s``; a partition at
+its end (librdkafka's partition EOF) for ``idle_timeout_s`` holds nothing
+back.
 
     p | ReadFromKafka(KafkaConfig('clicks', bootstrap='127.0.0.1:9092', stop_after_idle_s=2))
 """
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Optional
 
 import apache_beam as beam
@@ -34,12 +41,20 @@ from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, Duration, Timestamp
 
-from beam_pipelines.io.kafka_topics import DEFAULT_BOOTSTRAP, client_config
-from transforms.event_time import MAX_FUTURE_US
+from beam_pipelines.io.kafka_topics import (
+  DEFAULT_BOOTSTRAP,
+  client_config,
+  topic_partitions,
+  with_retries,
+)
+from beam_pipelines.io.stream_watermark import SplitProgress, advance, unit_watermark
+from transforms.records import typed_outputs
 
-EARLIEST, LATEST = 'earliest', 'latest'
+COMMITTED, EARLIEST, LATEST = 'committed', 'earliest', 'latest'
+STARTS = (COMMITTED, EARLIEST, LATEST)
+OFFSETS_TAG = 'offsets'
 POLL_TIMEOUT_S = 0.2
 # How often a read looks for partitions added to the topic.
 LIST_PARTITIONS_EVERY_S = 1.0
@@ -58,19 +73,42 @@ class KafkaRecord(NamedTuple):
 class KafkaConfig:
   topic: str
   bootstrap: str = DEFAULT_BOOTSTRAP
-  start: str = EARLIEST  # where a partition without a checkpoint is read from
+  # Where a partition without a checkpoint is read from: the group's committed
+  # offset (else its earliest), its earliest or its latest.
+  start: str = COMMITTED
+  group: Optional[str] = None  # the consumer group; None: shopstream-<topic>
   stop_after_idle_s: Optional[float] = None
   max_records: Optional[int] = None
   batch_size: int = 1000
+  idle_timeout_s: float = 5.0
+  max_out_of_order_s: float = 60.0
+  # How long an unbounded read polls in one call before it defers: as for
+  # Kinesis (kinesis.py), each deferral's residual costs state on portable Flink.
+  defer_every_s: float = 5.0
   event_time_fn: Optional[Callable[[bytes], Optional[int]]] = None  # -> UTC microseconds
+  # With a hold, the read also emits OffsetsMarks (OFFSETS_TAG), each timed this
+  # long after the newest record it covers; see kafka_offsets.py.
+  commit_hold_s: Optional[float] = None
 
   @property
   def bounded(self) -> bool:
     return self.stop_after_idle_s is not None or self.max_records is not None
 
+  @property
+  def group_id(self) -> str:
+    return self.group or f'shopstream-{self.topic}'
+
   def __post_init__(self):
-    if self.start not in (EARLIEST, LATEST):
-      raise ValueError(f'start {self.start!r} is not {EARLIEST!r} or {LATEST!r}')
+    if self.start not in STARTS:
+      raise ValueError(f'start {self.start!r} is not one of {", ".join(STARTS)}')
+
+
+class OffsetsMark(NamedTuple):
+  """Where a unit of work stands: the next offset of each of its partitions, to commit
+  once the rows of every record before them are written."""
+
+  topic: str
+  next_offsets: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -80,6 +118,7 @@ class TopicCheckpoint:
   next_offsets: tuple[tuple[int, int], ...] = ()  # (partition, offset), by partition
   records: int = 0
   stopped: bool = False
+  newest_us: Optional[int] = None  # the latest element timestamp read, for OffsetsMarks
 
   def next_offset(self, partition: int) -> Optional[int]:
     return dict(self.next_offsets).get(partition)
@@ -88,27 +127,47 @@ class TopicCheckpoint:
 _STOP = None  # the claim that ends a read
 
 
+class _Start(NamedTuple):
+  """The claim of where a partition new to the checkpoint is read from."""
+
+  partition: int
+  offset: int
+
+
+class _Read(NamedTuple):
+  """The claim of a record, with its element timestamp."""
+
+  partition: int
+  offset: int
+  time_us: int
+
+
 class OffsetsTracker(RestrictionTracker):
-  """Claims are (partition, offset) read, or _STOP; a split at 0 hands the rest on."""
+  """Claims are _Read, _Start or _STOP; a split at 0 hands the rest on."""
 
   def __init__(self, checkpoint: TopicCheckpoint):
     self._next = dict(checkpoint.next_offsets)
     self._records = checkpoint.records
     self._stopped = checkpoint.stopped
+    self._newest_us = checkpoint.newest_us
     self._split_done = False
 
   def current_restriction(self) -> TopicCheckpoint:
-    return TopicCheckpoint(tuple(sorted(self._next.items())), self._records, self._stopped)
+    return TopicCheckpoint(
+      tuple(sorted(self._next.items())), self._records, self._stopped, self._newest_us
+    )
 
-  def try_claim(self, claim: Optional[tuple[int, int]]) -> bool:
+  def try_claim(self, claim) -> bool:
     if self._stopped or self._split_done:
       return False
     if claim is _STOP:
       self._stopped = True
+    elif isinstance(claim, _Start):
+      self._next[claim.partition] = claim.offset
     else:
-      partition, offset = claim
-      self._next[partition] = offset + 1
+      self._next[claim.partition] = claim.offset + 1
       self._records += 1
+      self._newest_us = max(self._newest_us or claim.time_us, claim.time_us)
     return True
 
   def try_split(self, fraction_of_remainder):
@@ -116,7 +175,7 @@ class OffsetsTracker(RestrictionTracker):
       return None
     self._split_done = True
     position = self.current_restriction()
-    return TopicCheckpoint(position.next_offsets, position.records, stopped=True), position
+    return replace(position, stopped=True), position
 
   def check_done(self):
     if not (self._stopped or self._split_done):
@@ -144,11 +203,25 @@ _OFFSETS = _OffsetsProvider()
 _WATERMARKS = ManualWatermarkEstimator.default_provider()
 
 
+class Slice(NamedTuple):
+  """A unit of work: the partitions p of the topic with p % count == index."""
+
+  index: int
+  count: int
+
+  def owns(self, partition: int) -> bool:
+    return partition % self.count == self.index
+
+
+WHOLE_TOPIC = Slice(0, 1)
+
+
 class ReadKafkaTopic(beam.DoFn):
-  """'' (the whole topic) -> KafkaRecords, until the stop condition; see the module docstring."""
+  """A Slice of the topic -> its KafkaRecords; see the module docstring."""
 
   def __init__(self, config: KafkaConfig):
     self._config = config
+    self._partitions: dict[int, SplitProgress] = {}  # by partition; outlives calls
 
   def setup(self):
     from confluent_kafka import Consumer
@@ -158,9 +231,11 @@ class ReadKafkaTopic(beam.DoFn):
     self._consumer = Consumer(
       {
         **client_config(config.bootstrap),
-        'group.id': f'shopstream-{config.topic}',
+        'group.id': config.group_id,
         'enable.auto.commit': False,
-        'auto.offset.reset': config.start,
+        # Offsets are always given; this applies only to one no longer held (the
+        # retention deleted its record): the earliest held then, losing no more.
+        'auto.offset.reset': 'earliest',
         'enable.partition.eof': True,
       }
     )
@@ -171,15 +246,16 @@ class ReadKafkaTopic(beam.DoFn):
   @beam.DoFn.unbounded_per_element()
   def process(
     self,
-    unit: str,
+    unit: Slice,
     tracker=beam.DoFn.RestrictionParam(_OFFSETS),
     watermark=beam.DoFn.WatermarkEstimatorParam(_WATERMARKS),
   ):
     from confluent_kafka import KafkaError, KafkaException
 
     config = self._config
-    newest_us: dict[int, int] = {}  # per partition, for records whose clock is wrong
+    unit = Slice(*unit)
     assigned: set[int] = set()
+    call_started = time.monotonic()
     last_record_at = listed_at = 0.0
     # A call starts from its restriction's offsets, not from where an earlier call's
     # assignment (the consumer outlives calls) left off.
@@ -187,80 +263,167 @@ class ReadKafkaTopic(beam.DoFn):
     while True:
       now = time.monotonic()
       if now - listed_at >= LIST_PARTITIONS_EVERY_S:
-        self._assign_new(assigned, tracker.current_restriction())
+        if not self._assign_new(unit, assigned, tracker):
+          return
         listed_at = now
         last_record_at = last_record_at or now
+      got_any = False
       for message in self._consumer.consume(config.batch_size, POLL_TIMEOUT_S):
         error = message.error()
         if error is not None:
           if error.code() == KafkaError._PARTITION_EOF:
+            self._progress(message.partition()).caught_up(time.monotonic())
             continue
           raise KafkaException(error)
         if config.max_records is not None and tracker.current_restriction().records >= (
           config.max_records
         ):
           break
-        if not tracker.try_claim((message.partition(), message.offset())):
+        record = self._timestamped(message)
+        if not tracker.try_claim(
+          _Read(message.partition(), message.offset(), record.timestamp.micros)
+        ):
           return
-        last_record_at = time.monotonic()
-        yield self._timestamped(message, newest_us)
+        got_any = True
+        yield record
+      now = time.monotonic()
+      last_record_at = now if got_any else last_record_at
       records = tracker.current_restriction().records
       if (config.max_records is not None and records >= config.max_records) or (
-        config.stop_after_idle_s is not None
-        and time.monotonic() - last_record_at >= config.stop_after_idle_s
+        config.stop_after_idle_s is not None and now - last_record_at >= config.stop_after_idle_s
       ):
+        yield from self._offsets_mark(tracker.current_restriction())
         watermark.set_watermark(MAX_TIMESTAMP)
         tracker.try_claim(_STOP)
         return
+      if config.bounded:
+        continue  # one call until it stops (see the module docstring)
+      progress = [self._progress(p) for p in sorted(assigned)]
+      advance(
+        watermark,
+        unit_watermark(progress, progress, now, config.idle_timeout_s, config.max_out_of_order_s),
+      )
+      if now - call_started >= config.defer_every_s:
+        yield from self._offsets_mark(tracker.current_restriction())
+        tracker.defer_remainder(Duration.of(0 if got_any else POLL_TIMEOUT_S))
+        return
 
-  def _assign_new(self, assigned: set[int], checkpoint: TopicCheckpoint) -> None:
-    """Assigns the topic's partitions not read yet, from their checkpoint or the start."""
-    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
+  def _offsets_mark(self, checkpoint: TopicCheckpoint):
+    """The unit's OffsetsMark, if it commits and has read a record."""
+    hold_s = self._config.commit_hold_s
+    if hold_s is None or checkpoint.newest_us is None:
+      return
+    mark = OffsetsMark(self._config.topic, checkpoint.next_offsets)
+    at = Timestamp(micros=checkpoint.newest_us + int(hold_s * 1_000_000))
+    yield beam.pvalue.TaggedOutput(OFFSETS_TAG, TimestampedValue(mark, at))
+
+  def _progress(self, partition: int) -> SplitProgress:
+    return self._partitions.setdefault(partition, SplitProgress())
+
+  def _assign_new(self, unit: Slice, assigned: set[int], tracker) -> bool:
+    """Assigns the unit's partitions not assigned yet, from their checkpoint; False if the
+    tracker refused a claim (the call is to return).
+
+    A partition new to the checkpoint starts at ``start`` if the unit has read
+    nothing yet, else at its beginning: it was added while the read ran. Its
+    start is resolved to an offset and claimed, so that a later call resumes
+    there and not at whatever "latest" has become by then.
+    """
+    from confluent_kafka import TopicPartition
 
     topic = self._config.topic
     metadata = self._consumer.list_topics(topic, timeout=30).topics[topic]
     if metadata.error is not None:
       raise ValueError(f'kafka topic {topic}: {metadata.error.str()}')
-    start = OFFSET_BEGINNING if self._config.start == EARLIEST else OFFSET_END
-    new = sorted(set(metadata.partitions) - assigned)
+    new = sorted(p for p in set(metadata.partitions) - assigned if unit.owns(p))
+    checkpoint: TopicCheckpoint = tracker.current_restriction()
+    fresh = not checkpoint.next_offsets
+    for partition in new:
+      if checkpoint.next_offset(partition) is None:
+        low, high = self._consumer.get_watermark_offsets(
+          TopicPartition(topic, partition), timeout=30
+        )
+        offset = high if fresh and self._config.start == LATEST else low
+        if fresh and self._config.start == COMMITTED:
+          offset = self._committed(partition, low)
+        if not tracker.try_claim(_Start(partition, offset)):
+          return False
+    checkpoint = tracker.current_restriction()
     if new:
       self._consumer.incremental_assign(
-        [TopicPartition(topic, p, checkpoint.next_offset(p) or start) for p in new]
+        [TopicPartition(topic, p, checkpoint.next_offset(p)) for p in new]
       )
       assigned.update(new)
+    return True
 
-  def _timestamped(self, message, newest_us: dict[int, int]) -> TimestampedValue:
+  def _committed(self, partition: int, earliest: int) -> int:
+    """The group's committed offset of the partition, else ``earliest``."""
+    from confluent_kafka import TopicPartition
+
+    (committed,) = with_retries(
+      self._consumer.committed, [TopicPartition(self._config.topic, partition)], timeout=30
+    )
+    if committed.error is not None:
+      raise ValueError(f'kafka topic {self._config.topic}: {committed.error.str()}')
+    return committed.offset if committed.offset >= 0 else earliest
+
+  def _timestamped(self, message) -> TimestampedValue:
     config = self._config
     _, timestamp_ms = message.timestamp()
     arrival_us = timestamp_ms * 1000
     data = message.value() or b''
-    event_us = (config.event_time_fn(data) if config.event_time_fn else None) or arrival_us
+    event_us = config.event_time_fn(data) if config.event_time_fn else None
     partition = message.partition()
-    if event_us <= arrival_us + MAX_FUTURE_US:
-      newest_us[partition] = max(newest_us.get(partition, event_us), min(event_us, arrival_us))
-    else:
-      event_us = newest_us.get(partition, arrival_us)  # a clock gone wrong moves nothing
     return TimestampedValue(
       KafkaRecord(config.topic, partition, message.offset(), message.key(), data, arrival_us),
-      Timestamp(micros=max(event_us, MIN_TIMESTAMP.micros + 1)),
+      self._progress(partition).element_time(event_us, arrival_us),
     )
 
 
 class ReadFromKafka(beam.PTransform):
-  """A Kafka topic's KafkaRecords; a bounded read only, so far (see the module docstring)."""
+  """A Kafka topic's KafkaRecords: one unit of work per partition listed at start.
 
-  def __init__(self, config: KafkaConfig):
+  A bounded read (``stop_after_idle_s`` or ``max_records``) is one unit over
+  the whole topic; see the module docstring. With ``with_offsets`` (and a
+  ``commit_hold_s`` in the config) it gives (records, OffsetsMarks).
+  """
+
+  def __init__(self, config: KafkaConfig, with_offsets: bool = False):
     super().__init__()
-    if not config.bounded:
-      raise ValueError(
-        'reading Kafka until stopped is not supported yet: give --stop-after-idle or --max-records'
-      )
+    if with_offsets and config.commit_hold_s is None:
+      raise ValueError('OffsetsMarks need a commit hold (KafkaConfig.commit_hold_s)')
     self._config = config
+    self._with_offsets = with_offsets
+
+  @staticmethod
+  def _units(config: KafkaConfig, partitions: Callable[[], list[int]]) -> list[Slice]:
+    """The units of work: one per partition listed now, or one for a bounded read."""
+    if config.bounded:
+      return [WHOLE_TOPIC]
+    count = len(partitions())
+    return [Slice(index, count) for index in range(count)]
 
   def expand(self, pbegin):
-    return (
+    config = self._config
+
+    def units(_) -> list[Slice]:
+      return self._units(config, lambda: topic_partitions(config.bootstrap, config.topic))
+
+    found = (
       pbegin
-      | 'Unit' >> beam.Impulse()
-      | 'WholeTopic' >> beam.FlatMap(lambda _: ['']).with_output_types(str)
-      | 'Read' >> beam.ParDo(ReadKafkaTopic(self._config)).with_output_types(KafkaRecord)
+      | 'Units' >> beam.Impulse()
+      | 'ListPartitions' >> beam.FlatMap(units).with_output_types(tuple[int, int])
     )
+    if not config.bounded:
+      found = found | 'Spread' >> beam.Reshuffle()
+    read = typed_outputs(
+      found
+      | 'Read'
+      >> beam.ParDo(ReadKafkaTopic(self._config))
+      .with_output_types(KafkaRecord)
+      .with_outputs(OFFSETS_TAG, main='records'),
+      **{OFFSETS_TAG: OffsetsMark},
+    )
+    if self._with_offsets:
+      return read.records, read[OFFSETS_TAG]
+    return read.records

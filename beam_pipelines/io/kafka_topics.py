@@ -80,6 +80,45 @@ def cluster_metadata(client, bootstrap: str, errors: _Errors, topic: Optional[st
         raise ValueError(f'no Kafka cluster answered at {bootstrap}: {e}') from None
 
 
+def with_retries(fn, *args, timeout_s: float = _TIMEOUT_S, **kwargs):
+  """``fn(*args, **kwargs)``, retried while Kafka answers with a transient error.
+
+  A broker just started answers group calls (committed offsets, commits)
+  with "not coordinator" until it has loaded the group's coordinator: seen
+  for several seconds after a restart.
+  """
+  from confluent_kafka import KafkaError, KafkaException
+
+  transient = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+  }
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      return fn(*args, **kwargs)
+    except KafkaException as e:
+      error = e.args[0]
+      if not (error.retriable() or error.code() in transient) or time.monotonic() > deadline:
+        raise
+    time.sleep(0.5)
+
+
+def topic_partitions(bootstrap: str, topic: str) -> list[int]:
+  """The topic's partition ids; a clear ValueError if the topic does not exist."""
+  from confluent_kafka.admin import AdminClient
+
+  errors = _Errors()
+  admin = AdminClient({**client_config(bootstrap), 'error_cb': errors})
+  metadata = cluster_metadata(admin, bootstrap, errors, topic).topics[topic]
+  if metadata.error is not None:
+    raise ValueError(
+      f'topic {topic}: {metadata.error.str()} (create it with `shopstream kafka create-topic`)'
+    )
+  return sorted(metadata.partitions)
+
+
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:
   """Creates the topic (one replica per partition on a one-broker cluster, else three)."""
   from confluent_kafka import KafkaException

@@ -181,8 +181,21 @@ class ShopstreamOptions(PipelineOptions):
       'kafka-topic',
       default=None,
       metavar='TOPIC',
-      help='Read canonical JSON events from this Kafka topic (the streaming pipeline; '
-      'bounded reads only so far: give --stop-after-idle or --max-records).',
+      help='Read canonical JSON events from this Kafka topic (the streaming pipeline).',
+    )
+    flag(
+      'kafka-start',
+      default='committed',
+      choices=('committed', 'earliest', 'latest'),
+      help="Where a new reader starts in each partition: the consumer group's committed "
+      'offset (else the earliest), the earliest or the latest (default: %(default)s). '
+      'Offsets are committed once the tables hold every record before them.',
+    )
+    flag(
+      'kafka-group',
+      default=None,
+      metavar='GROUP',
+      help='The consumer group whose offsets are read and committed (default: shopstream-TOPIC).',
     )
     flag(
       'kafka-bootstrap',
@@ -231,6 +244,15 @@ class ShopstreamOptions(PipelineOptions):
       default=2,
       help='Streaming: files per window and day, the parallelism of the writes '
       '(default: %(default)s).',
+    )
+    flag(
+      'stream-job-id',
+      default=None,
+      metavar='ID',
+      help='Streaming: the id in the names of the files this job writes, so that another '
+      "job writing into the same output never replaces this one's files (default: the "
+      "submission time and 4 random hex digits). Give the old job's id when restoring it "
+      'from a Flink savepoint.',
     )
     flag(
       'dimension-refresh-minutes',

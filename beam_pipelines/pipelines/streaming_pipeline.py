@@ -14,7 +14,9 @@ files whose names a retry reproduces (see streaming_sink.py).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import secrets
 from typing import Optional
 
 import apache_beam as beam
@@ -24,6 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipelines.io import tables
 from beam_pipelines.io.dimension_refresh import RefreshingProductJoin
 from beam_pipelines.io.kafka import KafkaConfig, KafkaRecord, ReadFromKafka
+from beam_pipelines.io.kafka_offsets import CommitOffsets, commit_hold_s
 from beam_pipelines.io.kinesis import KinesisConfig, KinesisRecord, ReadFromKinesis
 from beam_pipelines.io.sources import (
   CATALOG_CSV,
@@ -89,26 +92,43 @@ def kafka_to_raw_record(record: KafkaRecord) -> RawRecord:
   return RawRecord(f'kafka:{record.topic}', record.offset, record.data, record.timestamp_us)
 
 
-def read_stream(p: beam.Pipeline, opts: ShopstreamOptions) -> beam.PCollection:
-  """The RawRecords of the stream the options name: a Kinesis stream or a Kafka topic."""
+def read_stream(p: beam.Pipeline, opts: ShopstreamOptions):
+  """The RawRecords of the stream the options name (a Kinesis stream or a Kafka topic),
+  and for Kafka the OffsetsMarks to commit once the tables are written (else None)."""
   if opts.kafka_topic:
-    config = KafkaConfig(
-      topic=opts.kafka_topic,
-      bootstrap=opts.kafka_bootstrap,
-      stop_after_idle_s=opts.stop_after_idle,
-      max_records=opts.max_records,
-      event_time_fn=json_event_time,
-    )
-    return (
-      p
-      | 'ReadKafka' >> ReadFromKafka(config)
-      | 'ToRawRecords' >> beam.Map(kafka_to_raw_record).with_output_types(RawRecord)
-    )
-  return (
+    config = kafka_config(opts)
+    records, marks = p | 'ReadKafka' >> ReadFromKafka(config, with_offsets=True)
+    raw = records | 'ToRawRecords' >> beam.Map(kafka_to_raw_record).with_output_types(RawRecord)
+    return raw, marks
+  raw = (
     p
     | 'ReadKinesis' >> ReadFromKinesis(kinesis_config(opts))
     | 'ToRawRecords' >> beam.Map(to_raw_record).with_output_types(RawRecord)
   )
+  return raw, None
+
+
+def kafka_config(opts: ShopstreamOptions) -> KafkaConfig:
+  return KafkaConfig(
+    topic=opts.kafka_topic,
+    bootstrap=opts.kafka_bootstrap,
+    start=opts.kafka_start,
+    group=opts.kafka_group,
+    stop_after_idle_s=opts.stop_after_idle,
+    max_records=opts.max_records,
+    event_time_fn=json_event_time,
+    commit_hold_s=commit_hold_s(
+      opts.max_session_hours * 3600,
+      opts.session_gap_minutes * 60,
+      opts.allowed_lateness_minutes * 60,
+      opts.file_window_minutes * 60,
+    ),
+  )
+
+
+def new_job_id() -> str:
+  """A streaming job's id: its submission time (UTC) and 4 random hex digits."""
+  return f'{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}'
 
 
 def kinesis_config(opts: ShopstreamOptions) -> KinesisConfig:
@@ -153,8 +173,9 @@ def build_streaming_pipeline(
     else beam.Map(lambda event: event)
   )
 
+  records, offsets_marks = read_stream(p, opts)
   parsed = (
-    read_stream(p, opts)
+    records
     # Event times are bounded by each record's arrival, not by a time fixed
     # when the graph was built (after a day of running, every event was out
     # of range).
@@ -183,9 +204,19 @@ def build_streaming_pipeline(
       | 'CountDeadLetters' >> beam.ParDo(CountDeadLetters()).with_output_types(DeadLetter)
     ),
   }
-  for name, table_rows in rows.items():
-    _ = table_rows | f'Write {name}' >> WriteWindowedTable(
-      tables.TABLES[name], opts.output, opts.file_window_minutes * 60, opts.file_shards
+  job = opts.stream_job_id or new_job_id()
+  _LOGGER.info('stream job id %s: in the names of the files it writes', job)
+  written = [
+    table_rows
+    | f'Write {name}'
+    >> WriteWindowedTable(
+      tables.TABLES[name], opts.output, opts.file_window_minutes * 60, opts.file_shards, job
+    )
+    for name, table_rows in rows.items()
+  ]
+  if offsets_marks is not None:
+    _ = (offsets_marks, *written) | 'CommitKafkaOffsets' >> CommitOffsets(
+      kafka_config(opts), opts.file_window_minutes * 60
     )
   return rows
 

@@ -2,7 +2,7 @@
 # EMR bootstrap action: runs on every node of a shopstream cluster before
 # Flink starts (see beam_pipelines/deploy_emr.py, which uploads this file).
 #
-#   bootstrap.sh s3://BUCKET/shopstream
+#   bootstrap.sh s3://BUCKET/shopstream [MSK_SECRET_ID]
 #
 # Installs into /opt/shopstream:
 #   venv/            Python 3.11 with the shopstream wheel (Beam 2.62 and the rest)
@@ -10,6 +10,9 @@
 #   boot             Beam's SDK harness launcher (the PROCESS environment's command),
 #                    copied out of Beam's SDK image and wrapped to use venv's Python
 #   beam-runners-flink-1.19-job-server-2.62.0.jar   (primary node only)
+#   environment      (with MSK_SECRET_ID) the Kafka reader's SASL/SCRAM settings,
+#                    from the AWS Secrets Manager secret of an Amazon MSK user;
+#                    readable by this user only, sourced by boot
 #
 # The tests source this file and call write_boot_wrapper to run a local Flink
 # job with the PROCESS harness exactly as the nodes start it
@@ -26,15 +29,44 @@ JOB_SERVER_JAR=beam-runners-flink-1.19-job-server-${BEAM_VERSION}.jar
 # /opt/apache/beam-venv, which lacks Beam and the project, and every worker
 # dies with "Apache Beam is not installed in the runtime environment" (seen
 # on a local Flink).
+#
+# HOME/environment, when present, is sourced first: settings every worker's
+# Python needs but the job graph must not carry (Kafka credentials).
 write_boot_wrapper() {
   local home=$1 venv=$2
   cat >"$home/boot" <<WRAPPER
 #!/bin/bash
 export PATH=$venv/bin:\$PATH
 export RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1
+if [[ -f $home/environment ]]; then
+  set -a
+  source $home/environment
+  set +a
+fi
 exec $home/boot.bin "\$@"
 WRAPPER
   chmod +x "$home/boot" "$home/boot.bin"
+}
+
+# write_kafka_environment FILE: an MSK SCRAM secret ({"username": ..., "password": ...},
+# on stdin, so that it is never in a process's arguments) as the reader's settings.
+write_kafka_environment() {
+  (
+    umask 077
+    "${PYTHON:-python3.11}" -c '
+import json, shlex, sys
+secret = json.load(sys.stdin)
+settings = {
+  "SHOPSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+  "SHOPSTREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+  "SHOPSTREAM_KAFKA_USERNAME": secret["username"],
+  "SHOPSTREAM_KAFKA_PASSWORD": secret["password"],
+  "SHOPSTREAM_KAFKA_CA_LOCATION": "/etc/pki/tls/certs/ca-bundle.crt",
+}
+for name, value in settings.items():
+  print(f"{name}={shlex.quote(value)}")
+' >"$1"
+  )
 }
 
 main() {
@@ -58,6 +90,10 @@ main() {
   sudo docker rm "$container" >/dev/null
   sudo chown "$(id -u):$(id -g)" "$HOME_DIR/boot.bin"
   write_boot_wrapper "$HOME_DIR" "$HOME_DIR/venv"
+  if [[ -n ${2:-} ]]; then
+    aws secretsmanager get-secret-value --secret-id "$2" --query SecretString --output text |
+      write_kafka_environment "$HOME_DIR/environment"
+  fi
 
   # The Flink job server, on the primary node (where the steps run).
   if grep -q '"isMaster": *true' /mnt/var/lib/info/instance.json; then

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import stat
+import subprocess
+import sys
 
 import boto3
 import pytest
 
 from beam_pipelines import cli, deploy_emr
+from beam_pipelines.dev.local_services import PROJECT_ROOT
 
 BASE = ['deploy', 'emr', '--bucket', 'shop-data', '--region', 'us-east-1']
 STREAM = ['--stream', 'clicks', '--dimension', 'catalog-csv=s3://shop-data/dim/catalog.csv']
@@ -89,3 +94,47 @@ def test_deploys_to_moto_emr_and_s3(s3_endpoint, aws_credentials, capsys):
   ]
   actions = emr.list_bootstrap_actions(ClusterId=cluster['Id'])['BootstrapActions']
   assert actions[0]['ScriptPath'] == 's3://shop-data/shopstream/bootstrap.sh'
+
+
+BOOTSTRAP = os.path.join(PROJECT_ROOT, 'deploy', 'emr', 'bootstrap.sh')
+
+
+def bash(script: str, **env: str) -> subprocess.CompletedProcess:
+  return subprocess.run(
+    ['bash', '-c', f'source {BOOTSTRAP} && {script}'],
+    capture_output=True,
+    text=True,
+    env={**os.environ, **env},
+    check=True,
+  )
+
+
+def test_an_msk_secret_becomes_the_kafka_settings_of_every_sdk_harness(tmp_path):
+  """bootstrap.sh writes the secret as the reader's settings (owner-only), and the
+  boot wrapper exports them to the SDK harness it starts."""
+  secret = json.dumps({'username': 'shop', 'password': "p'w $(not run)"})
+  env_file = tmp_path / 'environment'
+  subprocess.run(
+    ['bash', '-c', f'source {BOOTSTRAP} && write_kafka_environment {env_file}'],
+    input=secret,
+    text=True,
+    check=True,
+    env={**os.environ, 'PYTHON': sys.executable},
+  )
+  assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+  (tmp_path / 'boot.bin').write_text('#!/bin/bash\nenv\n')
+  bash(f'write_boot_wrapper {tmp_path} {tmp_path}/venv')
+  seen = subprocess.run([str(tmp_path / 'boot')], capture_output=True, text=True, check=True)
+  settings = dict(line.split('=', 1) for line in seen.stdout.splitlines() if '=' in line)
+  assert settings['SHOPSTREAM_KAFKA_SECURITY_PROTOCOL'] == 'SASL_SSL'
+  assert settings['SHOPSTREAM_KAFKA_SASL_MECHANISM'] == 'SCRAM-SHA-512'
+  assert settings['SHOPSTREAM_KAFKA_USERNAME'] == 'shop'
+  assert settings['SHOPSTREAM_KAFKA_PASSWORD'] == "p'w $(not run)"
+
+
+def test_without_an_environment_file_the_wrapper_sets_no_kafka_settings(tmp_path):
+  (tmp_path / 'boot.bin').write_text('#!/bin/bash\nenv\n')
+  bash(f'write_boot_wrapper {tmp_path} {tmp_path}/venv')
+  seen = subprocess.run([str(tmp_path / 'boot')], capture_output=True, text=True, check=True)
+  assert 'SHOPSTREAM_KAFKA_PASSWORD' not in seen.stdout
+  assert 'RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1' in seen.stdout

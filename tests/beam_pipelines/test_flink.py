@@ -34,7 +34,9 @@ from beam_pipelines.dev import local_flink
 from beam_pipelines.dev.local_flink import LocalFlinkCluster
 from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 from beam_pipelines.io import tables
+from beam_pipelines.io.kafka_offsets import committed_offsets
 from beam_pipelines.pipelines.streaming_pipeline import json_event_time
+from tests.conftest import end_offsets
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMON = ['--reference-time', '2026-06-01T00:00:00Z', '--progress', 'never']
@@ -204,11 +206,16 @@ def create_stream(endpoint_url: str, stream: str, shards: int = 4):
 
 def start_stream_job(flink, stream, endpoint_url, out, log_path, *extra) -> subprocess.Popen:
   """`shopstream run --kinesis-stream` with no stop condition, in a session of its own."""
+  kinesis = ['--kinesis-stream', stream, '--kinesis-endpoint-url', endpoint_url]
+  return start_job(flink, [*kinesis, '--kinesis-region', 'us-east-1'], out, log_path, *extra)
+
+
+def start_job(flink, source: list[str], out, log_path, *extra) -> subprocess.Popen:
+  """`shopstream run` of a stream with no stop condition, in a session of its own."""
   command = [sys.executable, '-m', 'beam_pipelines.cli', 'run']
   command += ['--runner-config', 'runner_configs/flink_local.yaml']
   command += [f'--flink_master={flink.master}', *extra]
-  command += ['--kinesis-stream', stream, '--kinesis-endpoint-url', endpoint_url]
-  command += ['--kinesis-region', 'us-east-1', '--output', str(out), *COMMON]
+  command += [*source, '--output', str(out), *COMMON]
   log = open(log_path, 'wb')  # the child writes it
   job = subprocess.Popen(
     command, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -277,6 +284,63 @@ def test_an_unbounded_stream_on_flink_gives_the_batch_rows(
     assert cli.main([*put, '--source', f'events-jsonl={halves[1]}']) == 0
     assert put_flush_records(kinesis, stream) == 8
     wait_for_tables(out, expected)
+  finally:
+    stop_stream_job(flink, job)
+  for table, want in expected.items():
+    assert len(want) > 20, table
+    assert without_flush(rows(out, table)) == want, table
+  letters = dead_letters(out)
+  assert ('clock_skew', SKEWED) in letters
+  assert not [r for r in letters if r[0] == 'late']
+
+
+def test_an_unbounded_kafka_topic_on_flink_gives_the_batch_rows(
+  flink, day_halves, tmp_path, kafka_bootstrap, monkeypatch
+):
+  """The Kafka twin of the test above: no stop condition, three partitions, the
+  morning, a record stamped 2100, a fourth partition added while the job runs,
+  then the afternoon; cancelled once the watermark has passed every session.
+  While it runs, the group's offsets are committed up to the last record whose
+  rows are written (kafka_offsets.py): all but the flush records, days later."""
+  from confluent_kafka import Producer
+  from confluent_kafka.admin import AdminClient, NewPartitions
+
+  monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'flink-salt')
+  halves, batch = day_halves
+  topic = f'unbounded-{tmp_path.name}'
+  at = ['--kafka-bootstrap', kafka_bootstrap]
+  assert cli.main(['kafka', 'create-topic', topic, '--partitions', '3', *at]) == 0
+  out = tmp_path / 'stream'
+  expected = {t: without_flush(rows(batch, t)) for t in ('events', 'sessions')}
+  producer = Producer({'bootstrap.servers': kafka_bootstrap})
+  admin = AdminClient({'bootstrap.servers': kafka_bootstrap})
+
+  job = start_job(flink, ['--kafka-topic', topic, *at], out, tmp_path / 'run.log')
+  try:
+    assert cli.main(['kafka', 'put', topic, *at, '--source', f'events-jsonl={halves[0]}']) == 0
+    producer.produce(topic, value=SKEWED, key=b'skew')
+    assert producer.flush(30) == 0
+    admin.create_partitions([NewPartitions(topic, 4)])[topic].result(30)
+    wait_for(lambda: len(admin.list_topics(topic).topics[topic].partitions) == 4, '4 partitions')
+    assert cli.main(['kafka', 'put', topic, *at, '--source', f'events-jsonl={halves[1]}']) == 0
+    before_flush = end_offsets(kafka_bootstrap, topic)
+    # Every record read (all but the skewed one become events), then longer than a
+    # call of the reader (5 s): the last offsets mark without the flush records.
+    jid = running_job(flink)
+    wait_for(lambda: events_read(flink, jid) >= sum(before_flush.values()) - 1, 'the read')
+    time.sleep(8)
+    producer = Producer({'bootstrap.servers': kafka_bootstrap})  # one that knows partition 3
+    for partition in range(4):  # each partition's watermark past every session and mark
+      producer.produce(topic, value=flush(partition, day='2026-03-05'), partition=partition)
+    assert producer.flush(30) == 0
+    wait_for_tables(out, expected)
+    group = f'shopstream-{topic}'
+    deadline = time.monotonic() + 120
+    while committed_offsets(kafka_bootstrap, topic, group) != before_flush:
+      if time.monotonic() > deadline:
+        break
+      time.sleep(1)
+    assert committed_offsets(kafka_bootstrap, topic, group) == before_flush
   finally:
     stop_stream_job(flink, job)
   for table, want in expected.items():

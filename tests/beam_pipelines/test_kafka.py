@@ -15,6 +15,8 @@ import orjson
 import pytest
 from apache_beam.internal import pickler
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
 from apache_beam.testing.util import assert_that, equal_to
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions
@@ -24,12 +26,17 @@ from beam_pipelines.dev.kafka_broker import running_broker, start_broker
 from beam_pipelines.dev.local_services import free_port, stop
 from beam_pipelines.io.event_replay import canonical_json, events_in_time_order
 from beam_pipelines.io.kafka import (
+  OFFSETS_TAG,
+  WHOLE_TOPIC,
   KafkaConfig,
+  OffsetsMark,
   OffsetsTracker,
   ReadFromKafka,
   ReadKafkaTopic,
+  Slice,
   TopicCheckpoint,
 )
+from beam_pipelines.io.kafka_offsets import _Commit, committed_offsets, newest_offsets
 from tests.conftest import NOW_US, beam_pipeline, fixture_path
 
 SOURCES = [
@@ -174,9 +181,197 @@ def test_max_records_stops_the_read(kafka_bootstrap):
     assert_that(read, equal_to([b'%d' % n for n in range(20)]))  # in offset order: the first
 
 
-def test_an_unbounded_read_is_refused_until_it_is_built():
-  with pytest.raises(ValueError, match='--stop-after-idle or --max-records'):
-    ReadFromKafka(KafkaConfig('t'))
+NO_CHECKPOINT = TopicCheckpoint()
+
+
+def call(read: ReadKafkaTopic, unit, checkpoint: TopicCheckpoint, estimator):
+  """One call of the reader on a unit, as a runner makes it: (records, residual or None)."""
+  tracker = ThreadsafeRestrictionTracker(OffsetsTracker(checkpoint))
+  view = RestrictionTrackerView(tracker)
+  got = [o.value for o in read.process(unit, tracker=view, watermark=estimator)]
+  deferred = tracker.deferred_status()
+  return got, deferred[0] if deferred else None
+
+
+def read_slice(read: ReadKafkaTopic, unit: Slice, want: int, checkpoint=NO_CHECKPOINT):
+  """Calls on one slice, each from the last one's residual, until ``want`` records are read."""
+  estimator, records = ManualWatermarkEstimator(None), []
+  for _ in range(50):
+    got, checkpoint = call(read, unit, checkpoint, estimator)
+    assert checkpoint is not None  # an unbounded read always defers
+    records.extend(got)
+    if len(records) >= want:
+      return records, checkpoint, estimator
+  raise AssertionError(f'{len(records)} of {want} records read')
+
+
+def test_an_unbounded_read_has_a_unit_per_partition_and_new_partitions_join_one(kafka_bootstrap):
+  at = ['--kafka-bootstrap', kafka_bootstrap]
+  assert cli.main(['kafka', 'create-topic', 'sliced', '--partitions', '2', *at]) == 0
+  produce(kafka_bootstrap, 'sliced', [b'a%d' % n for n in range(40)], 2)
+  config = KafkaConfig('sliced', bootstrap=kafka_bootstrap, defer_every_s=0.5)
+  read = ReadKafkaTopic(config)
+  read.setup()
+  try:
+    slices = [Slice(0, 2), Slice(1, 2)]
+    checkpoints = {}
+    for unit in slices:
+      records, checkpoints[unit], _ = read_slice(read, unit, 20)
+      assert {r.partition for r in records} == {unit.index}
+      assert [r.offset for r in records] == list(range(20))
+    admin = AdminClient({'bootstrap.servers': kafka_bootstrap})
+    admin.create_partitions([NewPartitions('sliced', 3)])['sliced'].result(30)
+    wait_for(lambda: len(admin.list_topics('sliced').topics['sliced'].partitions) == 3)
+    produce_to(kafka_bootstrap, 'sliced', [(b'b%d' % n, n % 3) for n in range(30)])
+    got = {
+      unit: read_slice(read, unit, 20 if unit.index == 0 else 10, checkpoints[unit])[0]
+      for unit in slices
+    }
+  finally:
+    read.teardown()
+  # Partition 2 is 2 % 2 == 0's: it is read by the first unit, from its start.
+  assert sorted((r.partition, r.offset) for r in got[slices[0]]) == [
+    (p, o)
+    for p in (0, 2)
+    for o in ((20, 21, 22, 23, 24, 25, 26, 27, 28, 29) if p == 0 else range(10))
+  ]
+  assert sorted((r.partition, r.offset) for r in got[slices[1]]) == [(1, o) for o in range(20, 30)]
+
+
+def test_the_units_are_listed_from_the_topic_and_a_bounded_read_is_one():
+  assert ReadFromKafka._units(KafkaConfig('t', max_records=1), lambda: [0, 1, 2]) == [WHOLE_TOPIC]
+  assert ReadFromKafka._units(KafkaConfig('t'), lambda: [0, 1, 2]) == [
+    Slice(0, 3),
+    Slice(1, 3),
+    Slice(2, 3),
+  ]
+
+
+def test_an_unbounded_call_reads_until_it_is_time_to_defer_then_hands_on_its_offsets(
+  kafka_bootstrap,
+):
+  assert cli.main(['kafka', 'create-topic', 'deferred', '--kafka-bootstrap', kafka_bootstrap]) == 0
+  produce(kafka_bootstrap, 'deferred', [b'%d' % n for n in range(30)], 1)
+  read = ReadKafkaTopic(
+    KafkaConfig('deferred', bootstrap=kafka_bootstrap, batch_size=10, defer_every_s=1.0)
+  )
+  read.setup()
+  try:
+    started = time.monotonic()
+    got, residual = call(read, Slice(0, 1), TopicCheckpoint(), ManualWatermarkEstimator(None))
+    elapsed = time.monotonic() - started
+    again, _ = call(read, Slice(0, 1), residual, ManualWatermarkEstimator(None))
+  finally:
+    read.teardown()
+  assert [r.offset for r in got] == list(range(30))  # three batches of 10 in one call
+  assert elapsed >= 1.0
+  assert residual.next_offsets == ((0, 30),) and not residual.stopped
+  assert again == []  # the residual goes on after the last record read
+
+
+def test_a_call_hands_on_its_offsets_mark_timed_the_hold_after_its_newest_record(
+  kafka_bootstrap,
+):
+  assert cli.main(['kafka', 'create-topic', 'marked', '--kafka-bootstrap', kafka_bootstrap]) == 0
+  times_us = [NOW_US - 50_000_000, NOW_US - 10_000_000, NOW_US - 30_000_000]
+  produce(kafka_bootstrap, 'marked', [b'%d' % t for t in times_us], 1)
+  config = KafkaConfig(
+    'marked',
+    bootstrap=kafka_bootstrap,
+    defer_every_s=0.5,
+    event_time_fn=lambda data: int(data),
+    commit_hold_s=100.0,
+  )
+  read = ReadKafkaTopic(config)
+  read.setup()
+  try:
+    tracker = ThreadsafeRestrictionTracker(OffsetsTracker(NO_CHECKPOINT))
+    view = RestrictionTrackerView(tracker)
+    outputs = list(
+      read.process(Slice(0, 1), tracker=view, watermark=ManualWatermarkEstimator(None))
+    )
+  finally:
+    read.teardown()
+  marks = [o.value for o in outputs if isinstance(o, TaggedOutput)]
+  assert [m.tag for m in outputs if isinstance(m, TaggedOutput)] == [OFFSETS_TAG]
+  assert len(outputs) == 4 and marks[0].value == OffsetsMark('marked', ((0, 3),))
+  assert marks[0].timestamp.micros == NOW_US - 10_000_000 + 100_000_000
+  assert tracker.deferred_status()[0].newest_us == NOW_US - 10_000_000
+
+
+def test_offsets_committed_are_the_furthest_of_each_partition_and_never_move_back(
+  kafka_bootstrap,
+):
+  at = ['--kafka-bootstrap', kafka_bootstrap]
+  assert cli.main(['kafka', 'create-topic', 'commits', '--partitions', '3', *at]) == 0
+  marks = [OffsetsMark('commits', ((0, 5), (1, 2))), OffsetsMark('commits', ((0, 3), (2, 9)))]
+  assert newest_offsets(marks) == {0: 5, 1: 2, 2: 9}
+  commit = _Commit(KafkaConfig('commits', bootstrap=kafka_bootstrap))
+  commit.setup()
+  try:
+    assert list(commit.process(('commits', marks))) == [('commits', ((0, 5), (1, 2), (2, 9)))]
+    behind = [OffsetsMark('commits', ((0, 4), (1, 7)))]  # a window that fired late
+    assert list(commit.process(('commits', behind))) == [('commits', ((1, 7),))]
+  finally:
+    commit.teardown()
+  assert committed_offsets(kafka_bootstrap, 'commits', 'shopstream-commits') == {0: 5, 1: 7, 2: 9}
+
+
+def test_a_read_from_latest_keeps_what_arrives_between_its_calls(kafka_bootstrap):
+  """'latest' is where the topic ends when the unit first looks, not at each call."""
+  assert cli.main(['kafka', 'create-topic', 'newest', '--kafka-bootstrap', kafka_bootstrap]) == 0
+  produce(kafka_bootstrap, 'newest', [b'old%d' % n for n in range(5)], 1)
+  read = ReadKafkaTopic(
+    KafkaConfig('newest', bootstrap=kafka_bootstrap, start='latest', defer_every_s=0.5)
+  )
+  read.setup()
+  try:
+    first, residual = call(read, Slice(0, 1), NO_CHECKPOINT, ManualWatermarkEstimator(None))
+    produce(kafka_bootstrap, 'newest', [b'new%d' % n for n in range(5)], 1)
+    records, _, _ = read_slice(read, Slice(0, 1), 5, residual)
+  finally:
+    read.teardown()
+  assert first == [] and residual.next_offsets == ((0, 5),) and residual.records == 0
+  assert [r.data for r in records] == [b'new%d' % n for n in range(5)]
+
+
+def test_an_unbounded_reads_watermark_follows_its_partitions_event_times(kafka_bootstrap):
+  """A replay of history: the watermark stands at the newest event less the bound, the
+  idle partition holding nothing back, and never passes a record not yet read."""
+  assert (
+    cli.main(
+      [
+        'kafka',
+        'create-topic',
+        'timed',
+        '--partitions',
+        '2',
+        '--kafka-bootstrap',
+        kafka_bootstrap,
+      ]
+    )
+    == 0
+  )
+  year_ago_us = NOW_US - 365 * 86_400 * 1_000_000
+  values = [b'%d' % (year_ago_us + n * 1_000_000) for n in range(10)]
+  produce_to(kafka_bootstrap, 'timed', [(v, 0) for v in values])
+  config = KafkaConfig(
+    'timed',
+    bootstrap=kafka_bootstrap,
+    event_time_fn=lambda data: int(data),
+    max_out_of_order_s=2.0,
+    idle_timeout_s=0.2,
+    defer_every_s=0.5,
+  )
+  read = ReadKafkaTopic(config)
+  read.setup()
+  try:
+    records, checkpoint, estimator = read_slice(read, Slice(0, 1), 10)
+    _, checkpoint = call(read, Slice(0, 1), checkpoint, estimator)  # both partitions idle now
+  finally:
+    read.teardown()
+  assert estimator.current_watermark().micros == year_ago_us + 9_000_000 - 2_000_000
+  assert [r.data for r in records] == values
 
 
 class _Message:
@@ -201,10 +396,9 @@ class _Message:
 
 def test_event_times_never_pass_the_records_timestamp_and_bad_clocks_move_nothing():
   read = ReadKafkaTopic(KafkaConfig('t', max_records=1, event_time_fn=lambda d: int(d)))
-  newest: dict[int, int] = {}
   arrival_ms = 1_772_362_800_000
   stamp = [
-    read._timestamped(_Message(0, n, arrival_ms, str(event_us).encode()), newest).timestamp
+    read._timestamped(_Message(0, n, arrival_ms, str(event_us).encode())).timestamp
     for n, event_us in enumerate(
       [
         arrival_ms * 1000 - 5_000_000,  # 5 s before arrival: its own time
@@ -289,7 +483,8 @@ def test_a_broker_restart_while_reading_loses_and_doubles_nothing(tmp_path):
     thread, read, errors = read_in_background(
       KafkaConfig('steady', bootstrap=bootstrap, stop_after_idle_s=15.0)
     )
-    wait_for(lambda: len(read) == 200)
+    wait_for(lambda: len(read) == 200 or errors)
+    assert not errors, errors
     stop(broker)
     broker = start_broker(port, controller, str(tmp_path))
     produce(bootstrap, 'steady', [b'after%d' % n for n in range(100)], 2)
@@ -311,11 +506,15 @@ def test_a_call_resumes_at_its_checkpoint_whatever_the_last_call_read(kafka_boot
   read.setup()
   try:
     first = OffsetsTracker(TopicCheckpoint())
-    offsets = [r.value.offset for r in read.process('', first, ManualWatermarkEstimator(None))]
+    offsets = [
+      r.value.offset for r in read.process(WHOLE_TOPIC, first, ManualWatermarkEstimator(None))
+    ]
     assert offsets == list(range(20))
     # The residual of a checkpoint taken after 10 records: offsets 10.. are read again.
     residual = OffsetsTracker(TopicCheckpoint(next_offsets=((0, 10),), records=10))
-    offsets = [r.value.offset for r in read.process('', residual, ManualWatermarkEstimator(None))]
+    offsets = [
+      r.value.offset for r in read.process(WHOLE_TOPIC, residual, ManualWatermarkEstimator(None))
+    ]
     assert offsets == list(range(10, 20))
   finally:
     read.teardown()

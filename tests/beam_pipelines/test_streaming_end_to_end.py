@@ -8,13 +8,19 @@ Compared with DuckDB over the written Parquet: every column of events (but
 
 from __future__ import annotations
 
+import datetime as dt
+import gzip
 import json
 
 import duckdb
+import orjson
 import pytest
 
 from beam_pipelines import cli
 from beam_pipelines.dev.sample_data import GeneratorConfig, generate
+from beam_pipelines.io.kafka_offsets import committed_offsets
+from beam_pipelines.pipelines.streaming_pipeline import json_event_time
+from tests.conftest import end_offsets
 
 COMMON = ['--reference-time', '2026-06-01T00:00:00Z', '--progress', 'never']
 
@@ -134,3 +140,78 @@ def test_streaming_over_kafka_gives_the_batch_tables(
   stream = ['--stop-after-idle', '2', *products, '--output', str(tmp_path / 'stream'), *COMMON]
   assert cli.main(run + bootstrap + stream) == 0
   assert_stream_wrote_the_batch_tables(tmp_path, f'kafka:{topic}')
+  # The run ended with its tables written: every record's offset is committed.
+  assert committed_offsets(kafka_bootstrap, topic, f'shopstream-{topic}') == end_offsets(
+    kafka_bootstrap, topic
+  )
+
+
+def events_sources(folder) -> list[str]:
+  return ['--source', f'events-jsonl={folder}/*.gz']
+
+
+def days_later(source, target, days: int) -> None:
+  """The timed events of ``source`` again in ``target``: ``days`` later, other ids."""
+  target.mkdir()
+  for path in source.glob('*.jsonl.gz'):
+    lines = []
+    for line in gzip.open(path).read().splitlines():
+      time_us = json_event_time(line)
+      if time_us is None:
+        continue  # unreadable: a dead letter of the first copy already
+      event = orjson.loads(line)
+      moved = dt.datetime.fromtimestamp(time_us / 1e6, dt.UTC) + dt.timedelta(days=days)
+      event['event_time'] = moved.isoformat()
+      if isinstance(event.get('event_id'), str):
+        event['event_id'] = f'later-{event["event_id"]}'
+      lines.append(orjson.dumps(event))
+    (target / path.name).write_bytes(gzip.compress(b'\n'.join(lines) + b'\n'))
+
+
+def test_a_restart_from_committed_offsets_resumes_without_loss_or_repeat(
+  tmp_path, kafka_bootstrap, monkeypatch
+):
+  """Two runs into one output, the second started from the offsets the first committed
+  (the default start), with a day of new records put in between: together they hold
+  batch's rows over both days, each once, and the second read only the new records."""
+  monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'parity-salt')
+  first, second = tmp_path / 'first', tmp_path / 'second'
+  generate(GeneratorConfig(output_dir=str(first), events=800, days=1, seed=31))
+  days_later(first, second, days=4)
+  both = [*events_sources(first), *events_sources(second)]
+  assert cli.main(['run', *both, '--output', str(tmp_path / 'batch'), *COMMON]) == 0
+  bootstrap = ['--kafka-bootstrap', kafka_bootstrap]
+  topic = f'restart-{tmp_path.name}'
+  assert cli.main(['kafka', 'create-topic', topic, '--partitions', '3', *bootstrap]) == 0
+  run = ['run', '--runner-config', 'runner_configs/direct_streaming.yaml', '--kafka-topic', topic]
+  run += [*bootstrap, '--stop-after-idle', '2', '--output', str(tmp_path / 'stream'), *COMMON]
+
+  assert cli.main(['kafka', 'put', topic, *events_sources(first), *bootstrap]) == 0
+  put_first = sum(end_offsets(kafka_bootstrap, topic).values())
+  assert cli.main(run) == 0
+  assert cli.main(['kafka', 'put', topic, *events_sources(second), *bootstrap]) == 0
+  assert cli.main(run) == 0
+
+  for table in ('events', 'sessions'):
+    batch, stream = rows(tmp_path / 'batch', table), rows(tmp_path / 'stream', table)
+    assert len(batch) > 100, table
+    assert stream == batch, table  # every row, each once
+  summary = json.loads((tmp_path / 'stream' / '_summary.json').read_text())
+  read = summary['sources'][f'kafka:{topic}']['read']
+  assert read == sum(end_offsets(kafka_bootstrap, topic).values()) - put_first
+
+
+def test_a_run_whose_tables_fail_to_be_written_commits_no_offset(
+  tmp_path, kafka_bootstrap, monkeypatch
+):
+  monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'parity-salt')
+  generate(GeneratorConfig(output_dir=str(tmp_path / 'in'), events=300, days=1, seed=33))
+  bootstrap = ['--kafka-bootstrap', kafka_bootstrap]
+  topic = f'unwritable-{tmp_path.name}'
+  assert cli.main(['kafka', 'create-topic', topic, *bootstrap]) == 0
+  assert cli.main(['kafka', 'put', topic, *events_sources(tmp_path / 'in'), *bootstrap]) == 0
+  (tmp_path / 'file').write_text('a file, not a folder')
+  run = ['run', '--runner-config', 'runner_configs/direct_streaming.yaml', '--kafka-topic', topic]
+  run += [*bootstrap, '--stop-after-idle', '2', '--output', str(tmp_path / 'file' / 'out')]
+  assert cli.main([*run, *COMMON]) != 0
+  assert committed_offsets(kafka_bootstrap, topic, f'shopstream-{topic}') == {}
