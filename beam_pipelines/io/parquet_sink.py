@@ -1,18 +1,24 @@
-"""Hive-partitioned Parquet tables, written to staging and published at the end.
+"""Hive-partitioned Parquet tables, written to staging and published after the run.
 
 Each bundle writes its rows, per partition day, to files with unique names
 under ``<output>/_staging/<run_id>/``. Only files of bundles that finished
-reach the publish step, so a retried bundle leaves no duplicate rows behind.
-Publishing replaces every partition the run wrote as a whole (partition
-overwrite): rerunning the same input gives the same tables, and partitions
-the run did not touch stay as they were.
+reach the run's manifest (``_manifest.json`` in its staging folder), so a
+retried bundle leaves no duplicate rows behind. Once the run has finished
+and its accounting holds, the driver publishes the manifest: every partition
+the run wrote is replaced as a whole (partition overwrite), so rerunning the
+same input gives the same tables and partitions the run did not touch stay
+as they were. A run that fails, or whose records do not add up, publishes
+nothing: the tables stay as they were.
 
     rows | WriteTable(tables.EVENTS, output, run_id)  -> WrittenFile records
-    written | PublishTables(output, run_id)
+    written | StageManifest(output, run_id)
+    ... pipeline.run().wait_until_finish(); accounting checked ...
+    publish_staged(output, run_id)
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -41,6 +47,7 @@ from transforms import accounting
 _LOGGER = logging.getLogger(__name__)
 
 STAGING_DIR = '_staging'
+MANIFEST = '_manifest.json'
 # Rows buffered per partition before a row group is written. A bundle buffers
 # this many rows for every day it holds at once: at 100k, 1M events over 7
 # days peaked at 1,866 MB, at 20k at 1,464 MB, equally fast (measured).
@@ -140,7 +147,7 @@ class _WriteStagedParquet(beam.DoFn):
 
 class WriteTable(beam.PTransform):
   """Rows of one table (records, or Arrow tables of them) to staged Parquet files for
-  PublishTables; outputs the WrittenFiles."""
+  StageManifest; outputs the WrittenFiles."""
 
   def __init__(self, spec: TableSpec, output: str, run_id: str):
     super().__init__()
@@ -260,17 +267,28 @@ def _frozen(owned_days):
   return tuple(owned_days)
 
 
-class _Publish(beam.DoFn):
+class _WriteManifest(beam.DoFn):
   def __init__(self, output: str, run_id: str, table_names, owned_days, whole_tables):
-    self._args = (output, run_id)
+    self._output = output
+    self._run_id = run_id
     self._owned = (tuple(table_names), _frozen(owned_days), tuple(whole_tables))
 
   def process(self, written: list[WrittenFile]):
-    publish(*self._args, written, *self._owned)
-    # Rows are counted here, once, from the files published, not by the
-    # writers: a writer runs after a Flatten, which Flink's portable runner
-    # fuses into every input's stage, and there the counters of the copies
-    # did not add up (dead_letter: 1 of 16 rows counted on Flink 1.19, seen).
+    table_names, owned_days, whole_tables = self._owned
+    manifest = {
+      'written': [file._asdict() for file in written],
+      'table_names': list(table_names),
+      'owned_days': owned_days,
+      'whole_tables': list(whole_tables),
+    }
+    path = FileSystems.join(staging_root(self._output, self._run_id), MANIFEST)
+    make_dirs(staging_root(self._output, self._run_id))
+    with FileSystems.create(path) as f:
+      f.write(json.dumps(manifest).encode())
+    # Rows are counted here, once, from the files staged, not by the writers:
+    # a writer runs after a Flatten, which Flink's portable runner fuses into
+    # every input's stage, and there the counters of the copies did not add
+    # up (dead_letter: 1 of 16 rows counted on Flink 1.19, seen).
     rows: dict[str, int] = {}
     for file in written:
       rows[file.table] = rows.get(file.table, 0) + file.rows
@@ -279,8 +297,9 @@ class _Publish(beam.DoFn):
     yield len(written)
 
 
-class PublishTables(beam.PTransform):
-  """Waits for every WrittenFile of the run, then publishes them together."""
+class StageManifest(beam.PTransform):
+  """Waits for every WrittenFile of the run, then records them in the run's manifest
+  for publish_staged."""
 
   def __init__(
     self,
@@ -299,8 +318,27 @@ class PublishTables(beam.PTransform):
     return (
       written_files
       | 'CollectWrittenFiles' >> beam.combiners.ToList()
-      | 'PublishPartitions' >> beam.ParDo(_Publish(self._output, self._run_id, *self._owned))
+      | 'WriteManifest' >> beam.ParDo(_WriteManifest(self._output, self._run_id, *self._owned))
     )
+
+
+def publish_staged(output: str, run_id: str) -> bool:
+  """Publishes what the run's manifest lists (see the module docstring); False if the
+  run staged no manifest."""
+  path = FileSystems.join(staging_root(output, run_id), MANIFEST)
+  if not FileSystems.exists(path):
+    return False
+  with FileSystems.open(path) as f:
+    manifest = json.loads(f.read())
+  publish(
+    output,
+    run_id,
+    [WrittenFile(**file) for file in manifest['written']],
+    manifest['table_names'],
+    manifest['owned_days'],
+    manifest['whole_tables'],
+  )
+  return True
 
 
 def write_tables(
@@ -311,7 +349,8 @@ def write_tables(
   owned_days: Union[Sequence[str], Mapping[str, Sequence[str]]] = (),
   whole_tables: Sequence[str] = (),
 ) -> None:
-  """Each table's rows staged (WriteTable), then all published together (PublishTables)."""
+  """Each table's rows staged (WriteTable) and listed in the run's manifest (StageManifest),
+  for publish_staged once the run has finished."""
   written = [
     table_rows | f'Write {name}' >> WriteTable(specs[name], output, run_id)
     for name, table_rows in rows.items()
@@ -319,5 +358,5 @@ def write_tables(
   _ = (
     written
     | 'FlattenWrittenFiles' >> beam.Flatten()
-    | 'Publish' >> PublishTables(output, run_id, list(rows), owned_days, whole_tables)
+    | 'StageManifest' >> StageManifest(output, run_id, list(rows), owned_days, whole_tables)
   )

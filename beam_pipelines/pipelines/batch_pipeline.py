@@ -334,7 +334,9 @@ def run(argv: Optional[list[str]] = None, summary_dir: Optional[str] = None) -> 
   opts.run_id = opts.run_id or new_run_id()
   pipeline, _ = execution.build(options, build_pipeline)
   try:
-    return execution.run_to_summary(pipeline, opts.output, summary_dir=summary_dir)
+    return execution.run_to_summary(
+      pipeline, opts.output, summary_dir=summary_dir, run_id=opts.run_id
+    )
   except Exception:
     # The tables are untouched (nothing was published); drop what was staged.
     parquet_sink.remove_tree(parquet_sink.staging_root(opts.output, opts.run_id))

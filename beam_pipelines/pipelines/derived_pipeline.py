@@ -133,6 +133,7 @@ def run(argv: Optional[list[str]] = None) -> dict[str, int]:
   with execution.cyclic_gc_paused():
     result = pipeline.run()
     result.wait_until_finish()
+  parquet_sink.publish_staged(opts.output, run_id)
   counters = run_summary.committed_counters(result)
   counts = {name: counters.get(f'table_rows|{name}', 0) for name in tables.DERIVED_TABLES}
   _LOGGER.info('derived tables in %s: %s', opts.output, counts)

@@ -11,7 +11,7 @@ from typing import Optional, TypeVar
 
 import apache_beam as beam
 
-from beam_pipelines.io import tables
+from beam_pipelines.io import parquet_sink, tables
 from beam_pipelines.pipelines import run_summary
 
 T = TypeVar('T')
@@ -53,9 +53,14 @@ def cyclic_gc_paused() -> Iterator[None]:
 
 
 def run_to_summary(
-  pipeline: beam.Pipeline, output: str, pause_gc: bool = True, summary_dir: Optional[str] = None
+  pipeline: beam.Pipeline,
+  output: str,
+  pause_gc: bool = True,
+  summary_dir: Optional[str] = None,
+  run_id: Optional[str] = None,
 ) -> dict:
-  """Runs the pipeline, writes _summary.json and _run_metrics.json, checks the accounting.
+  """Runs the pipeline, writes _summary.json and _run_metrics.json, checks the accounting,
+  and only then publishes the tables the run ``run_id`` staged (parquet_sink.py).
 
   The two files go to ``summary_dir`` (default: the output). ``pause_gc``
   suits bounded runs only: a stream that runs for days must collect.
@@ -71,4 +76,6 @@ def run_to_summary(
   run_summary.write_json(f'{directory}/{run_summary.SUMMARY_FILE}', summary)
   run_summary.write_json(f'{directory}/{run_summary.METRICS_FILE}', run_summary.reasons(counters))
   run_summary.check_accounting(summary)
+  if run_id is not None:
+    parquet_sink.publish_staged(output, run_id)
   return summary

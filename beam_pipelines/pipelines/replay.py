@@ -370,6 +370,7 @@ def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymize
   parquet_sink.write_tables(rows, tables.TABLES, output, run_id, owned_days=owned)
   result = p.run()
   result.wait_until_finish()
+  parquet_sink.publish_staged(output, run_id)
   return run_summary.committed_counters(result)
 
 

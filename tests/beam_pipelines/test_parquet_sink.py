@@ -11,7 +11,8 @@ from tests.transforms.helpers import make_event
 def write_events(output, events, run_id):
   with beam_pipeline() as p:
     written = p | beam.Create(events) | parquet_sink.WriteTable(tables.EVENTS, output, run_id)
-    _ = written | parquet_sink.PublishTables(output, run_id)
+    _ = written | parquet_sink.StageManifest(output, run_id)
+  assert parquet_sink.publish_staged(output, run_id)
 
 
 def read(output, table):
@@ -59,6 +60,7 @@ def test_a_day_the_run_owns_is_emptied_when_it_has_no_rows_now(tmp_path):
   # A backfill's day run for day 2 that finds no rows there any more:
   with beam_pipeline() as p:
     written = p | beam.Create([]).with_output_types(parquet_sink.WrittenFile)
-    _ = written | parquet_sink.PublishTables(output, 'r2', ['events', 'sessions'], ['2026-03-02'])
+    _ = written | parquet_sink.StageManifest(output, 'r2', ['events', 'sessions'], ['2026-03-02'])
+  assert parquet_sink.publish_staged(output, 'r2')
   assert read(output, 'events') == [('a', '2026-03-01')]
   assert sorted(os.listdir(os.path.join(output, 'events'))) == ['dt=2026-03-01']

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import resource
 import signal
@@ -16,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipelines import cli
 from beam_pipelines.io import parquet_sink
 from beam_pipelines.pipelines import batch_pipeline, run_summary
+from beam_pipelines.pipelines.options import ShopstreamOptions
 from beam_pipelines.pipelines.runner_config import IN_PROCESS_RUNNER
 from tests.conftest import fixture_path
 from transforms.enrich import events as enrich
@@ -129,6 +131,30 @@ def test_a_worker_failure_mid_run_leaves_the_old_tables_and_a_rerun_is_clean(
   assert tables(tmp_path / 'out') == tables(tmp_path / 'clean')
 
 
+def test_records_that_do_not_add_up_fail_the_run_before_anything_is_published(
+  tmp_path, monkeypatch, capsys
+):
+  """A miscount (dead letters written but not counted) is found before publishing:
+  the old tables stay, the summary shows the mismatch, nothing stays staged."""
+  events = tmp_path / 'events.jsonl'
+  lines = open(fixture_path('events.jsonl'), 'rb').read().splitlines()
+  events.write_bytes(b'\n'.join(lines[:3]) + b'\n')
+  argv = ['run', '--source', f'events-jsonl={events}', *SOURCES[4:], '--derived-tables', 'never']
+  assert cli.main([*argv, '--output', str(tmp_path / 'out')]) == 0
+  before = snapshot(tmp_path / 'out')
+
+  events.write_bytes(b'\n'.join(lines) + b'\n')  # now with unreadable lines
+  monkeypatch.setattr(
+    batch_pipeline.CountDeadLetters, 'process', lambda self, letter: [letter]
+  )  # injected: dead letters go uncounted
+  assert cli.main([*argv, '--output', str(tmp_path / 'out')]) == 1
+  assert 'records read != clean + dead_letter' in capsys.readouterr().err
+  assert snapshot(tmp_path / 'out') == before
+  summary = json.loads((tmp_path / 'out' / '_summary.json').read_text())
+  assert summary['totals']['dead_letter'] == 0 < summary['tables']['dead_letter']
+  assert not (tmp_path / 'out' / '_staging').exists()
+
+
 def test_bundles_the_runner_retries_leave_no_duplicate_rows_or_counts(tmp_path, monkeypatch):
   """Faults mid-bundle in enrichment and in the Parquet writer, each retried by the runner.
 
@@ -183,7 +209,7 @@ def test_bundles_the_runner_retries_leave_no_duplicate_rows_or_counts(tmp_path, 
   # That runner reports the counters of steps after a Flatten short even
   # without faults (seen: 3 of 5 elements of a two-input Flatten), so the
   # dead-letter branch's counters are left out; every other count is exact.
-  # (Table rows are counted at the publish step, after a grouping, so
+  # (Table rows are counted at the manifest step, after a grouping, so
   # dead_letter's are exact too.)
   after_flatten = ('dead_letter|', 'dead_letter_reason|')
   assert retried == {k: v for k, v in clean.items() if not k.startswith(after_flatten)}
@@ -191,12 +217,14 @@ def test_bundles_the_runner_retries_leave_no_duplicate_rows_or_counts(tmp_path, 
 
 
 def run_directly(argv: list[str]) -> dict[str, int]:
-  """Runs the batch graph on the runner named in argv; returns its committed counters."""
-  options = PipelineOptions(argv)
+  """Runs the batch graph on the runner named in argv, then publishes its tables; returns
+  its committed counters."""
+  options = PipelineOptions([*argv, '--run_id=direct'])
   pipeline = beam.Pipeline(options=options)
   batch_pipeline.build_pipeline(pipeline, options)
   result = pipeline.run()
   result.wait_until_finish()
+  assert parquet_sink.publish_staged(options.view_as(ShopstreamOptions).output, 'direct')
   return run_summary.committed_counters(result)
 
 
