@@ -68,6 +68,8 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 DEMO := demo
+# The demo's own salt (synthetic data): batch and streaming tables must share one.
+demo: export SHOPSTREAM_PII_SALT ?= shopstream-demo-salt-not-secret
 demo: install
 	rm -rf $(DEMO)
 	$(BIN)/shopstream generate --output $(DEMO)/sample --events 50000 --days 3

@@ -48,7 +48,8 @@ it to OUTPUT/_summary.json, with the reasons of filtered and dead-lettered
 records in OUTPUT/_run_metrics.json.
 
 PII: IPs and e-mail addresses are replaced by salted hashes keyed with
-$SHOPSTREAM_PII_SALT (a public default is used, with a warning, when unset).
+$SHOPSTREAM_PII_SALT, which every run needs (every worker too), but over samples
+made by `shopstream generate`, which may use a public default.
 """
 
 
@@ -239,6 +240,12 @@ def _parser() -> argparse.ArgumentParser:
     metavar='KIND=s3://...',
     help="The backfill's inputs; repeatable.",
   )
+  emr.add_argument(
+    '--pii-salt-secret',
+    metavar='SECRET_ID',
+    help='AWS Secrets Manager secret whose string is SHOPSTREAM_PII_SALT: the bootstrap '
+    'action puts it on every node, outside the job graph (required).',
+  )
   emr.add_argument('--wheel', default=None, help='Use this wheel instead of building one.')
   emr.add_argument('--dry-run', action='store_true', help='Print what would be run; do nothing.')
   emr.add_argument('--endpoint-url', default=None, help=argparse.SUPPRESS)  # emulators in tests
@@ -341,7 +348,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _kafka(args: argparse.Namespace) -> int:
   from beam_pipelines.io import event_replay, kafka_topics
-  from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
 
   if args.kafka_command == 'create-topic':
     kafka_topics.create_topic(args.kafka_bootstrap, args.name, args.partitions)
@@ -349,7 +355,7 @@ def _kafka(args: argparse.Namespace) -> int:
     return 0
   counts: Counter = Counter()
   events = event_replay.events_in_time_order(
-    args.source, Pseudonymizer(salt_from_environment()), int(time.time() * 1_000_000), counts
+    args.source, _put_pseudonymizer(args.source), int(time.time() * 1_000_000), counts
   )
   sent = kafka_topics.put_events(args.kafka_bootstrap, args.name, events)
   print(
@@ -357,6 +363,13 @@ def _kafka(args: argparse.Namespace) -> int:
     f'{counts["dead_letter"]:,} unusable (the batch path dead-letters them)'
   )
   return 0
+
+
+def _put_pseudonymizer(sources: list[str]):
+  """The Pseudonymizer of a put: as a batch run over the same sources would have it."""
+  from beam_pipelines.io.sources import expand_inputs, parse_source_spec, pseudonymizer_for
+
+  return pseudonymizer_for(expand_inputs([parse_source_spec(s) for s in sources]))
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -370,7 +383,6 @@ def _kinesis(args: argparse.Namespace) -> int:
   from botocore.exceptions import NoRegionError
 
   from beam_pipelines.io import event_replay, kinesis_replay
-  from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
 
   if args.kinesis_command == 'create-stream' and args.shards < 1:
     raise ValueError('--shards must be at least 1')
@@ -390,7 +402,7 @@ def _kinesis(args: argparse.Namespace) -> int:
   counts: Counter = Counter()
   now_us = int(time.time() * 1_000_000)
   events = event_replay.events_in_time_order(
-    args.source, Pseudonymizer(salt_from_environment()), now_us, counts
+    args.source, _put_pseudonymizer(args.source), now_us, counts
   )
   sent = kinesis_replay.put_events(client, args.name, iter(events))
   print(
@@ -533,6 +545,7 @@ def _deploy(args: argparse.Namespace) -> int:
     backfill_to=args.backfill_to,
     backfill_sources=tuple(args.backfill_source),
     endpoint_url=args.endpoint_url,
+    pii_salt_secret=args.pii_salt_secret,
   )
   actions = deploy_emr.plan(config, args.wheel)
   if args.dry_run:

@@ -52,10 +52,17 @@ class DeployConfig:
   backfill_to: Optional[str] = None
   backfill_sources: tuple[str, ...] = ()
   endpoint_url: Optional[str] = None  # a local emulator (tests)
+  pii_salt_secret: Optional[str] = None  # AWS Secrets Manager id of SHOPSTREAM_PII_SALT
 
   def validate(self) -> None:
     if not self.bucket or '/' in self.bucket:
       raise ValueError('--bucket takes a bucket name, e.g. my-shop-data')
+    if not self.pii_salt_secret:
+      raise ValueError(
+        '--pii-salt-secret SECRET_ID is needed: the AWS Secrets Manager secret whose string '
+        'is the PII salt (e.g. `aws secretsmanager create-secret --name shopstream/pii-salt '
+        '--secret-string "$(openssl rand -hex 32)"`)'
+      )
     if bool(self.cluster_id) == self.create_cluster:
       raise ValueError('give either --cluster-id j-... or --create-cluster')
     if not self.stream and not self.backfill_from:
@@ -128,11 +135,19 @@ def backfill_command(config: DeployConfig) -> str:
   return _shopstream(*words)
 
 
+# The salt (and other secrets) come from the file the bootstrap action wrote, never
+# from the step's arguments, which EMR shows to anyone who can list steps.
+WITH_ENVIRONMENT = f'set -a && . {REMOTE_HOME}/environment && set +a && '
+
+
 def _step(name: str, command: str, on_failure: str = 'CONTINUE') -> dict[str, Any]:
   return {
     'Name': name,
     'ActionOnFailure': on_failure,
-    'HadoopJarStep': {'Jar': 'command-runner.jar', 'Args': ['bash', '-c', command]},
+    'HadoopJarStep': {
+      'Jar': 'command-runner.jar',
+      'Args': ['bash', '-c', WITH_ENVIRONMENT + command],
+    },
   }
 
 
@@ -183,7 +198,7 @@ def cluster_request(config: DeployConfig) -> dict[str, Any]:
         'Name': 'shopstream',
         'ScriptBootstrapAction': {
           'Path': f'{config.artifacts}/bootstrap.sh',
-          'Args': [config.artifacts],
+          'Args': [config.artifacts, '--pii-salt-secret', config.pii_salt_secret],
         },
       }
     ],

@@ -210,7 +210,7 @@ def run_plain(inputs: str, output: str) -> dict:
   from transforms.sessions.sessionize import sessionize_key
 
   now_us = parse_event_time('2026-06-01T00:00:00Z')
-  pseudonymizer = Pseudonymizer(salt_from_environment())
+  pseudonymizer = Pseudonymizer(salt_from_environment(allow_default=True))  # generated input
   parsers = {
     EVENTS_JSONL: EventLineParser('EUR', now_us),
     ACCESS_LOG: AccessLogParser(pseudonymizer, now_us),

@@ -56,6 +56,7 @@ def main() -> None:
   parser.add_argument('--flink', action='store_true', help='run on a local Flink cluster')
   parser.add_argument('--parallelism', type=int, default=2, help='Flink parallelism')
   args = parser.parse_args()
+  os.environ.setdefault('SHOPSTREAM_PII_SALT', 'bench')  # generated input, but a stream
   with contextlib.ExitStack() as stack:
     runner = ['--runner-config', 'runner_configs/direct_streaming.yaml']
     if args.flink:

@@ -36,6 +36,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from beam_pipelines.io.sources import GENERATED_SAMPLE_MARKER
+
 SITE_HOST = 'shop.example'
 ACCESS_LOG_FILE = 'access.log'
 ORDERS_FILE = 'orders.csv'
@@ -396,6 +398,9 @@ def generate(config: GeneratorConfig) -> dict[str, int]:
     with opener(path, 'wb') as f:
       f.write(b'\n'.join(header + [line for _, _, line in entries]) + b'\n')
     written[name] = len(entries)
+  # Marks the folder as generated: its files may run with the public default salt.
+  with open(os.path.join(config.output_dir, GENERATED_SAMPLE_MARKER), 'w') as f:
+    f.write('written by `shopstream generate`: synthetic data, no real person in it\n')
   return written
 
 

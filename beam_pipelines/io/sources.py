@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import logging
+import os
 import sys
 import time
 import zlib
@@ -22,6 +23,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import accounting
+from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
 from transforms.event_time import US_PER_SECOND
 from transforms.records import DEAD_LETTER_TAG, DeadLetter, LineChunk, RawRecord, typed_outputs
 
@@ -56,6 +58,26 @@ class InputFile(NamedTuple):
   def source(self) -> str:
     """The run summary's key for this input."""
     return f'{self.kind}:{self.path}'
+
+
+# In a folder `shopstream generate` wrote (synthetic data), beside its files.
+GENERATED_SAMPLE_MARKER = '.shopstream-generated-sample'
+
+
+def only_generated_samples(paths: list[str]) -> bool:
+  """Whether there are paths and each lies in a local folder `shopstream generate` wrote."""
+  return bool(paths) and all(
+    FileSystems.get_scheme(path) in (None, 'file')
+    and os.path.exists(os.path.join(os.path.dirname(path), GENERATED_SAMPLE_MARKER))
+    for path in paths
+  )
+
+
+def pseudonymizer_for(files: list[InputFile]) -> Pseudonymizer:
+  """The run's Pseudonymizer: the environment's salt, or the public default when every
+  input is a generated sample (else MissingSaltError)."""
+  paths = [f.path for f in files]
+  return Pseudonymizer(salt_from_environment(allow_default=only_generated_samples(paths)))
 
 
 def parse_source_spec(text: str) -> SourceSpec:

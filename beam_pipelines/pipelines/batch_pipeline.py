@@ -38,6 +38,7 @@ from beam_pipelines.io.sources import (
   ReadLines,
   expand_inputs,
   parse_source_spec,
+  pseudonymizer_for,
 )
 from beam_pipelines.pipelines import execution
 from beam_pipelines.pipelines.options import (
@@ -55,7 +56,7 @@ from transforms.enrich.product_dimension import (
   ParseCatalogCsv,
   ParseTaxonomy,
 )
-from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
+from transforms.enrich.pseudonymize import Pseudonymizer
 from transforms.event_batches import from_batch
 from transforms.event_time import parse_event_time
 from transforms.orders import BuildOrders
@@ -150,7 +151,7 @@ def build_pipeline(
     raise ValueError('--output DIR is needed')
   files = expand_inputs([parse_source_spec(text) for text in opts.source])
   now_us = reference_time_us(opts)
-  pseudonymizer = pseudonymizer or Pseudonymizer(salt_from_environment())
+  pseudonymizer = pseudonymizer or pseudonymizer_for(files)
   run_id = opts.run_id or new_run_id()
   show_progress = opts.progress == 'auto'
   layout = fixed_layout(opts, files)

@@ -157,6 +157,7 @@ def build_streaming_pipeline(
     raise ValueError(
       f'with a stream, --source takes only the product dimension: {", ".join(DIMENSION_KINDS)}'
     )
+  # A stream is never a generated sample: it needs the environment's salt.
   pseudonymizer = pseudonymizer or Pseudonymizer(salt_from_environment())
   # The product dimension: read here for its accounting and dead letters (as
   # in batch), and joined by RefreshingProductJoin, which reloads it on change.

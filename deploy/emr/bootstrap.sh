@@ -2,7 +2,7 @@
 # EMR bootstrap action: runs on every node of a shopstream cluster before
 # Flink starts (see beam_pipelines/deploy_emr.py, which uploads this file).
 #
-#   bootstrap.sh s3://BUCKET/shopstream [MSK_SECRET_ID]
+#   bootstrap.sh s3://BUCKET/shopstream --pii-salt-secret ID [--kafka-secret ID]
 #
 # Installs into /opt/shopstream:
 #   venv/            Python 3.11 with the shopstream wheel (Beam 2.62 and the rest)
@@ -10,9 +10,11 @@
 #   boot             Beam's SDK harness launcher (the PROCESS environment's command),
 #                    copied out of Beam's SDK image and wrapped to use venv's Python
 #   beam-runners-flink-1.19-job-server-2.62.0.jar   (primary node only)
-#   environment      (with MSK_SECRET_ID) the Kafka reader's SASL/SCRAM settings,
-#                    from the AWS Secrets Manager secret of an Amazon MSK user;
-#                    readable by this user only, sourced by boot
+#   environment      settings every worker's Python needs but the job graph must
+#                    not carry, from AWS Secrets Manager: SHOPSTREAM_PII_SALT (the
+#                    secret string of --pii-salt-secret) and, with --kafka-secret
+#                    (an Amazon MSK SCRAM user), the Kafka reader's SASL settings;
+#                    readable by this user only, sourced by boot and by the steps
 #
 # The tests source this file and call write_boot_wrapper to run a local Flink
 # job with the PROCESS harness exactly as the nodes start it
@@ -48,12 +50,22 @@ WRAPPER
   chmod +x "$home/boot" "$home/boot.bin"
 }
 
-# write_kafka_environment FILE: an MSK SCRAM secret ({"username": ..., "password": ...},
-# on stdin, so that it is never in a process's arguments) as the reader's settings.
-write_kafka_environment() {
-  (
-    umask 077
-    "${PYTHON:-python3.11}" -c '
+# salt_environment: a PII salt (on stdin, so that it is never in a process's
+# arguments) as the line that sets SHOPSTREAM_PII_SALT.
+salt_environment() {
+  "${PYTHON:-python3.11}" -c '
+import shlex, sys
+salt = sys.stdin.read().strip()
+if not salt:
+  sys.exit("the PII salt secret is empty")
+print(f"SHOPSTREAM_PII_SALT={shlex.quote(salt)}")
+'
+}
+
+# kafka_environment: an MSK SCRAM secret ({"username": ..., "password": ...}, on
+# stdin) as the Kafka reader's settings.
+kafka_environment() {
+  "${PYTHON:-python3.11}" -c '
 import json, shlex, sys
 secret = json.load(sys.stdin)
 settings = {
@@ -65,12 +77,28 @@ settings = {
 }
 for name, value in settings.items():
   print(f"{name}={shlex.quote(value)}")
-' >"$1"
-  )
+'
+}
+
+secret_string() {
+  aws secretsmanager get-secret-value --secret-id "$1" --query SecretString --output text
 }
 
 main() {
-  local artifacts=${1:?usage: bootstrap.sh s3://BUCKET/shopstream}
+  local artifacts=${1:?usage: bootstrap.sh s3://BUCKET/shopstream --pii-salt-secret ID [--kafka-secret ID]}
+  shift
+  local salt_secret='' kafka_secret=''
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --pii-salt-secret) salt_secret=$2; shift 2 ;;
+      --kafka-secret) kafka_secret=$2; shift 2 ;;
+      *) echo "bootstrap.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+  done
+  if [[ -z $salt_secret ]]; then
+    echo 'bootstrap.sh: --pii-salt-secret ID is needed (shopstream refuses real data without a salt)' >&2
+    exit 2
+  fi
   sudo mkdir -p "$HOME_DIR" /mnt/shopstream
   sudo chown "$(id -u):$(id -g)" "$HOME_DIR" /mnt/shopstream
 
@@ -90,10 +118,13 @@ main() {
   sudo docker rm "$container" >/dev/null
   sudo chown "$(id -u):$(id -g)" "$HOME_DIR/boot.bin"
   write_boot_wrapper "$HOME_DIR" "$HOME_DIR/venv"
-  if [[ -n ${2:-} ]]; then
-    aws secretsmanager get-secret-value --secret-id "$2" --query SecretString --output text |
-      write_kafka_environment "$HOME_DIR/environment"
-  fi
+  (
+    umask 077
+    secret_string "$salt_secret" | salt_environment >"$HOME_DIR/environment"
+    if [[ -n $kafka_secret ]]; then
+      secret_string "$kafka_secret" | kafka_environment >>"$HOME_DIR/environment"
+    fi
+  )
 
   # The Flink job server, on the primary node (where the steps run).
   if grep -q '"isMaster": *true' /mnt/var/lib/info/instance.json; then

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import stat
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ from beam_pipelines import cli, deploy_emr
 from beam_pipelines.dev.local_services import PROJECT_ROOT
 
 BASE = ['deploy', 'emr', '--bucket', 'shop-data', '--region', 'us-east-1']
+SALT_SECRET = ['--pii-salt-secret', 'shopstream/pii-salt']
 STREAM = ['--stream', 'clicks', '--dimension', 'catalog-csv=s3://shop-data/dim/catalog.csv']
 BACKFILL = [
   '--backfill-from',
@@ -29,7 +29,7 @@ BACKFILL = [
 
 def test_dry_run_prints_every_command_and_touches_nothing(capsys, monkeypatch):
   monkeypatch.setattr(deploy_emr.subprocess, 'run', lambda *a, **k: pytest.fail('ran something'))
-  assert cli.main([*BASE, '--create-cluster', *STREAM, *BACKFILL, '--dry-run']) == 0
+  assert cli.main([*BASE, *SALT_SECRET, '--create-cluster', *STREAM, *BACKFILL, '--dry-run']) == 0
   out = capsys.readouterr().out
   commands = [line for line in out.splitlines() if not line.startswith('#')]
   assert commands[0] == 'pip wheel --no-deps -w dist .'
@@ -39,6 +39,12 @@ def test_dry_run_prints_every_command_and_touches_nothing(capsys, monkeypatch):
   request = json.loads(shlex.split(create.split('  #')[0])[4])
   assert request['ReleaseLabel'] == 'emr-7.4.0'
   assert {a['Name'] for a in request['Applications']} == {'Flink', 'Hadoop'}
+  (bootstrap,) = request['BootstrapActions']
+  assert bootstrap['ScriptBootstrapAction']['Args'] == [
+    's3://shop-data/shopstream',
+    '--pii-salt-secret',
+    'shopstream/pii-salt',
+  ]
   add_steps = next(c for c in commands if c.startswith('aws emr add-steps'))
   steps = json.loads(shlex.split(add_steps)[6])
   assert [s['Name'] for s in steps] == [
@@ -50,6 +56,7 @@ def test_dry_run_prints_every_command_and_touches_nothing(capsys, monkeypatch):
   assert (
     'flink_emr_streaming.yaml --kinesis-stream clicks --output s3://shop-data/tables/' in stream
   )
+  assert stream.startswith('set -a && . /opt/shopstream/environment && set +a && ')
   backfill = steps[2]['HadoopJarStep']['Args'][2]
   assert '--state-dir /mnt/shopstream/backfill-state' in backfill
 
@@ -66,14 +73,20 @@ def test_dry_run_prints_every_command_and_touches_nothing(capsys, monkeypatch):
   ],
 )
 def test_incomplete_deployments_are_refused(args, problem, capsys):
-  assert cli.main([*BASE, *args, '--dry-run']) == 2
+  assert cli.main([*BASE, *SALT_SECRET, *args, '--dry-run']) == 2
   assert problem in capsys.readouterr().err
+
+
+def test_a_deployment_without_a_pii_salt_secret_is_refused(capsys):
+  assert cli.main([*BASE, '--cluster-id', 'j-1', *STREAM, '--dry-run']) == 2
+  assert '--pii-salt-secret SECRET_ID is needed' in capsys.readouterr().err
 
 
 def test_deploys_to_moto_emr_and_s3(s3_endpoint, aws_credentials, capsys):
   s3 = boto3.client('s3', endpoint_url=s3_endpoint, region_name='us-east-1')
   s3.create_bucket(Bucket='shop-data')
-  argv = [*BASE, '--create-cluster', *STREAM, *BACKFILL, '--endpoint-url', s3_endpoint]
+  argv = [*BASE, *SALT_SECRET, '--create-cluster', *STREAM, *BACKFILL]
+  argv += ['--endpoint-url', s3_endpoint]
   assert cli.main(argv) == 0  # builds the real wheel with pip
   out = capsys.readouterr().out
   keys = {o['Key'] for o in s3.list_objects_v2(Bucket='shop-data')['Contents']}
@@ -99,9 +112,10 @@ def test_deploys_to_moto_emr_and_s3(s3_endpoint, aws_credentials, capsys):
 BOOTSTRAP = os.path.join(PROJECT_ROOT, 'deploy', 'emr', 'bootstrap.sh')
 
 
-def bash(script: str, **env: str) -> subprocess.CompletedProcess:
+def bash(script: str, stdin: str = '', **env: str) -> subprocess.CompletedProcess:
   return subprocess.run(
     ['bash', '-c', f'source {BOOTSTRAP} && {script}'],
+    input=stdin,
     capture_output=True,
     text=True,
     env={**os.environ, **env},
@@ -109,27 +123,32 @@ def bash(script: str, **env: str) -> subprocess.CompletedProcess:
   )
 
 
-def test_an_msk_secret_becomes_the_kafka_settings_of_every_sdk_harness(tmp_path):
-  """bootstrap.sh writes the secret as the reader's settings (owner-only), and the
-  boot wrapper exports them to the SDK harness it starts."""
-  secret = json.dumps({'username': 'shop', 'password': "p'w $(not run)"})
+def test_the_secrets_become_the_settings_of_every_sdk_harness(tmp_path):
+  """bootstrap.sh turns the PII salt and an MSK SCRAM secret (on stdin, as it pipes them
+  from the AWS CLI) into the environment file; the boot wrapper exports it to the SDK
+  harness it starts."""
+  kafka_secret = json.dumps({'username': 'shop', 'password': "p'w $(not run)"})
   env_file = tmp_path / 'environment'
-  subprocess.run(
-    ['bash', '-c', f'source {BOOTSTRAP} && write_kafka_environment {env_file}'],
-    input=secret,
-    text=True,
-    check=True,
-    env={**os.environ, 'PYTHON': sys.executable},
-  )
-  assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+  python = {'PYTHON': sys.executable}
+  env_file.write_text(bash('salt_environment', stdin='salt with spaces\n', **python).stdout)
+  with env_file.open('a') as f:
+    f.write(bash('kafka_environment', stdin=kafka_secret, **python).stdout)
   (tmp_path / 'boot.bin').write_text('#!/bin/bash\nenv\n')
   bash(f'write_boot_wrapper {tmp_path} {tmp_path}/venv')
   seen = subprocess.run([str(tmp_path / 'boot')], capture_output=True, text=True, check=True)
   settings = dict(line.split('=', 1) for line in seen.stdout.splitlines() if '=' in line)
+  assert settings['SHOPSTREAM_PII_SALT'] == 'salt with spaces'
   assert settings['SHOPSTREAM_KAFKA_SECURITY_PROTOCOL'] == 'SASL_SSL'
   assert settings['SHOPSTREAM_KAFKA_SASL_MECHANISM'] == 'SCRAM-SHA-512'
   assert settings['SHOPSTREAM_KAFKA_USERNAME'] == 'shop'
   assert settings['SHOPSTREAM_KAFKA_PASSWORD'] == "p'w $(not run)"
+
+
+def test_bootstrap_refuses_to_install_without_a_pii_salt_secret():
+  done = subprocess.run(
+    ['bash', BOOTSTRAP, 's3://bucket/shopstream'], capture_output=True, text=True
+  )
+  assert done.returncode == 2 and '--pii-salt-secret ID is needed' in done.stderr
 
 
 def test_without_an_environment_file_the_wrapper_sets_no_kafka_settings(tmp_path):

@@ -580,13 +580,18 @@ def wait_for(condition, what: str, timeout_s: float = 120) -> None:
 
 
 def emr_process_harness(tmp_path) -> list[str]:
-  """The SDK harness as EMR starts it: Beam's boot binary through bootstrap.sh's wrapper."""
+  """The SDK harness as EMR starts it: Beam's boot binary through bootstrap.sh's wrapper,
+  with the salt of this test in the environment file bootstrap.sh writes (the
+  TaskManager, started before the test set its salt, does not have it)."""
   home = tmp_path / 'opt-shopstream'
   home.mkdir()
   shutil.copy(local_flink.BOOT, home / 'boot.bin')
   bootstrap = os.path.join(PROJECT, 'deploy', 'emr', 'bootstrap.sh')
-  wrap = f'source {bootstrap} && write_boot_wrapper "$0" "$1"'
-  subprocess.run(['bash', '-c', wrap, str(home), sys.prefix], check=True)
+  script = (
+    f'source {bootstrap} && write_boot_wrapper "$0" "$1" && '
+    'printenv SHOPSTREAM_PII_SALT | PYTHON="$2" salt_environment >"$0/environment"'
+  )
+  subprocess.run(['bash', '-c', script, str(home), sys.prefix, sys.executable], check=True)
   return ['--environment_type=PROCESS', f'--environment_config={{"command": "{home}/boot"}}']
 
 

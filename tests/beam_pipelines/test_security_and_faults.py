@@ -15,6 +15,7 @@ import duckdb
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import cli
+from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 from beam_pipelines.io import parquet_sink
 from beam_pipelines.pipelines import batch_pipeline, run_summary
 from beam_pipelines.pipelines.options import ShopstreamOptions
@@ -57,6 +58,24 @@ def test_no_secret_reaches_logs_summaries_or_state(tmp_path, monkeypatch, capsys
   assert len(texts) > 5 and 'read' in captured.out  # logs and summaries were written
   for text in texts:
     assert SALT not in text and AWS_SECRET not in text
+
+
+def test_real_input_without_a_salt_is_refused_and_a_generated_sample_runs(
+  tmp_path, monkeypatch, capsys
+):
+  monkeypatch.delenv('SHOPSTREAM_PII_SALT')
+  argv = ['run', *SOURCES, '--output', str(tmp_path / 'out')]
+  assert cli.main(argv) == cli.EXIT_BAD_ARGUMENTS
+  assert 'SHOPSTREAM_PII_SALT is not set' in capsys.readouterr().err
+  assert not (tmp_path / 'out').exists()
+  put = ['kinesis', 'put', 'clicks', '--source', SOURCES[1], '--region', 'us-east-1']
+  assert cli.main(put) == cli.EXIT_BAD_ARGUMENTS
+  assert 'SHOPSTREAM_PII_SALT is not set' in capsys.readouterr().err
+
+  generate(GeneratorConfig(output_dir=str(tmp_path / 'sample'), events=200, days=1))
+  sample = ['--source', f'events-jsonl={tmp_path}/sample/*.gz', *SOURCES[4:]]
+  assert cli.main(['run', *sample, '--output', str(tmp_path / 'tables')]) == 0
+  assert 'public default salt' in capsys.readouterr().err
 
 
 def test_an_unwritable_output_fails_with_a_clear_error_and_leaves_nothing(tmp_path, capsys):

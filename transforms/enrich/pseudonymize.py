@@ -4,9 +4,12 @@ Nothing that leaves enrichment holds a raw IP or e-mail address. A keyed
 BLAKE2b hash (the salt is the key) keeps identities joinable across runs and
 modes without being reversible by whoever reads the tables.
 
-The salt comes from the environment variable ``SHOPSTREAM_PII_SALT``. Local
-runs without it use ``DEFAULT_SALT``, which is public: set your own salt for
-any data that matters.
+The salt comes from the environment variable ``SHOPSTREAM_PII_SALT``; a run
+without it is refused (``MissingSaltError``), but for generated samples,
+which may use the public ``DEFAULT_SALT``. The salt stays out of the pickled
+job graph: a Pseudonymizer pickles as its salt's fingerprint, and a worker
+takes the salt from its own environment (or, in the launching process, from
+the Pseudonymizers made there) and refuses one whose fingerprint differs.
 
     >>> p = Pseudonymizer(b'test-salt')
     >>> p.scrub('mailto:jane.doe@example.com from 203.0.113.9')
@@ -37,27 +40,65 @@ _DIGIT_DOT_DIGIT = re.compile(r'\d\.\d')
 _PII = re.compile(f'{EMAIL.pattern}|{IPV4.pattern}|{IPV6.pattern}')
 
 
-def salt_from_environment() -> bytes:
+class MissingSaltError(ValueError):
+  """No salt where one is needed: a bad set-up, reported as a bad argument."""
+
+
+def salt_from_environment(allow_default: bool = False) -> bytes:
+  """``SHOPSTREAM_PII_SALT``; without it the public default if ``allow_default`` (generated
+  samples only), else MissingSaltError."""
   salt = os.environ.get(SALT_ENV)
-  if not salt:
-    _LOGGER.warning(
-      '%s is not set: using the public default salt, fine for local samples only', SALT_ENV
+  if salt:
+    return salt.encode()
+  if not allow_default:
+    raise MissingSaltError(
+      f'{SALT_ENV} is not set: IPs and e-mails would be tokenized with a public salt, '
+      f'which anyone can reverse. Set it to a secret of your own (e.g. `export {SALT_ENV}='
+      '$(openssl rand -hex 32)`), the same for every run whose tables are joined; only '
+      'samples made by `shopstream generate` run without it'
     )
-    salt = DEFAULT_SALT
-  return salt.encode()
+  _LOGGER.warning(
+    '%s is not set: using the public default salt, fine for generated samples only', SALT_ENV
+  )
+  return DEFAULT_SALT.encode()
+
+
+def fingerprint(salt: bytes) -> str:
+  """Tells salts apart without giving the salt away."""
+  return hashlib.blake2b(salt, digest_size=8, person=b'shopstream-salt').hexdigest()
+
+
+# The salts of the Pseudonymizers made in this process, by fingerprint: what an
+# in-process runner's unpickled copies use.
+_KNOWN_SALTS: dict[str, bytes] = {}
+
+
+def _on_worker(salt_fingerprint: str) -> Pseudonymizer:
+  """A pickled Pseudonymizer, made again where it is unpickled (see the module docstring)."""
+  candidates = [_KNOWN_SALTS.get(salt_fingerprint), os.environ.get(SALT_ENV, '').encode()]
+  candidates.append(DEFAULT_SALT.encode())
+  for salt in candidates:
+    if salt and fingerprint(salt) == salt_fingerprint:
+      return Pseudonymizer(salt)
+  raise MissingSaltError(
+    f'{SALT_ENV} on this worker is unset or not the salt the job was launched with: set the '
+    'same value on every worker (on EMR the bootstrap action writes it from AWS Secrets '
+    'Manager: bootstrap.sh --pii-salt-secret ID)'
+  )
 
 
 class Pseudonymizer:
   """Replaces identifying values with salted, deterministic tokens."""
 
   def __init__(self, salt: bytes):
-    self._salt = salt
+    self._fingerprint = fingerprint(salt)
+    _KNOWN_SALTS[self._fingerprint] = salt
     self._key = hashlib.blake2b(salt, digest_size=32).digest()
     self.token = functools.lru_cache(maxsize=262_144)(self._token)
 
   def __reduce__(self):
-    # The cache does not pickle; workers rebuild it from the salt.
-    return (Pseudonymizer, (self._salt,))
+    # Neither the salt nor its key goes into a pickle (a job graph, a checkpoint).
+    return (_on_worker, (self._fingerprint,))
 
   def _token(self, value: str) -> str:
     digest = hashlib.blake2b(value.encode(), key=self._key, digest_size=12).hexdigest()
