@@ -4,12 +4,15 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import NOW_US, beam_pipeline
 from tests.golden import assert_matches_golden, outcomes
+from transforms.dead_letters import RecordFiltered
 from transforms.event_time import EventTimeError, parse_event_time
 from transforms.parse.parse_access_log import (
   AccessLogParser,
   ParseAccessLog,
   filter_reason,
+  page_request,
   parse_log_time,
+  request_path,
   route,
 )
 from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, RawRecord
@@ -108,3 +111,27 @@ def test_pipeline_routes_events_and_dead_letters(pseudonymizer):
       equal_to([('3', 'malformed_log_line')]),
       label='dead letters',
     )
+
+
+@pytest.mark.parametrize(
+  'target, path',
+  [
+    ('//favicon.ico', '/favicon.ico'),  # a path, not a host named favicon.ico
+    ('/static//css/site.css?v=3', '/static/css/site.css'),
+    ('/a/./b/../product/SKU-1', '/a/product/SKU-1'),
+    ('/../../etc', '/etc'),
+    ('/category/shoes/', '/category/shoes/'),
+    ('/category/shoes/.', '/category/shoes/'),
+    ('http://shop.example//img/logo.png', '/img/logo.png'),
+    ('/search?q=a//b#top', '/search'),
+  ],
+)
+def test_request_paths_are_normalised_as_a_server_resolves_them(target, path):
+  assert request_path(target)[0] == path
+
+
+def test_a_favicon_behind_a_double_slash_is_a_static_asset_not_a_page_view():
+  for target in ('//favicon.ico', '/shop//img/a.PNG', '/a/../logo.svg?x=1'):
+    with pytest.raises(RecordFiltered, match='static_asset'):
+      page_request('GET', target, 200)
+  assert page_request('GET', '/product//SKU-1', 200).product_id == 'SKU-1'

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import posixpath
 import re
 from typing import NamedTuple, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -169,14 +170,37 @@ class PageRequest(NamedTuple):
   order_id: Optional[str]
 
 
+_SLASHES = re.compile(r'/{2,}')
+
+
+def request_path(target: str) -> tuple[str, str]:
+  """(path, query) of a request target, the path normalised as a server resolves it.
+
+  An origin-form target is a path: "//favicon.ico" is not a host (urlsplit
+  reads one, and a real log's favicon requests became page views), runs of
+  slashes are one, and "." and ".." segments are resolved.
+  """
+  if not target.startswith('/'):
+    url = urlsplit(target)  # absolute form (a proxy's request line)
+    path, query = url.path or '/', url.query
+  else:
+    path, _, query = target.partition('#')[0].partition('?')
+  path = _SLASHES.sub('/', path)
+  if '/.' in path:
+    trailing = path.endswith(('/', '/.', '/..'))
+    path = posixpath.normpath(path) + ('/' if trailing and path != '/' else '')
+    path = _SLASHES.sub('/', path)
+  return path, query
+
+
 def page_request(method: str, target: str, status: int) -> PageRequest:
   """The event fields of a request; raises RecordFiltered when it is no page event."""
-  url = urlsplit(target)
-  reason = filter_reason(method, url.path, status)
+  path, url_query = request_path(target)
+  reason = filter_reason(method, path, status)
   if reason:
     raise RecordFiltered(reason)
-  event_type, ids = route(url.path)
-  query = parse_qs(url.query) if url.query and event_type != event_types.PAGE_VIEW else {}
+  event_type, ids = route(path)
+  query = parse_qs(url_query) if url_query and event_type != event_types.PAGE_VIEW else {}
   quantity = _first(query, 'qty', 'quantity')
   return PageRequest(
     event_type=event_type,
