@@ -1,6 +1,6 @@
 """The run summary: per-source accounting from the run's counters, checked.
 
-Shape (DESIGN.md)::
+Shape (docs/design.md, "Accounting")::
 
     {"sources": {"access-log:/data/access.log": {"read": 10000, "clean": 6100,
        "dead_letter": 1, "duplicate": 0, "filtered": 3899}},

@@ -2,7 +2,7 @@
 
 The referee recomputes what it can from the inputs and the written tables
 with SQL written independently of the pipeline's Python: the sessions from the
-events table by the DESIGN.md rule, the accounting from the tables and the
+events table by the rule of docs/design.md, the accounting from the tables and the
 input line counts, and scans every written table for PII from the inputs.
 """
 

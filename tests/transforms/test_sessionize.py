@@ -37,7 +37,7 @@ def test_sessions_are_cut_at_max_duration_from_their_first_event():
 
 
 def reference_sessions(times, gap, max_duration):
-  """The DESIGN.md rule, written as plainly as possible."""
+  """The rule of docs/design.md, written as plainly as possible."""
   sessions = []
   for t in times:
     if sessions and t - sessions[-1][-1] < gap and t - sessions[-1][0] < max_duration:

@@ -1,6 +1,6 @@
 """Sessionization: the one rule every mode applies, and the batch transform.
 
-The rule (DESIGN.md): events of a session key, sorted by (event_time,
+The rule (docs/design.md): events of a session key, sorted by (event_time,
 event_id), start a new session when the gap to the previous event is
 >= gap, or when they lie >= max_duration after the session's first event.
 ``session_id`` is a hash of (session key, session start), so reruns and the
