@@ -257,6 +257,16 @@ def put_flush_records(kinesis, stream: str, day: str = '2026-03-03') -> int:
   return len(open_shards)
 
 
+def assert_stream_gave_the_batch_rows(out, expected: dict[str, list[tuple]]) -> None:
+  """Batch's events and sessions, the skewed record as a clock_skew letter, none late."""
+  for table, want in expected.items():
+    assert len(want) > 20, table
+    assert without_flush(rows(out, table)) == want, table
+  letters = dead_letters(out)
+  assert ('clock_skew', SKEWED) in letters
+  assert not [r for r in letters if r[0] == 'late']
+
+
 def dead_letters(output) -> list[tuple]:
   return parquet_rows(f'{output}/dead_letter/*/*.parquet', 'reason, payload')
 
@@ -286,12 +296,7 @@ def test_an_unbounded_stream_on_flink_gives_the_batch_rows(
     wait_for_tables(out, expected)
   finally:
     stop_stream_job(flink, job)
-  for table, want in expected.items():
-    assert len(want) > 20, table
-    assert without_flush(rows(out, table)) == want, table
-  letters = dead_letters(out)
-  assert ('clock_skew', SKEWED) in letters
-  assert not [r for r in letters if r[0] == 'late']
+  assert_stream_gave_the_batch_rows(out, expected)
 
 
 def test_an_unbounded_kafka_topic_on_flink_gives_the_batch_rows(
@@ -343,12 +348,7 @@ def test_an_unbounded_kafka_topic_on_flink_gives_the_batch_rows(
     assert committed_offsets(kafka_bootstrap, topic, group) == before_flush
   finally:
     stop_stream_job(flink, job)
-  for table, want in expected.items():
-    assert len(want) > 20, table
-    assert without_flush(rows(out, table)) == want, table
-  letters = dead_letters(out)
-  assert ('clock_skew', SKEWED) in letters
-  assert not [r for r in letters if r[0] == 'late']
+  assert_stream_gave_the_batch_rows(out, expected)
 
 
 def test_a_killed_taskmanager_restores_its_checkpoint_without_loss_or_repeat(

@@ -120,12 +120,7 @@ def test_a_full_disk_fails_the_run_clearly_and_leaves_the_old_tables(tmp_path):
 def test_a_worker_failure_mid_run_leaves_the_old_tables_and_a_rerun_is_clean(
   tmp_path, monkeypatch, capsys
 ):
-  events = tmp_path / 'events.jsonl'
-  lines = open(fixture_path('events.jsonl'), 'rb').read().splitlines()
-  events.write_bytes(b'\n'.join(lines[:3]) + b'\n')
-  argv = ['run', '--source', f'events-jsonl={events}', *SOURCES[4:], '--derived-tables', 'never']
-  assert cli.main([*argv, '--output', str(tmp_path / 'out')]) == 0
-  before = snapshot(tmp_path / 'out')
+  events, lines, argv, before = tables_of_three_lines(tmp_path)
 
   # More input, and a writer that dies after its first file: the bundle fails.
   events.write_bytes(b'\n'.join(lines) + b'\n')
@@ -155,12 +150,7 @@ def test_records_that_do_not_add_up_fail_the_run_before_anything_is_published(
 ):
   """A miscount (dead letters written but not counted) is found before publishing:
   the old tables stay, the summary shows the mismatch, nothing stays staged."""
-  events = tmp_path / 'events.jsonl'
-  lines = open(fixture_path('events.jsonl'), 'rb').read().splitlines()
-  events.write_bytes(b'\n'.join(lines[:3]) + b'\n')
-  argv = ['run', '--source', f'events-jsonl={events}', *SOURCES[4:], '--derived-tables', 'never']
-  assert cli.main([*argv, '--output', str(tmp_path / 'out')]) == 0
-  before = snapshot(tmp_path / 'out')
+  events, lines, argv, before = tables_of_three_lines(tmp_path)
 
   events.write_bytes(b'\n'.join(lines) + b'\n')  # now with unreadable lines
   monkeypatch.setattr(
@@ -233,6 +223,18 @@ def test_bundles_the_runner_retries_leave_no_duplicate_rows_or_counts(tmp_path, 
   after_flatten = ('dead_letter|', 'dead_letter_reason|')
   assert retried == {k: v for k, v in clean.items() if not k.startswith(after_flatten)}
   assert retried['table_rows|events'] == len(rows['events'])
+
+
+def tables_of_three_lines(tmp_path):
+  """Tables in tmp_path/out from the first 3 lines of the events fixture: (the input
+  file, all the fixture's lines, the run's arguments but --output, the tables' files)."""
+  events = tmp_path / 'events.jsonl'
+  lines = open(fixture_path('events.jsonl'), 'rb').read().splitlines()
+  events.write_bytes(b'\n'.join(lines[:3]) + b'\n')
+  argv = ['run', '--source', f'events-jsonl={events}', *SOURCES[4:], '--derived-tables', 'never']
+  assert cli.main([*argv, '--output', str(tmp_path / 'out')]) == 0
+  before = snapshot(tmp_path / 'out')
+  return events, lines, argv, before
 
 
 def run_directly(argv: list[str]) -> dict[str, int]:
