@@ -1,5 +1,6 @@
 import base64
 import bz2
+import ipaddress
 import os
 import pickle
 import subprocess
@@ -90,3 +91,19 @@ def test_a_worker_takes_the_salt_from_its_environment_and_refuses_another():
   for wrong in (None, 'another-salt'):
     answer = unpickle_elsewhere(pickled, wrong)
     assert answer.startswith('refused:') and SALT_ENV in answer, answer
+
+
+@pytest.mark.parametrize(
+  'text, address',
+  [
+    ('from ::ffff:192.0.2.128 today', '::ffff:192.0.2.128'),
+    ('ends with 2001:db8::1.', '2001:db8::1'),
+    ('ADDR 2001:DB8::A:B, then', '2001:db8::a:b'),
+  ],
+)
+def test_ipv6_addresses_go_whole_also_with_an_ipv4_tail_or_a_full_stop(
+  pseudonymizer, text, address
+):
+  scrubbed = pseudonymizer.scrub(text)
+  assert pseudonymizer.token(str(ipaddress.ip_address(address))) in scrubbed
+  assert not any(part in scrubbed for part in ('192', '0.2.128', 'db8', 'DB8'))

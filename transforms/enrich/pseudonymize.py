@@ -35,7 +35,12 @@ TOKEN_PREFIX = 'pii-'
 EMAIL = re.compile(r'[A-Za-z0-9._%+\-]+(?:@|%40)[A-Za-z0-9.\-]+\.[A-Za-z]{2,}')
 IPV4 = re.compile(r'(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])')
 # An IPv6 address has at least two colons and only hex digits between them.
-IPV6 = re.compile(r'(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])')
+# Its last group may be an IPv4 address (::ffff:192.0.2.128): matched whole, or the
+# IPv4 part outlived the token (seen: "pii-....0.2.128").
+IPV6 = re.compile(
+  r'(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}'
+  r'(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{0,4})(?![0-9A-Fa-f:]|\.\d)'
+)
 _DIGIT_DOT_DIGIT = re.compile(r'\d\.\d')
 _PII = re.compile(f'{EMAIL.pattern}|{IPV4.pattern}|{IPV6.pattern}')
 
