@@ -257,6 +257,23 @@ class Customer(NamedTuple):
   last_session_time: Optional[int]
   cohort_month: Optional[str]  # YYYY-MM of the first order, else of the first session
   as_of: int
+  # RFM quintile scores (5 best) among customers with an order, and their segment.
+  recency_score: Optional[int] = None
+  frequency_score: Optional[int] = None
+  monetary_score: Optional[int] = None
+  rfm_segment: Optional[str] = None
+
+
+class RetentionCohort(NamedTuple):
+  """One cell of the cohort retention table: a first-order month, some months on."""
+
+  cohort_month: str  # YYYY-MM of the customers' first order
+  months_since: int  # 0: the cohort's own month
+  cohort_size: int
+  customers_active: int  # with an order (not a cancellation) or a session that month
+  retention_rate: float  # customers_active / cohort_size
+  net_revenue: Optional[str]  # the month's order totals net of cancellations; None if mixed
+  currency: Optional[str]
 
 
 class LineChunk(list):

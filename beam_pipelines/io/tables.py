@@ -23,6 +23,7 @@ from transforms.records import (
   ItemPair,
   Order,
   OrderLine,
+  RetentionCohort,
   SessionRow,
   SessionSequence,
 )
@@ -207,6 +208,23 @@ CUSTOMERS_SCHEMA = pa.schema(
     ('last_session_time', TIME),
     ('cohort_month', pa.string()),
     ('as_of', TIME),
+    ('recency_score', pa.int64()),
+    ('frequency_score', pa.int64()),
+    ('monetary_score', pa.int64()),
+    ('rfm_segment', pa.string()),
+  ]
+)
+
+
+RETENTION_COHORTS_SCHEMA = pa.schema(
+  [
+    ('cohort_month', pa.string()),
+    ('months_since', pa.int64()),
+    ('cohort_size', pa.int64()),
+    ('customers_active', pa.int64()),
+    ('retention_rate', pa.float64()),
+    ('net_revenue', MONEY),
+    ('currency', pa.string()),
   ]
 )
 
@@ -253,8 +271,12 @@ SESSION_SEQUENCES = TableSpec(
   lambda s: utc_day(s.session_start),
 )
 CUSTOMERS = TableSpec('customers', CUSTOMERS_SCHEMA, Customer, _unpartitioned)
+RETENTION_COHORTS = TableSpec(
+  'retention_cohorts', RETENTION_COHORTS_SCHEMA, RetentionCohort, _unpartitioned
+)
 DERIVED_TABLES = {
-  spec.name: spec for spec in (INTERACTIONS, ITEM_PAIRS, SESSION_SEQUENCES, CUSTOMERS)
+  spec.name: spec
+  for spec in (INTERACTIONS, ITEM_PAIRS, SESSION_SEQUENCES, CUSTOMERS, RETENTION_COHORTS)
 }
 
 

@@ -1,4 +1,5 @@
-"""The derived tables: interactions, item_pairs, session_sequences and customers.
+"""The derived tables: interactions, item_pairs, session_sequences, customers and
+retention_cohorts.
 
 They are computed from the tables a run left in the output (events,
 sessions, orders, order_lines), read back from Parquet, so they are the same
@@ -34,7 +35,7 @@ from transforms.derived.recommendations import (
   BuildSessionTables,
   parse_weights,
 )
-from transforms.derived.retention import BuildCustomers
+from transforms.derived.retention import BuildCustomers, BuildRetentionCohorts
 from transforms.event_time import parse_event_time
 
 _LOGGER = logging.getLogger(__name__)
@@ -118,6 +119,8 @@ def build_derived(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.
     tables.ITEM_PAIRS.name: session_tables['item_pairs'],
     tables.SESSION_SEQUENCES.name: session_tables[SEQUENCES_TAG],
     tables.CUSTOMERS.name: (orders, sessions) | 'Customers' >> BuildCustomers(as_of),
+    tables.RETENTION_COHORTS.name: (orders, sessions)
+    | 'RetentionCohorts' >> BuildRetentionCohorts(as_of),
   }
 
 

@@ -58,7 +58,7 @@ def sql(output: str):
       f"create view {table} as select * from read_parquet('{output}/{table}/*/*.parquet', "
       'hive_partitioning = true)'
     )
-  for table in ('interactions', 'item_pairs', 'customers'):
+  for table in ('interactions', 'item_pairs', 'customers', 'retention_cohorts'):
     con.execute(f"create view {table} as select * from read_parquet('{output}/{table}/*.parquet')")
   con.execute(
     f'create view session_sequences as select * exclude (dt) from read_parquet('
@@ -208,6 +208,106 @@ def test_customers_equal_sql(output):
   assert same(con, derived, expected) > 50
   cancelled = con.execute('select count(*) from customers where cancellations > 0').fetchone()[0]
   assert cancelled > 0  # net of cancellations is exercised
+
+
+def test_rfm_scores_and_segments_equal_sql(months_output):
+  """Quintiles as 1 + 5 * (customers worse) // buyers, ties alike; segments from R and F."""
+  con = sql(months_output)
+  expected = """
+    with buyers as (select * from customers where orders > 0), scored as (
+      select customer_id,
+        1 + (5 * (rank() over (order by recency_days desc) - 1)) // count(*) over () r,
+        1 + (5 * (rank() over (order by orders) - 1)) // count(*) over () f
+      from buyers
+    ), money as (
+      select customer_id,
+        1 + (5 * (rank() over (order by monetary) - 1)) // count(*) over () m
+      from buyers where monetary is not null
+    )
+    select customer_id, r, f, m, case
+      when r = 5 and f >= 4 then 'champions'
+      when r in (3, 4) and f >= 4 then 'loyal'
+      when r >= 4 and f in (2, 3) then 'potential_loyalist'
+      when r = 5 and f = 1 then 'new'
+      when r = 4 and f = 1 then 'promising'
+      when r = 3 and f = 3 then 'need_attention'
+      when r = 3 and f <= 2 then 'about_to_sleep'
+      when r <= 2 and f = 5 then 'cannot_lose'
+      when r <= 2 and f in (3, 4) then 'at_risk'
+      else 'hibernating' end
+    from scored left join money using (customer_id)
+    union all
+    select customer_id, null, null, null, null from customers where orders = 0
+  """
+  derived = """
+    select customer_id, recency_score, frequency_score, monetary_score, rfm_segment
+    from customers
+  """
+  assert same(con, derived, expected) > 20
+  spread = con.execute(
+    'select count(distinct recency_score), count(distinct rfm_segment) from customers'
+  ).fetchone()
+  assert spread[0] >= 4 and spread[1] >= 3, spread  # the scores do tell customers apart
+
+
+@pytest.fixture(scope='module')
+def months_output(tmp_path_factory) -> str:
+  """Tables of four months of orders and clickstream: cohorts with months after them."""
+  inputs = tmp_path_factory.mktemp('months-in')
+  generate(GeneratorConfig(output_dir=str(inputs), events=6000, days=120, seed=5))
+  out = str(tmp_path_factory.mktemp('months'))
+  sources = [f'events-jsonl={inputs}/events-*.jsonl.gz', f'orders-csv={inputs}/orders.csv']
+  argv = ['run', *[arg for s in sources for arg in ('--source', s)], '--output', out]
+  assert cli.main([*argv, '--reference-time', '2026-08-01T00:00:00Z', '--progress', 'never']) == 0
+  return out
+
+
+def test_retention_cohorts_equal_sql(months_output):
+  con = sql(months_output)
+  expected = """
+    with as_of as (
+      select greatest((select max(order_time) from orders), (select max(session_end) from sessions)) t
+    ), last as (
+      select date_trunc('month', (select t from as_of) at time zone 'UTC') last_month
+    ), cohort as (
+      select customer_id, date_trunc('month', min(order_time) at time zone 'UTC') first_month
+      from orders where customer_id is not null group by all
+    ), grid as (
+      select customer_id, first_month, unnest(generate_series(first_month,
+        greatest(last_month, first_month), interval 1 month)) m
+      from cohort, last
+    ), activity as (
+      select customer_id, date_trunc('month', order_time at time zone 'UTC') m
+      from orders where not is_cancellation and customer_id is not null
+      union
+      select user_id, date_trunc('month', session_start at time zone 'UTC')
+      from sessions where user_id is not null
+    ), money as (
+      select customer_id, date_trunc('month', order_time at time zone 'UTC') m,
+        sum(total_amount) revenue, count(distinct currency) currencies, any_value(currency) cur
+      from orders where customer_id is not null group by all
+    )
+    select strftime(first_month, '%Y-%m') cohort_month,
+      datediff('month', first_month, m) months_since,
+      count(*) cohort_size, count(a.customer_id) customers_active,
+      count(a.customer_id) / count(*) retention_rate,
+      case when count(distinct money.cur) <= 1 and coalesce(max(money.currencies), 0) <= 1
+        then coalesce(sum(money.revenue), 0) end net_revenue,
+      case when count(distinct money.cur) = 1 and max(money.currencies) = 1
+        then any_value(money.cur) end currency
+    from grid left join activity a using (customer_id, m) left join money using (customer_id, m)
+    group by all
+  """
+  derived = 'select * from retention_cohorts'
+  assert same(con, derived, expected) > 3
+  zeroth = con.execute(
+    'select bool_and(retention_rate = 1) from retention_cohorts where months_since = 0'
+  ).fetchone()[0]
+  assert zeroth  # a customer's first order makes them active in their cohort month
+  later = con.execute(
+    'select count(*) from retention_cohorts where months_since > 0 and customers_active > 0'
+  ).fetchone()[0]
+  assert later > 0  # customers do come back in the sample
 
 
 class _Sections(HTMLParser):

@@ -299,7 +299,8 @@ def test_no_unseen_ipv6_or_email_reaches_a_table(tmp_path):
   assert cli.main(argv) == 0
   summary = json.loads((output / '_summary.json').read_text())
   assert summary['totals']['clean'] == len(UNSEEN_PII)  # all kept, none dead-lettered
-  for table in ('events', 'sessions', 'interactions', 'session_sequences', 'customers'):
+  derived = ('interactions', 'session_sequences', 'customers', 'retention_cohorts')
+  for table in ('events', 'sessions', *derived):
     files = glob.glob(f'{output}/{table}/**/*.parquet', recursive=True)
     if not files:
       continue
