@@ -21,9 +21,16 @@ GO_TOOLS_INSTALLED := $(TOOLS)/bin/.installed-$(BEAM_VERSION)
 # The Kafka broker the tests and `shopstream dev kafka` start (jars from Maven Central).
 KAFKA_INSTALLED := $(TOOLS)/kafka/.installed
 BEAM_GO := github.com/apache/beam/sdks/v2
+# The browser the report test renders report.html in (Debian's package: a system one).
+CHROMIUM := /usr/bin/chromium
 
 install: $(INSTALLED) $(NODE_INSTALLED) $(FLINK_INSTALLED) $(JOB_SERVER_INSTALLED) $(GO_TOOLS_INSTALLED) \
-  $(KAFKA_INSTALLED)
+  $(KAFKA_INSTALLED) $(CHROMIUM)
+
+$(CHROMIUM):
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) \
+	  apt-get install -y -qq --no-install-recommends chromium
 
 $(KAFKA_INSTALLED): deploy/kafka/broker-pom.xml
 	rm -rf $(TOOLS)/kafka

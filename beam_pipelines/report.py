@@ -1,7 +1,8 @@
 """``shopstream report``: one self-contained HTML page about an output folder.
 
 Sessions per day, session length and duration, the funnel, channels and
-devices, top item pairs, dead letters by reason and the last run's
+devices, top item pairs, retention (the cohort heatmap, the repeat-purchase
+rate by month, RFM segment sizes), dead letters by reason and the last run's
 accounting. Plots are inline SVG (matplotlib), tables are HTML: the file
 needs no network and no other file to be viewed or mailed.
 
@@ -30,6 +31,9 @@ SECTIONS = (
   'channels',
   'devices',
   'item-pairs',
+  'retention-cohorts',
+  'repeat-purchases',
+  'segments',
   'dead-letters',
   'accounting',
 )
@@ -73,6 +77,34 @@ def histogram(values: Sequence[float], bins, title: str, xlabel: str, log_x: boo
   axes.set_title(title)
   axes.set_xlabel(xlabel)
   axes.set_ylabel('sessions')
+  return _svg(figure)
+
+
+def heatmap(rows: list[str], columns: list[int], values: dict, title: str) -> str:
+  """Cells of values in [0, 1] (missing ones blank), each labelled with its percentage."""
+  import numpy as np
+  from matplotlib.figure import Figure
+
+  grid = np.full((len(rows), len(columns)), np.nan)
+  for (row, column), value in values.items():
+    grid[rows.index(row), columns.index(column)] = value
+  figure = Figure(figsize=(7, 0.6 + 0.35 * len(rows)))
+  axes = figure.subplots()
+  axes.imshow(grid, cmap='Blues', vmin=0, vmax=1, aspect='auto')
+  axes.set_xticks(range(len(columns)), [str(c) for c in columns])
+  axes.set_yticks(range(len(rows)), rows)
+  axes.set_xlabel('months since the first order')
+  axes.set_title(title)
+  for (row, column), value in values.items():
+    axes.text(
+      columns.index(column),
+      rows.index(row),
+      f'{100 * value:.0f}%',
+      ha='center',
+      va='center',
+      fontsize=7,
+      color='white' if value > 0.6 else '#222',
+    )
   return _svg(figure)
 
 
@@ -211,6 +243,8 @@ def build_report(output: str) -> str:
   else:
     parts.append(_section('item-pairs', 'Top item pairs', _empty('item pairs')))
 
+  parts.extend(_retention(output))
+
   if dead is not None and dead.num_rows:
     reasons: dict[str, int] = {}
     for text in dead.column('reason').to_pylist():
@@ -235,6 +269,76 @@ def build_report(output: str) -> str:
 
   parts.append(_section('accounting', "The last run's accounting", _accounting(output)))
   return _page(output, parts)
+
+
+def repeat_purchase_rates(orders: pa.Table) -> list[tuple[str, int, int]]:
+  """Per month: (month, customers who ordered, of them customers who had ordered before)."""
+  kept = [
+    (row['customer_id'], row['order_time'])
+    for row in orders.to_pylist()
+    if row['customer_id'] is not None and not row['is_cancellation']
+  ]
+  first: dict[str, object] = {}
+  for customer, time in kept:
+    first[customer] = min(first.get(customer, time), time)
+  months: dict[str, tuple[set, set]] = {}
+  for customer, time in kept:
+    buyers, repeat = months.setdefault(f'{time:%Y-%m}', (set(), set()))
+    buyers.add(customer)
+    if time > first[customer]:
+      repeat.add(customer)
+  return [(month, len(b), len(r)) for month, (b, r) in sorted(months.items())]
+
+
+def _retention(output: str) -> list[str]:
+  cohorts = read_table(
+    output, 'retention_cohorts', ['cohort_month', 'months_since', 'cohort_size', 'retention_rate']
+  )
+  if cohorts is not None and cohorts.num_rows:
+    cells = cohorts.to_pylist()
+    rows = sorted({c['cohort_month'] for c in cells})
+    columns = sorted({c['months_since'] for c in cells})
+    sizes = {c['cohort_month']: c['cohort_size'] for c in cells}
+    labels = [f'{month} ({sizes[month]})' for month in rows]
+    values = {
+      (f'{c["cohort_month"]} ({sizes[c["cohort_month"]]})', c['months_since']): c['retention_rate']
+      for c in cells
+    }
+    body = heatmap(labels, columns, values, 'Customers active, by first-order month (size)')
+  else:
+    body = _empty('retention cohorts')
+  parts = [_section('retention-cohorts', 'Cohort retention', body)]
+
+  orders = read_table(output, 'orders', ['customer_id', 'order_time', 'is_cancellation'])
+  if orders is not None and orders.num_rows:
+    rates = repeat_purchase_rates(orders)
+    body = bar_chart(
+      [m for m, _, _ in rates],
+      [100 * r / b if b else 0 for _, b, r in rates],
+      'Buyers who had bought before (%)',
+      'month',
+    ) + html_table(
+      ['month', 'buyers', 'repeat buyers', 'repeat rate'],
+      [[m, b, r, f'{100 * r / b:.1f}%'] for m, b, r in rates],
+    )
+  else:
+    body = _empty('orders')
+  parts.append(_section('repeat-purchases', 'Repeat-purchase rate', body))
+
+  customers = read_table(output, 'customers', ['rfm_segment'])
+  segments = (
+    [(s, n) for s, n in counts(customers, 'rfm_segment', limit=20) if s != '(none)']
+    if customers is not None and customers.num_rows
+    else []
+  )
+  if segments:
+    body = bar_chart(
+      [s for s, _ in segments], [n for _, n in segments], 'Customers per RFM segment', 'segment'
+    ) + html_table(['segment', 'customers'], segments)
+  else:
+    body = _empty('RFM segments')
+  parts.append(_section('segments', 'RFM segments', body))
+  return parts
 
 
 def _accounting(output: str) -> str:

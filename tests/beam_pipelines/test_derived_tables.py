@@ -8,11 +8,18 @@ the events, sessions, orders and order_lines Parquet.
 
 from __future__ import annotations
 
+import html
+import json
 import os
+import re
+import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
+from PIL import Image
 
 from beam_pipelines import cli, report
 from beam_pipelines.dev.sample_data import GeneratorConfig, generate
@@ -314,7 +321,8 @@ class _Sections(HTMLParser):
   """Per <section id>: its <svg> plots, their drawn patches and its table cells.
 
   matplotlib draws 6 patches for an empty plot (figure, axes, 4 spines) and
-  one more per bar: more than 6 means the plot shows data.
+  one more per bar: more than 6 means the plot shows data. A heatmap is an
+  <image> instead.
   """
 
   def __init__(self):
@@ -328,15 +336,19 @@ class _Sections(HTMLParser):
     attrs = dict(attrs)
     if tag == 'section':
       self.current = attrs['id']
-      self.sections[self.current] = {'svg': 0, 'patches': 0, 'cells': 0}
+      self.sections[self.current] = {'svg': 0, 'patches': 0, 'cells': 0, 'images': 0}
     elif tag == 'svg':
       self.in_svg += 1
       self.sections[self.current]['svg'] += 1
     elif self.in_svg and tag == 'g' and str(attrs.get('id', '')).startswith('patch_'):
       self.sections[self.current]['patches'] += 1
+    elif self.in_svg and tag == 'image':
+      self.sections[self.current]['images'] += 1
     elif tag == 'td' and self.current:
       self.sections[self.current]['cells'] += 1
-    if tag in ('script', 'link', 'img', 'iframe'):
+    if tag in ('script', 'link', 'img', 'iframe') or (
+      tag == 'image' and not str(attrs.get('xlink:href', attrs.get('href', ''))).startswith('data:')
+    ):
       self.external.append(tag)
     for name in ('src', 'href'):
       if str(attrs.get(name, '')).startswith(('http:', 'https:', '//')):
@@ -356,9 +368,12 @@ def test_the_report_has_every_plot_drawn_and_needs_no_network(output, capsys):
     parser.feed(f.read())
   assert list(parser.sections) == list(report.SECTIONS)
   for section, found in parser.sections.items():
-    assert found['svg'] >= 1 and found['patches'] > 6 * found['svg'], section  # bars drawn
+    drawn = found['patches'] > 6 * found['svg'] or found['images'] > 0  # bars, or a heatmap
+    assert found['svg'] >= 1 and drawn, section
   for section in ('funnel', 'item-pairs', 'dead-letters', 'accounting'):
     assert parser.sections[section]['cells'] > 4, section
+  assert parser.sections['repeat-purchases']['cells'] >= 4  # a month of buyers at least
+  assert parser.sections['segments']['cells'] >= 4  # two segments at least
   assert parser.external == []
   # The top pair of the table is the top pair of the item_pairs table.
   top = (
@@ -372,3 +387,62 @@ def test_the_report_has_every_plot_drawn_and_needs_no_network(output, capsys):
 def test_report_on_a_folder_without_tables_is_a_clear_error(tmp_path, capsys):
   assert cli.main(['report', '--output', str(tmp_path / 'nope')]) == 2
   assert 'not a folder' in capsys.readouterr().err
+
+
+CHROMIUM = '/usr/bin/chromium'  # `make install` puts Debian's there
+# Run in the page once it has loaded: each section's plots as laid out, and every
+# resource the page fetched.
+PROBE = """<script>
+window.addEventListener('load', () => {
+  const sections = {};
+  for (const section of document.querySelectorAll('section')) {
+    sections[section.id] = [...section.querySelectorAll('svg')].map((svg) => {
+      const box = svg.getBoundingClientRect();
+      return [Math.round(box.width), Math.round(box.height)];
+    });
+  }
+  const fetched = performance.getEntriesByType('resource').map((entry) => entry.name);
+  const probe = document.createElement('pre');
+  probe.id = 'probe';
+  probe.textContent = JSON.stringify({sections, fetched});
+  document.body.appendChild(probe);
+});
+</script>"""
+
+
+def chromium(*args: str, tmp_path) -> subprocess.CompletedProcess:
+  """Headless Chromium, kept off the network (no DNS at all, no background requests)."""
+  assert os.path.exists(CHROMIUM), f'{CHROMIUM} is missing: run make install'
+  command = [
+    CHROMIUM,
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--no-first-run',
+    '--host-resolver-rules=MAP * ~NOTFOUND',
+    f'--user-data-dir={tmp_path / "chromium-profile"}',
+    '--virtual-time-budget=5000',
+    *args,
+  ]
+  return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+
+
+def test_the_report_renders_every_plot_in_a_browser_and_fetches_nothing(months_output, tmp_path):
+  page = report.write_report(months_output)
+  probed = tmp_path / 'probed.html'
+  probed.write_text(open(page, encoding='utf-8').read().replace('</body>', PROBE + '</body>'))
+  dom = chromium('--dump-dom', probed.as_uri(), tmp_path=tmp_path).stdout
+  found = json.loads(html.unescape(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)[1]))
+  assert list(found['sections']) == list(report.SECTIONS)
+  for section, boxes in found['sections'].items():
+    assert boxes and all(w > 200 and h > 100 for w, h in boxes), (section, boxes)
+  assert found['fetched'] == []
+  screenshot = tmp_path / 'report.png'
+  chromium(
+    '--window-size=1100,3000', f'--screenshot={screenshot}', Path(page).as_uri(), tmp_path=tmp_path
+  )
+  pixels = np.asarray(Image.open(screenshot).convert('L'))
+  assert pixels.shape == (3000, 1100) and (pixels < 128).mean() > 0.01  # drawn, not blank
