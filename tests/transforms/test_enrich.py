@@ -1,12 +1,23 @@
+import json
+
 import apache_beam as beam
 import pyarrow as pa
+import pytest
+import referer_parser
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import make_event
 from transforms.enrich.events import EnrichEvents, enrich_event, enrich_table
 from transforms.enrich.geo import country_for_ip
-from transforms.enrich.marketing import Utm, classify_channel, referrer_host, utm_parameters
+from transforms.enrich.marketing import (
+  NEWER_REFERRERS,
+  Utm,
+  classify_channel,
+  known_referrers,
+  referrer_host,
+  utm_parameters,
+)
 from transforms.enrich.user_agent import parse_user_agent
 from transforms.event_batches import from_batch, map_distinct, to_batch
 from transforms.records import Event
@@ -151,3 +162,34 @@ def test_map_distinct_calls_once_per_distinct_combination():
   assert sorted(calls, key=repr) == sorted(
     [('x', '1'), ('y', '1'), (None, '2'), ('x', None)], key=repr
   )
+
+
+@pytest.mark.parametrize(
+  'host, channel',
+  [
+    ('t.coolblog.org', 'referral'),  # not t.co: hosts match by whole labels
+    ('mail.google.com', 'email'),  # webmail, not a search engine
+    ('google.de', 'organic_search'),
+    ('news.google.com', 'organic_search'),  # a parent domain's entry
+    ('l.facebook.com', 'social'),
+    ('mail.yahoo.com', 'email'),
+    ('x.com', 'social'),  # newer than the data set: NEWER_REFERRERS
+    ('example-google.com', 'referral'),
+  ],
+)
+def test_referrer_hosts_are_classified_by_the_referer_parser_data_set(host, channel):
+  assert classify_channel(Utm(), host, 'shop.example') == channel
+
+
+def test_the_data_set_is_loaded_whole_and_the_supplement_only_adds_what_it_lacks():
+  with open(referer_parser.JSON_FILE, encoding='utf-8') as f:
+    dataset = {
+      domain.split('/', 1)[0].lower().removeprefix('www.')
+      for referrers in json.load(f).values()
+      for config in referrers.values()
+      for domain in config['domains']
+    }
+  known = known_referrers()
+  assert dataset <= set(known) and len(dataset) > 500
+  assert set(NEWER_REFERRERS).isdisjoint(dataset)
+  assert {known[h] for h in dataset} >= {'organic_search', 'social', 'email'}
