@@ -167,3 +167,51 @@ class ParseLineChunks(beam.PTransform):
     ).with_outputs(DEAD_LETTER_TAG, main=self._main_tag)
     outputs[DEAD_LETTER_TAG].element_type = DeadLetter
     return outputs
+
+
+def first_times_of_tables(table: pa.Table) -> list[tuple[str, int]]:
+  """(source, earliest event_time) of each source in an Arrow table of records."""
+  firsts = table.group_by('source').aggregate([('event_time', 'min')])
+  sources = firsts.column('source').to_pylist()
+  return list(zip(sources, firsts.column('event_time_min').to_pylist(), strict=True))
+
+
+def dated_by_its_input(letter: DeadLetter, first_times: dict) -> DeadLetter:
+  """A letter without a readable time, dated by the earliest time read from its input."""
+  if letter.event_time is not None or letter.source not in first_times:
+    return letter
+  return letter._replace(input_time=first_times[letter.source])
+
+
+class DateTimelessLetters(beam.PTransform):
+  """Dead letters with no readable time take the earliest time read from their input.
+
+  Copying a file changes its mtime, the fallback date: it moved such letters
+  to another partition day. An input's own records do not move. The earliest
+  time counts every record with a readable time, the dead letters among them
+  too, so that a replay recovering some of them dates the rest alike; an
+  input with none (a catalog, a file of garbage) keeps its input time.
+  ``times``: PCollections of (source, time) of the records parsed.
+  """
+
+  def __init__(self, times: list):
+    super().__init__()
+    self._times = times
+
+  def expand(self, letters):
+    letter_times = (
+      letters
+      | 'TimedLetters' >> beam.Filter(lambda letter: letter.event_time is not None)
+      | 'LetterTimes'
+      >> beam.Map(lambda letter: (letter.source, letter.event_time)).with_output_types(
+        tuple[str, int]
+      )
+    )
+    first_times = (
+      (*self._times, letter_times)
+      | 'FlattenTimes' >> beam.Flatten()
+      | 'FirstTimePerInput' >> beam.CombinePerKey(min)
+    )
+    return letters | 'DateByInput' >> beam.Map(
+      dated_by_its_input, first_times=pvalue.AsDict(first_times)
+    ).with_output_types(DeadLetter)

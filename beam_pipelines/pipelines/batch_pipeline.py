@@ -47,7 +47,7 @@ from beam_pipelines.pipelines.options import (
   parse_pipeline_options,
 )
 from transforms import accounting, day_window
-from transforms.dead_letters import ParseLineChunks
+from transforms.dead_letters import DateTimelessLetters, ParseLineChunks, first_times_of_tables
 from transforms.enrich.events import EnrichEvents
 from transforms.enrich.product_dimension import (
   PARSED_TAG,
@@ -264,7 +264,22 @@ def build_pipeline(
       CountClean()
     ).with_output_types(OrderLine)
     rows[tables.ORDERS.name] = day_orders
+  # A letter without a time of its own is dated by its input's first record.
+  times = [
+    parsed[kind]
+    | f'FirstTimes {kind}' >> beam.FlatMap(first_times_of_tables).with_output_types(tuple[str, int])
+    for kind in EVENT_KINDS
+    if kind in parsed
+  ] + [
+    parsed[kind]
+    | f'OrderTimes {kind}'
+    >> beam.Map(lambda line: (line.source, line.order_time)).with_output_types(tuple[str, int])
+    for kind in ORDER_KINDS
+    if kind in parsed
+  ]
   letters = dead_letters | 'FlattenDeadLetters' >> beam.Flatten()
+  if times:
+    letters = letters | 'DateTimelessLetters' >> DateTimelessLetters(times)
   if window:
     letters = letters | 'DeadLettersOfTheDay' >> day_window.keep_partition_day(
       window, tables.DEAD_LETTER.partition_day, DeadLetter
