@@ -261,17 +261,26 @@ def by_customer(orders, sessions):
   } | 'ByCustomer' >> beam.CoGroupByKey()
 
 
-class BuildCustomers(beam.PTransform):
-  """(orders, sessions) to Customers; ``as_of_us`` None: the latest time in the data."""
+class _PerCustomer(beam.PTransform):
+  """A transform of (orders, sessions) per customer, as of ``as_of_us`` (None: the latest
+  order or session end in the data)."""
 
   def __init__(self, as_of_us: Optional[int] = None):
     super().__init__()
     self._as_of_us = as_of_us
 
-  def expand(self, inputs):
+  def grouped(self, inputs):
+    """(the orders and sessions of each customer, as_of as a one-element PCollection)."""
     orders, sessions = inputs
-    as_of = as_of_time(orders, sessions, self._as_of_us)
-    customers = by_customer(orders, sessions) | 'Features' >> beam.Map(
+    return by_customer(orders, sessions), as_of_time(orders, sessions, self._as_of_us)
+
+
+class BuildCustomers(_PerCustomer):
+  """(orders, sessions) to Customers with their RFM scores."""
+
+  def expand(self, inputs):
+    grouped, as_of = self.grouped(inputs)
+    customers = grouped | 'Features' >> beam.Map(
       lambda keyed, as_of_us: customer_features(
         keyed[0], keyed[1]['orders'], keyed[1]['sessions'], as_of_us
       ),
@@ -283,18 +292,13 @@ class BuildCustomers(beam.PTransform):
     ).with_output_types(Customer)
 
 
-class BuildRetentionCohorts(beam.PTransform):
-  """(orders, sessions) to RetentionCohorts, up to ``as_of_us`` (None: as BuildCustomers)."""
-
-  def __init__(self, as_of_us: Optional[int] = None):
-    super().__init__()
-    self._as_of_us = as_of_us
+class BuildRetentionCohorts(_PerCustomer):
+  """(orders, sessions) to RetentionCohorts, up to the as_of month."""
 
   def expand(self, inputs):
-    orders, sessions = inputs
-    as_of = as_of_time(orders, sessions, self._as_of_us)
+    grouped, as_of = self.grouped(inputs)
     return (
-      by_customer(orders, sessions)
+      grouped
       | 'Cells'
       >> beam.FlatMap(
         lambda keyed, as_of_us: cohort_cells(keyed[1]['orders'], keyed[1]['sessions'], as_of_us),
