@@ -36,6 +36,8 @@ def main() -> None:
   parser.add_argument('--workdir', default='/tmp/shopstream-bench')
   parser.add_argument('--runner-config', default='runner_configs/direct.yaml')
   args, beam_flags = parser.parse_known_args()
+  # Synthetic input, perhaps cached from before generate() marked its folders.
+  os.environ.setdefault('SHOPSTREAM_PII_SALT', 'bench')
   beam_flags = [f for f in beam_flags if f != '--']
 
   inputs = os.path.join(args.workdir, f'input-{args.events}-{args.days}')
