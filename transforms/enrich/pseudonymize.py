@@ -60,7 +60,8 @@ def salt_from_environment(allow_default: bool = False) -> bytes:
       f'{SALT_ENV} is not set: IPs and e-mails would be tokenized with a public salt, '
       f'which anyone can reverse. Set it to a secret of your own (e.g. `export {SALT_ENV}='
       '$(openssl rand -hex 32)`), the same for every run whose tables are joined; only '
-      'samples made by `shopstream generate` run without it'
+      'folders `shopstream generate` wrote (and marked .shopstream-generated-sample; '
+      'regenerate a sample older than that marker) run without it'
     )
   _LOGGER.warning(
     '%s is not set: using the public default salt, fine for generated samples only', SALT_ENV
