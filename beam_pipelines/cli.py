@@ -298,7 +298,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument('--region', default=None, help="AWS region (default: the AWS chain's).")
   kafka = commands.add_parser(
     'kafka',
-    help='Create a Kafka topic, or replay exports into one.',
+    help='Create a Kafka topic, replay exports into one, or show what a reader committed.',
     description='Work with Apache Kafka (or Amazon MSK). Security settings and credentials '
     'come from the environment: SHOPSTREAM_KAFKA_SECURITY_PROTOCOL, '
     'SHOPSTREAM_KAFKA_SASL_MECHANISM, SHOPSTREAM_KAFKA_USERNAME, SHOPSTREAM_KAFKA_PASSWORD, '
@@ -318,7 +318,20 @@ def _parser() -> argparse.ArgumentParser:
   )
   put_topic.add_argument('name', help='Topic name.')
   _add_clickstream_sources(put_topic)
-  for sub in (create_topic, put_topic):
+  offsets = kafka_commands.add_parser(
+    'offsets',
+    help="Show a consumer group's committed offsets and how far each partition is behind.",
+    description='Per partition: the offset the streaming run committed (the tables hold every '
+    'record before it), the end of the partition, and the records in between.',
+  )
+  offsets.add_argument('name', help='Topic name.')
+  offsets.add_argument(
+    '--kafka-group',
+    default=None,
+    metavar='GROUP',
+    help='Consumer group (default: shopstream-TOPIC).',
+  )
+  for sub in (create_topic, put_topic, offsets):
     sub.add_argument(
       '--kafka-bootstrap',
       default=DEFAULT_BOOTSTRAP,
@@ -352,6 +365,19 @@ def _kafka(args: argparse.Namespace) -> int:
   if args.kafka_command == 'create-topic':
     kafka_topics.create_topic(args.kafka_bootstrap, args.name, args.partitions)
     print(f'topic {args.name}: {args.partitions} partition(s)')
+    return 0
+  if args.kafka_command == 'offsets':
+    from beam_pipelines.io.kafka_offsets import committed_offsets
+
+    group = args.kafka_group or f'shopstream-{args.name}'
+    committed = committed_offsets(args.kafka_bootstrap, args.name, group)
+    ends = kafka_topics.end_offsets(args.kafka_bootstrap, args.name)
+    print(f'topic {args.name}, group {group}:')
+    for partition, end in sorted(ends.items()):
+      done = committed.get(partition)
+      behind = end - done if done is not None else end
+      shown = '-' if done is None else f'{done:,}'
+      print(f'  partition {partition}: committed {shown}, end {end:,}, behind {behind:,}')
     return 0
   counts: Counter = Counter()
   events = event_replay.events_in_time_order(

@@ -85,20 +85,6 @@ def kafka_bootstrap():
     yield bootstrap
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-  """The offset after each partition's last record of a Kafka topic."""
-  from confluent_kafka import Consumer, TopicPartition
-
-  consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': 'test-end-offsets'})
-  try:
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    return {
-      p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
-    }
-  finally:
-    consumer.close()
-
-
 @pytest.fixture
 def aws_credentials(monkeypatch):
   """Credentials for the emulators, through the standard AWS chain (the environment)."""

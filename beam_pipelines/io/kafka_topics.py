@@ -119,6 +119,20 @@ def topic_partitions(bootstrap: str, topic: str) -> list[int]:
   return sorted(metadata.partitions)
 
 
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+  """The offset after each partition's last record."""
+  from confluent_kafka import Consumer, TopicPartition
+
+  consumer = Consumer({**client_config(bootstrap), 'group.id': 'shopstream-end-offsets'})
+  try:
+    return {
+      p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=_TIMEOUT_S)[1]
+      for p in topic_partitions(bootstrap, topic)
+    }
+  finally:
+    consumer.close()
+
+
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:
   """Creates the topic (one replica per partition on a one-broker cluster, else three)."""
   from confluent_kafka import KafkaException

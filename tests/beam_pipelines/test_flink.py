@@ -35,8 +35,8 @@ from beam_pipelines.dev.local_flink import LocalFlinkCluster
 from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 from beam_pipelines.io import tables
 from beam_pipelines.io.kafka_offsets import committed_offsets
+from beam_pipelines.io.kafka_topics import end_offsets
 from beam_pipelines.pipelines.streaming_pipeline import json_event_time
-from tests.conftest import end_offsets
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMON = ['--reference-time', '2026-06-01T00:00:00Z', '--progress', 'never']

@@ -19,8 +19,8 @@ import pytest
 from beam_pipelines import cli
 from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 from beam_pipelines.io.kafka_offsets import committed_offsets
+from beam_pipelines.io.kafka_topics import end_offsets
 from beam_pipelines.pipelines.streaming_pipeline import json_event_time
-from tests.conftest import end_offsets
 
 COMMON = ['--reference-time', '2026-06-01T00:00:00Z', '--progress', 'never']
 
@@ -169,7 +169,7 @@ def days_later(source, target, days: int) -> None:
 
 
 def test_a_restart_from_committed_offsets_resumes_without_loss_or_repeat(
-  tmp_path, kafka_bootstrap, monkeypatch
+  tmp_path, kafka_bootstrap, monkeypatch, capsys
 ):
   """Two runs into one output, the second started from the offsets the first committed
   (the default start), with a day of new records put in between: together they hold
@@ -199,10 +199,15 @@ def test_a_restart_from_committed_offsets_resumes_without_loss_or_repeat(
   summary = json.loads((tmp_path / 'stream' / '_summary.json').read_text())
   read = summary['sources'][f'kafka:{topic}']['read']
   assert read == sum(end_offsets(kafka_bootstrap, topic).values()) - put_first
+  capsys.readouterr()
+  assert cli.main(['kafka', 'offsets', topic, *bootstrap]) == 0
+  shown = capsys.readouterr().out.splitlines()
+  assert shown[0] == f'topic {topic}, group shopstream-{topic}:'
+  assert len(shown) == 4 and all(line.endswith('behind 0') for line in shown[1:]), shown
 
 
 def test_a_run_whose_tables_fail_to_be_written_commits_no_offset(
-  tmp_path, kafka_bootstrap, monkeypatch
+  tmp_path, kafka_bootstrap, monkeypatch, capsys
 ):
   monkeypatch.setenv('SHOPSTREAM_PII_SALT', 'parity-salt')
   generate(GeneratorConfig(output_dir=str(tmp_path / 'in'), events=300, days=1, seed=33))
@@ -210,6 +215,8 @@ def test_a_run_whose_tables_fail_to_be_written_commits_no_offset(
   topic = f'unwritable-{tmp_path.name}'
   assert cli.main(['kafka', 'create-topic', topic, *bootstrap]) == 0
   assert cli.main(['kafka', 'put', topic, *events_sources(tmp_path / 'in'), *bootstrap]) == 0
+  assert cli.main(['kafka', 'offsets', topic, *bootstrap]) == 0
+  assert 'partition 0: committed -, end' in capsys.readouterr().out  # nothing read yet
   (tmp_path / 'file').write_text('a file, not a folder')
   run = ['run', '--runner-config', 'runner_configs/direct_streaming.yaml', '--kafka-topic', topic]
   run += [*bootstrap, '--stop-after-idle', '2', '--output', str(tmp_path / 'file' / 'out')]
