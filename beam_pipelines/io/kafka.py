@@ -45,7 +45,7 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, Duration, Timestamp
 
 from beam_pipelines.io.kafka_topics import (
   DEFAULT_BOOTSTRAP,
-  client_config,
+  group_consumer,
   topic_partitions,
   with_retries,
 )
@@ -224,20 +224,13 @@ class ReadKafkaTopic(beam.DoFn):
     self._partitions: dict[int, SplitProgress] = {}  # by partition; outlives calls
 
   def setup(self):
-    from confluent_kafka import Consumer
-
-    config = self._config
     # Partitions are assigned, not subscribed: the group only names the reader.
-    self._consumer = Consumer(
-      {
-        **client_config(config.bootstrap),
-        'group.id': config.group_id,
-        'enable.auto.commit': False,
-        # Offsets are always given; this applies only to one no longer held (the
-        # retention deleted its record): the earliest held then, losing no more.
-        'auto.offset.reset': 'earliest',
-        'enable.partition.eof': True,
-      }
+    self._consumer = group_consumer(
+      self._config.bootstrap,
+      self._config.group_id,
+      # Offsets are always given; this applies only to one no longer held (the
+      # retention deleted its record): the earliest held then, losing no more.
+      **{'auto.offset.reset': 'earliest', 'enable.partition.eof': True},
     )
 
   def teardown(self):

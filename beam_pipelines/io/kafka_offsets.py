@@ -37,7 +37,7 @@ import apache_beam as beam
 from apache_beam.transforms import window
 
 from beam_pipelines.io.kafka import KafkaConfig, OffsetsMark
-from beam_pipelines.io.kafka_topics import client_config, topic_partitions, with_retries
+from beam_pipelines.io.kafka_topics import group_consumer, topic_partitions, with_retries
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,15 +64,7 @@ class _Commit(beam.DoFn):
     self._committed: dict[int, int] = {}
 
   def setup(self):
-    from confluent_kafka import Consumer
-
-    self._consumer = Consumer(
-      {
-        **client_config(self._config.bootstrap),
-        'group.id': self._config.group_id,
-        'enable.auto.commit': False,
-      }
-    )
+    self._consumer = group_consumer(self._config.bootstrap, self._config.group_id)
 
   def teardown(self):
     self._consumer.close()
@@ -134,9 +126,9 @@ class CommitOffsets(beam.PTransform):
 
 def committed_offsets(bootstrap: str, topic: str, group: str) -> dict[int, int]:
   """The group's committed offset of each partition of the topic that has one."""
-  from confluent_kafka import Consumer, TopicPartition
+  from confluent_kafka import TopicPartition
 
-  consumer = Consumer({**client_config(bootstrap), 'group.id': group, 'enable.auto.commit': False})
+  consumer = group_consumer(bootstrap, group)
   try:
     partitions = [TopicPartition(topic, p) for p in topic_partitions(bootstrap, topic)]
     committed = with_retries(consumer.committed, partitions, timeout=30)

@@ -119,11 +119,20 @@ def topic_partitions(bootstrap: str, topic: str) -> list[int]:
   return sorted(metadata.partitions)
 
 
+def group_consumer(bootstrap: str, group: str, **settings):
+  """A consumer of the group that commits only when told (librdkafka ``settings`` added)."""
+  from confluent_kafka import Consumer
+
+  return Consumer(
+    {**client_config(bootstrap), 'group.id': group, 'enable.auto.commit': False, **settings}
+  )
+
+
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
   """The offset after each partition's last record."""
-  from confluent_kafka import Consumer, TopicPartition
+  from confluent_kafka import TopicPartition
 
-  consumer = Consumer({**client_config(bootstrap), 'group.id': 'shopstream-end-offsets'})
+  consumer = group_consumer(bootstrap, 'shopstream-end-offsets')
   try:
     return {
       p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=_TIMEOUT_S)[1]

@@ -92,12 +92,11 @@ def kafka_to_raw_record(record: KafkaRecord) -> RawRecord:
   return RawRecord(f'kafka:{record.topic}', record.offset, record.data, record.timestamp_us)
 
 
-def read_stream(p: beam.Pipeline, opts: ShopstreamOptions):
-  """The RawRecords of the stream the options name (a Kinesis stream or a Kafka topic),
-  and for Kafka the OffsetsMarks to commit once the tables are written (else None)."""
-  if opts.kafka_topic:
-    config = kafka_config(opts)
-    records, marks = p | 'ReadKafka' >> ReadFromKafka(config, with_offsets=True)
+def read_stream(p: beam.Pipeline, opts: ShopstreamOptions, kafka: Optional[KafkaConfig]):
+  """The RawRecords of the stream: the Kafka topic of ``kafka``, else the options' Kinesis
+  stream; and for Kafka the OffsetsMarks to commit once the tables are written (else None)."""
+  if kafka is not None:
+    records, marks = p | 'ReadKafka' >> ReadFromKafka(kafka, with_offsets=True)
     raw = records | 'ToRawRecords' >> beam.Map(kafka_to_raw_record).with_output_types(RawRecord)
     return raw, marks
   raw = (
@@ -174,7 +173,8 @@ def build_streaming_pipeline(
     else beam.Map(lambda event: event)
   )
 
-  records, offsets_marks = read_stream(p, opts)
+  kafka = kafka_config(opts) if opts.kafka_topic else None
+  records, offsets_marks = read_stream(p, opts, kafka)
   parsed = (
     records
     # Event times are bounded by each record's arrival, not by a time fixed
@@ -215,9 +215,9 @@ def build_streaming_pipeline(
     )
     for name, table_rows in rows.items()
   ]
-  if offsets_marks is not None:
+  if kafka is not None:
     _ = (offsets_marks, *written) | 'CommitKafkaOffsets' >> CommitOffsets(
-      kafka_config(opts), opts.file_window_minutes * 60
+      kafka, opts.file_window_minutes * 60
     )
   return rows
 
