@@ -246,6 +246,12 @@ def _parser() -> argparse.ArgumentParser:
     help='AWS Secrets Manager secret whose string is SHOPSTREAM_PII_SALT: the bootstrap '
     'action puts it on every node, outside the job graph (required).',
   )
+  emr.add_argument(
+    '--iceberg',
+    action='store_true',
+    help='The backfill publishes Apache Iceberg tables (catalog: AWS Glue, namespace '
+    'shopstream) to s3://BUCKET/iceberg/ instead of Parquet folders in s3://BUCKET/tables/.',
+  )
   emr.add_argument('--wheel', default=None, help='Use this wheel instead of building one.')
   emr.add_argument('--dry-run', action='store_true', help='Print what would be run; do nothing.')
   emr.add_argument('--endpoint-url', default=None, help=argparse.SUPPRESS)  # emulators in tests
@@ -572,6 +578,7 @@ def _deploy(args: argparse.Namespace) -> int:
     backfill_sources=tuple(args.backfill_source),
     endpoint_url=args.endpoint_url,
     pii_salt_secret=args.pii_salt_secret,
+    iceberg=args.iceberg,
   )
   actions = deploy_emr.plan(config, args.wheel)
   if args.dry_run:
@@ -619,7 +626,16 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     )
     written = ','.join(name for name, rows in summary['tables'].items() if rows)
     where = args.output if '://' in args.output else os.path.abspath(args.output)
-    print(f'Tables: {where.rstrip("/")}/{{{written}}}/dt=YYYY-MM-DD/')
+    from beam_pipelines.io import table_store
+
+    store = table_store.for_output(args.output)
+    if store.table_format == table_store.ICEBERG:
+      print(
+        f'Iceberg tables {store.namespace}.{{{written}}} in catalog {store.catalog_name}, '
+        f'data under {where.rstrip("/")}/<table>/'
+      )
+    else:
+      print(f'Tables: {where.rstrip("/")}/{{{written}}}/dt=YYYY-MM-DD/')
     if args.derived_tables != 'never':
       _derive(flags + beam_args, args.output)
   return 0

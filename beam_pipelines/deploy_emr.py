@@ -53,6 +53,7 @@ class DeployConfig:
   backfill_sources: tuple[str, ...] = ()
   endpoint_url: Optional[str] = None  # a local emulator (tests)
   pii_salt_secret: Optional[str] = None  # AWS Secrets Manager id of SHOPSTREAM_PII_SALT
+  iceberg: bool = False  # the backfill publishes Iceberg tables in AWS Glue
 
   def validate(self) -> None:
     if not self.bucket or '/' in self.bucket:
@@ -117,6 +118,7 @@ def streaming_command(config: DeployConfig) -> str:
 def backfill_command(config: DeployConfig) -> str:
   words = [
     'backfill',
+    *(['--table-format', 'iceberg'] if config.iceberg else []),
     '--runner-config',
     f'{REMOTE_HOME}/runner_configs/flink_emr_backfill.yaml',
     '--from',
@@ -124,7 +126,7 @@ def backfill_command(config: DeployConfig) -> str:
     '--to',
     config.backfill_to,
     '--output',
-    f's3://{config.bucket}/tables/',
+    backfill_output(config),
     '--state-dir',
     STATE_DIR,
     '--progress',
@@ -132,7 +134,24 @@ def backfill_command(config: DeployConfig) -> str:
   ]
   for spec in (*config.backfill_sources, *config.dimension):
     words += ['--source', spec]
-  return _shopstream(*words)
+  return glue_catalog_settings(config) + _shopstream(*words)
+
+
+def backfill_output(config: DeployConfig) -> str:
+  # A stream writes Parquet only: Iceberg tables need an output of their own.
+  return f's3://{config.bucket}/{"iceberg" if config.iceberg else "tables"}/'
+
+
+def glue_catalog_settings(config: DeployConfig) -> str:
+  """Environment settings (no secrets) that make pyiceberg's catalog 'shopstream' AWS
+  Glue, where Athena and EMR find the tables."""
+  if not config.iceberg:
+    return ''
+  settings = {'PYICEBERG_CATALOG__SHOPSTREAM__TYPE': 'glue'}
+  if config.region:
+    settings['PYICEBERG_CATALOG__SHOPSTREAM__GLUE__REGION'] = config.region
+    settings['PYICEBERG_CATALOG__SHOPSTREAM__S3__REGION'] = config.region
+  return ''.join(f'{key}={shlex.quote(value)} ' for key, value in settings.items())
 
 
 # The salt (and other secrets) come from the file the bootstrap action wrote, never

@@ -20,7 +20,10 @@ from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from beam_pipelines.io import table_store
+from beam_pipelines.io.tables import PARTITION_COLUMN
 
 REPORT_FILE = 'report.html'
 SECTIONS = (
@@ -40,16 +43,28 @@ SECTIONS = (
 
 
 def read_table(output: str, name: str, columns: Sequence[str]) -> Optional[pa.Table]:
-  path = os.path.join(output, name)
-  if not os.path.isdir(path):
+  """The columns of a table that has them (dt from each file's partition), in whichever
+  format the output holds it; None for a table the output lacks."""
+  files = table_store.table_files(output, name)
+  if not files:
     return None
-  dataset = ds.dataset(path, format='parquet', partitioning='hive')
-  return dataset.to_table(columns=[c for c in columns if c in dataset.schema.names])
+  parts = []
+  for path, day in files:
+    stored = pq.read_schema(path).names
+    part = pq.read_table(path, columns=[c for c in columns if c in stored])
+    if PARTITION_COLUMN in columns and PARTITION_COLUMN not in stored and day is not None:
+      part = part.append_column(PARTITION_COLUMN, pa.array([day] * part.num_rows, pa.string()))
+    parts.append(part)
+  return pa.concat_tables(parts, promote_options='default')
 
 
 def _svg(figure) -> str:
+  import matplotlib
+
   buffer = io.StringIO()
-  figure.savefig(buffer, format='svg', bbox_inches='tight')
+  # No creation date and fixed element ids: the same tables give the same page.
+  with matplotlib.rc_context({'svg.hashsalt': 'shopstream'}):
+    figure.savefig(buffer, format='svg', bbox_inches='tight', metadata={'Date': None})
   text = buffer.getvalue()
   return text[text.index('<svg') :]  # drop the XML prolog and DOCTYPE
 

@@ -13,7 +13,7 @@ nothing: the tables stay as they were.
     rows | WriteTable(tables.EVENTS, output, run_id)  -> WrittenFile records
     written | StageManifest(output, run_id)
     ... pipeline.run().wait_until_finish(); accounting checked ...
-    publish_staged(output, run_id)
+    table_store.for_output(output).publish_staged(run_id)  # publish() here, for Parquet
 """
 
 from __future__ import annotations
@@ -160,37 +160,60 @@ class WriteTable(beam.PTransform):
     ).with_output_types(WrittenFile)
 
 
-def publish(
-  output: str,
-  run_id: str,
-  written: list[WrittenFile],
-  table_names: Sequence[str] = (),
-  owned_days: Union[Sequence[str], Mapping[str, Sequence[str]]] = (),
-  whole_tables: Sequence[str] = (),
-) -> None:
-  """Moves the staged partitions into place, replacing each one whole.
+class Manifest(NamedTuple):
+  """What a run staged (WrittenFiles of finished bundles) and which partitions it owns.
 
   ``owned_days`` (a backfill's day) are the run's even where it wrote no
   rows: those partitions of ``table_names`` are removed, not left stale.
   ``owned_days`` may also map each table to its own days (a replay).
   ``whole_tables`` (snapshots) keep only what this run wrote.
   """
+
+  written: list[WrittenFile]
+  table_names: list[str]
+  owned_days: Union[list[str], dict[str, list[str]]]
+  whole_tables: list[str]
+
+  def days_by_table(self) -> dict[str, list[str]]:
+    if isinstance(self.owned_days, Mapping):
+      return {table: list(days) for table, days in self.owned_days.items()}
+    return {table: list(self.owned_days) for table in self.table_names}
+
+
+def read_manifest(output: str, run_id: str) -> Optional[Manifest]:
+  """The manifest run ``run_id`` staged, or None if it staged none."""
+  path = FileSystems.join(staging_root(output, run_id), MANIFEST)
+  if not FileSystems.exists(path):
+    return None
+  with FileSystems.open(path) as f:
+    manifest = json.loads(f.read())
+  return Manifest(
+    [WrittenFile(**file) for file in manifest['written']],
+    manifest['table_names'],
+    manifest['owned_days'],
+    manifest['whole_tables'],
+  )
+
+
+def publish(output: str, run_id: str, manifest: Manifest) -> None:
+  """Moves the staged partitions into place, replacing each one whole (see Manifest for
+  the partitions a run owns without writing them)."""
   staging = staging_root(output, run_id)
-  partitions = sorted({(f.table, f.day) for f in written})
+  written = manifest.written
+  partitions = sorted({(f.table, f.day) for f in written}, key=lambda p: (p[0], p[1] or ''))
   for table, day in partitions:
     staged = partition_dir(staging, table, day)
     final = partition_dir(output, table, day)
     committed = {f.path for f in written if (f.table, f.day) == (table, day)}
     _replace_partition(staged, final, committed)
-  owned = owned_days if isinstance(owned_days, Mapping) else dict.fromkeys(table_names, owned_days)
-  for table, days in owned.items():
+  for table, days in manifest.days_by_table().items():
     for day in days:
       if (table, day) not in partitions:
         remove_tree(partition_dir(output, table, day))
-  for table in whole_tables:
+  for table in manifest.whole_tables:
     written_days = {day for t, day in partitions if t == table}
     if None not in written_days:  # an unpartitioned table written is replaced already
-      for stale in _partitions_of(output, table) - written_days:
+      for stale in partitions_of(output, table) - written_days:
         remove_tree(partition_dir(output, table, stale))
   remove_tree(staging)
   _LOGGER.info('published %d partitions to %s', len(partitions), output)
@@ -220,7 +243,7 @@ def _replace_partition(staged: str, final: str, committed: set[str]) -> None:
     FileSystems.delete(stale)
 
 
-def _partitions_of(output: str, table: str) -> set[Optional[str]]:
+def partitions_of(output: str, table: str) -> set[Optional[str]]:
   """The dt values of a table's partitions; {None} for files straight in its folder."""
   prefix = f'{PARTITION_COLUMN}='
   root = FileSystems.join(output, table)
@@ -299,7 +322,7 @@ class _WriteManifest(beam.DoFn):
 
 class StageManifest(beam.PTransform):
   """Waits for every WrittenFile of the run, then records them in the run's manifest
-  for publish_staged."""
+  for TableStore.publish_staged (table_store.py)."""
 
   def __init__(
     self,
@@ -322,25 +345,6 @@ class StageManifest(beam.PTransform):
     )
 
 
-def publish_staged(output: str, run_id: str) -> bool:
-  """Publishes what the run's manifest lists (see the module docstring); False if the
-  run staged no manifest."""
-  path = FileSystems.join(staging_root(output, run_id), MANIFEST)
-  if not FileSystems.exists(path):
-    return False
-  with FileSystems.open(path) as f:
-    manifest = json.loads(f.read())
-  publish(
-    output,
-    run_id,
-    [WrittenFile(**file) for file in manifest['written']],
-    manifest['table_names'],
-    manifest['owned_days'],
-    manifest['whole_tables'],
-  )
-  return True
-
-
 def write_tables(
   rows: Mapping[str, beam.PCollection],
   specs: Mapping[str, TableSpec],
@@ -350,7 +354,7 @@ def write_tables(
   whole_tables: Sequence[str] = (),
 ) -> None:
   """Each table's rows staged (WriteTable) and listed in the run's manifest (StageManifest),
-  for publish_staged once the run has finished."""
+  for TableStore.publish_staged once the run has finished."""
   written = [
     table_rows | f'Write {name}' >> WriteTable(specs[name], output, run_id)
     for name, table_rows in rows.items()

@@ -242,6 +242,11 @@ class TableSpec(NamedTuple):
   # The time column partition_day reads, for rows that come as Arrow tables.
   time_column: Optional[str] = None
 
+  @property
+  def partitioned(self) -> bool:
+    """Whether rows go to dt partitions (else the table is one snapshot)."""
+    return self.partition_day is not _unpartitioned
+
 
 EVENTS = TableSpec('events', EVENTS_SCHEMA, Event, lambda e: utc_day(e.event_time), 'event_time')
 SESSIONS = TableSpec(
@@ -278,6 +283,7 @@ DERIVED_TABLES = {
   spec.name: spec
   for spec in (INTERACTIONS, ITEM_PAIRS, SESSION_SEQUENCES, CUSTOMERS, RETENTION_COHORTS)
 }
+ALL_TABLES = {**TABLES, **DERIVED_TABLES}
 
 
 def column_indices(spec: TableSpec) -> list[int]:

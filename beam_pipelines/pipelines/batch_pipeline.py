@@ -25,7 +25,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines.io import parquet_sink, tables
+from beam_pipelines.io import parquet_sink, table_store, tables
 from beam_pipelines.io.sources import (
   ACCESS_LOG,
   CATALOG_CSV,
@@ -349,9 +349,11 @@ def run(argv: Optional[list[str]] = None, summary_dir: Optional[str] = None) -> 
   opts = options.view_as(ShopstreamOptions)
   opts.run_id = opts.run_id or new_run_id()
   pipeline, _ = execution.build(options, build_pipeline)
+  # After build: the pipeline's options (an S3 endpoint, say) reach FileSystems there.
+  store = table_store.for_options(opts)
   try:
     return execution.run_to_summary(
-      pipeline, opts.output, summary_dir=summary_dir, run_id=opts.run_id
+      pipeline, opts.output, summary_dir=summary_dir, run_id=opts.run_id, store=store
     )
   except Exception:
     # The tables are untouched (nothing was published); drop what was staged.

@@ -14,7 +14,6 @@ derive replaces the derived tables whole (a snapshot; ``customers`` says
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from typing import Optional
 
@@ -24,7 +23,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines.io import parquet_sink, tables
+from beam_pipelines.io import parquet_sink, table_store, tables
 from beam_pipelines.io.tables import TableSpec
 from beam_pipelines.pipelines import execution, run_summary
 from beam_pipelines.pipelines.batch_pipeline import new_run_id
@@ -39,16 +38,6 @@ from transforms.derived.retention import BuildCustomers, BuildRetentionCohorts
 from transforms.event_time import parse_event_time
 
 _LOGGER = logging.getLogger(__name__)
-
-
-def table_files(output: str, table: str) -> list[str]:
-  pattern = FileSystems.join(output, table, '*', '*.parquet')
-  return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
-
-
-def partition_of(path: str) -> str:
-  """The dt value of a partitioned table's file."""
-  return os.path.basename(os.path.dirname(path)).partition('=')[2]
 
 
 def rows_of(spec: TableSpec, arrow_table: pa.Table) -> list[tuple]:
@@ -86,10 +75,11 @@ class ReadTable(beam.PTransform):
   def __init__(self, spec: TableSpec, output: str, days: Optional[Iterable[str]] = None):
     super().__init__()
     self._spec = spec
-    self._files = table_files(output, spec.name)
+    files = table_store.table_files(output, spec.name)
     if days is not None:
       wanted = set(days)
-      self._files = [path for path in self._files if partition_of(path) in wanted]
+      files = [file for file in files if file.day in wanted]
+    self._files = [file.path for file in files]
 
   def expand(self, pbegin):
     return (
@@ -130,13 +120,14 @@ def run(argv: Optional[list[str]] = None) -> dict[str, int]:
   opts = options.view_as(ShopstreamOptions)
   pipeline, rows = execution.build(options, build_derived)
   run_id = f'derive-{new_run_id()}'
+  store = table_store.for_options(opts)
   parquet_sink.write_tables(
     rows, tables.DERIVED_TABLES, opts.output, run_id, whole_tables=list(rows)
   )
   with execution.cyclic_gc_paused():
     result = pipeline.run()
     result.wait_until_finish()
-  parquet_sink.publish_staged(opts.output, run_id)
+  store.publish_staged(run_id)
   counters = run_summary.committed_counters(result)
   counts = {name: counters.get(f'table_rows|{name}', 0) for name in tables.DERIVED_TABLES}
   _LOGGER.info('derived tables in %s: %s', opts.output, counts)

@@ -11,7 +11,7 @@ from typing import Optional, TypeVar
 
 import apache_beam as beam
 
-from beam_pipelines.io import parquet_sink, tables
+from beam_pipelines.io import table_store, tables
 from beam_pipelines.pipelines import run_summary
 
 T = TypeVar('T')
@@ -58,9 +58,11 @@ def run_to_summary(
   pause_gc: bool = True,
   summary_dir: Optional[str] = None,
   run_id: Optional[str] = None,
+  store: Optional[table_store.TableStore] = None,
 ) -> dict:
   """Runs the pipeline, writes _summary.json and _run_metrics.json, checks the accounting,
-  and only then publishes the tables the run ``run_id`` staged (parquet_sink.py).
+  and only then publishes the tables the run ``run_id`` staged (parquet_sink.py) to
+  ``store`` (default: the output's own, table_store.py).
 
   The two files go to ``summary_dir`` (default: the output). ``pause_gc``
   suits bounded runs only: a stream that runs for days must collect.
@@ -77,5 +79,5 @@ def run_to_summary(
   run_summary.write_json(f'{directory}/{run_summary.METRICS_FILE}', run_summary.reasons(counters))
   run_summary.check_accounting(summary)
   if run_id is not None:
-    parquet_sink.publish_staged(output, run_id)
+    (store or table_store.for_output(output)).publish_staged(run_id)
   return summary

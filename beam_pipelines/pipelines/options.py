@@ -136,6 +136,29 @@ class ShopstreamOptions(PipelineOptions):
       f'(default: {BUCKETS_PER_WORKER} per parallel worker, at least {MIN_BUCKETS}).',
     )
     flag(
+      'table-format',
+      default=None,
+      choices=('parquet', 'iceberg'),
+      help='How batch runs publish the tables: Hive-partitioned Parquet folders, or Apache '
+      'Iceberg tables (one atomic commit per table, so readers never see a half-replaced '
+      "partition; catalog from pyiceberg's configuration, see --iceberg-catalog). Default: "
+      'what the output holds (its _table_format.json), else parquet.',
+    )
+    flag(
+      'iceberg-catalog',
+      default=None,
+      metavar='NAME',
+      help="The pyiceberg catalog of --table-format iceberg, configured in pyiceberg's "
+      'way (PYICEBERG_CATALOG__NAME__TYPE=glue, ... or ~/.pyiceberg.yaml); a local output '
+      'with none configured gets SQLite in OUTPUT/_iceberg_catalog.db (default: shopstream).',
+    )
+    flag(
+      'iceberg-namespace',
+      default=None,
+      metavar='NAMESPACE',
+      help='The catalog namespace (Glue database) of the Iceberg tables (default: shopstream).',
+    )
+    flag(
       'run-id', default=None, help="Names the run's staging area (default: time + random suffix)."
     )
     flag(

@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines.io import parquet_sink, tables
+from beam_pipelines.io import parquet_sink, table_store, tables
 from beam_pipelines.io.dimension_refresh import RefreshingProductJoin
 from beam_pipelines.io.sources import (
   DIMENSION_KINDS,
@@ -55,9 +55,10 @@ from beam_pipelines.io.sources import (
   parse_source_spec,
   record_parsers,
 )
+from beam_pipelines.io.table_store import table_files
 from beam_pipelines.pipelines import run_summary
 from beam_pipelines.pipelines.batch_pipeline import new_run_id
-from beam_pipelines.pipelines.derived_pipeline import ReadTable, partition_of, rows_of, table_files
+from beam_pipelines.pipelines.derived_pipeline import ReadTable, rows_of
 from beam_pipelines.pipelines.options import (
   ShopstreamOptions,
   bucket_count,
@@ -123,8 +124,7 @@ class ReplayPlan:
 def read_dead_letters(output: str, first: Optional[str], last: Optional[str]) -> list[tuple]:
   """(partition day, DeadLetter) of every dead letter in the day range."""
   letters = []
-  for path in table_files(output, tables.DEAD_LETTER.name):
-    day = partition_of(path)
+  for path, day in table_files(output, tables.DEAD_LETTER.name):
     if (first and day < first) or (last and day > last):
       continue
     letters.extend((day, letter) for letter in rows_of(tables.DEAD_LETTER, pq.read_table(path)))
@@ -195,7 +195,7 @@ def _order_lines_have_positions(output: str) -> bool:
   Every file is checked: a table that older runs wrote in part mixes both.
   """
   files = table_files(output, tables.ORDER_LINES.name)
-  return all('position' in pq.read_schema(path).names for path in files)
+  return all('position' in pq.read_schema(file.path).names for file in files)
 
 
 def order_days(output: str, recovered: list[OrderLine]) -> list[str]:
@@ -210,8 +210,7 @@ def order_days(output: str, recovered: list[OrderLine]) -> list[str]:
     return []
   days_of_order: dict[str, set[str]] = {}
   orders_of_day: dict[str, set[str]] = {}
-  for path in table_files(output, tables.ORDER_LINES.name):
-    day = partition_of(path)
+  for path, day in table_files(output, tables.ORDER_LINES.name):
     ids = set(pq.read_table(path, columns=['order_id']).column('order_id').to_pylist())
     orders_of_day.setdefault(day, set()).update(ids)
     for order_id in ids:
@@ -367,10 +366,11 @@ def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymize
     tables.ORDERS.name: plan.order_days,
     tables.DEAD_LETTER.name: plan.letter_days,
   }
+  store = table_store.for_output(output)
   parquet_sink.write_tables(rows, tables.TABLES, output, run_id, owned_days=owned)
   result = p.run()
   result.wait_until_finish()
-  parquet_sink.publish_staged(output, run_id)
+  store.publish_staged(run_id)
   return run_summary.committed_counters(result)
 
 

@@ -23,7 +23,7 @@ import apache_beam as beam
 import orjson
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines.io import tables
+from beam_pipelines.io import table_store, tables
 from beam_pipelines.io.dimension_refresh import RefreshingProductJoin
 from beam_pipelines.io.kafka import KafkaConfig, KafkaRecord, ReadFromKafka
 from beam_pipelines.io.kafka_offsets import CommitOffsets, commit_hold_s
@@ -151,6 +151,12 @@ def build_streaming_pipeline(
     raise ValueError('one of --kinesis-stream NAME and --kafka-topic TOPIC is needed')
   if not opts.output:
     raise ValueError('--output DIR is needed')
+  if table_store.for_options(opts).table_format != table_store.PARQUET:
+    raise ValueError(
+      'a stream writes Hive-partitioned Parquet files as its windows close: '
+      '--table-format iceberg is for batch runs, backfills, replay and derive '
+      '(stream into another output)'
+    )
   files = expand_inputs([parse_source_spec(text) for text in opts.source or ()])
   if any(f.kind not in DIMENSION_KINDS for f in files):
     raise ValueError(

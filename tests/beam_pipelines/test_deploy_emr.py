@@ -157,3 +157,21 @@ def test_without_an_environment_file_the_wrapper_sets_no_kafka_settings(tmp_path
   seen = subprocess.run([str(tmp_path / 'boot')], capture_output=True, text=True, check=True)
   assert 'SHOPSTREAM_KAFKA_PASSWORD' not in seen.stdout
   assert 'RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1' in seen.stdout
+
+
+def test_iceberg_backfills_publish_to_glue_beside_the_parquet_stream(capsys):
+  flags = [*BASE, *SALT_SECRET, '--cluster-id', 'j-1', *STREAM, *BACKFILL, '--iceberg']
+  assert cli.main([*flags, '--dry-run']) == 0
+  add_steps = next(c for c in capsys.readouterr().out.splitlines() if 'aws emr add-steps' in c)
+  stream, backfill = (
+    s['HadoopJarStep']['Args'][2] for s in json.loads(shlex.split(add_steps)[6])[1:]
+  )
+  assert '--output s3://shop-data/tables/' in stream and 'iceberg' not in stream
+  settings = backfill.removeprefix(deploy_emr.WITH_ENVIRONMENT).split(' /opt/')[0].split()
+  assert dict(setting.split('=') for setting in settings) == {
+    'PYICEBERG_CATALOG__SHOPSTREAM__TYPE': 'glue',
+    'PYICEBERG_CATALOG__SHOPSTREAM__GLUE__REGION': 'us-east-1',
+    'PYICEBERG_CATALOG__SHOPSTREAM__S3__REGION': 'us-east-1',
+  }
+  assert 'backfill --table-format iceberg' in backfill
+  assert '--output s3://shop-data/iceberg/' in backfill

@@ -93,7 +93,7 @@ def test_interactions_equal_sql(output):
   con = sql(output)
   expected = f"""
     select coalesce(user_id, anonymous_id) interaction_key, product_id,
-      count(*) filter (event_type = 'product_view') views,
+      count(*) filter (event_type = 'product_view') as views,
       count(*) filter (event_type = 'add_to_cart') add_to_carts,
       count(*) filter (event_type = 'purchase') purchases,
       1.0 * views + 4.0 * add_to_carts + 10.0 * purchases weight,

@@ -3,7 +3,7 @@ import os
 import apache_beam as beam
 import duckdb
 
-from beam_pipelines.io import parquet_sink, tables
+from beam_pipelines.io import parquet_sink, table_store, tables
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import make_event
 
@@ -12,7 +12,7 @@ def write_events(output, events, run_id):
   with beam_pipeline() as p:
     written = p | beam.Create(events) | parquet_sink.WriteTable(tables.EVENTS, output, run_id)
     _ = written | parquet_sink.StageManifest(output, run_id)
-  assert parquet_sink.publish_staged(output, run_id)
+  assert table_store.for_output(output).publish_staged(run_id)
 
 
 def read(output, table):
@@ -61,6 +61,6 @@ def test_a_day_the_run_owns_is_emptied_when_it_has_no_rows_now(tmp_path):
   with beam_pipeline() as p:
     written = p | beam.Create([]).with_output_types(parquet_sink.WrittenFile)
     _ = written | parquet_sink.StageManifest(output, 'r2', ['events', 'sessions'], ['2026-03-02'])
-  assert parquet_sink.publish_staged(output, 'r2')
+  assert table_store.for_output(output).publish_staged('r2')
   assert read(output, 'events') == [('a', '2026-03-01')]
   assert sorted(os.listdir(os.path.join(output, 'events'))) == ['dt=2026-03-01']

@@ -22,7 +22,9 @@ import pytest
 from beam_pipelines import cli
 from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 from beam_pipelines.io import tables
-from beam_pipelines.pipelines.derived_pipeline import rows_of, table_files
+from beam_pipelines.io.table_store import table_files
+from beam_pipelines.pipelines.derived_pipeline import rows_of
+from tests.beam_pipelines.stored_tables import stored_rows
 from transforms.parse import event_types
 from transforms.records import OrderLine
 from transforms.sessions.streaming import late_dead_letter
@@ -54,15 +56,9 @@ def teleport_is_a_page_view(monkeypatch):
 
 
 def rows(output, table: str) -> list[tuple]:
+  """The table's rows, in whichever format the output holds it."""
   columns = '*' if table != 'dead_letter' else 'payload, reason, source, position, dt'
-  return (
-    duckdb.connect()
-    .execute(
-      f"select {columns} from read_parquet('{output}/{table}/*/*.parquet', "
-      'hive_partitioning = true) order by all'
-    )
-    .fetchall()
-  )
+  return stored_rows(output, table, columns)
 
 
 def replay(output, *args) -> dict:
@@ -71,14 +67,16 @@ def replay(output, *args) -> dict:
   )
 
 
+@pytest.mark.parametrize('table_format', ['parquet', 'iceberg'])
 def test_replay_after_a_fix_equals_a_fresh_run_and_recovers_nothing_twice(
-  inputs, tmp_path, teleport_is_a_page_view, monkeypatch, capsys
+  inputs, tmp_path, teleport_is_a_page_view, monkeypatch, capsys, table_format
 ):
   output = tmp_path / 'tables'
   with monkeypatch.context() as before_the_fix:
     before_the_fix.delitem(event_types.SYNONYMS, 'teleport')
     event_types.canonical_event_type.cache_clear()
-    assert cli.main(['run', *inputs, '--output', str(output)]) == 0
+    flags = ['--output', str(output), '--table-format', table_format]
+    assert cli.main(['run', *inputs, *flags]) == 0
   event_types.canonical_event_type.cache_clear()
   unknown = [r for r in rows(output, 'dead_letter') if 'unknown_event_type' in r[1]]
   assert unknown, 'the sample has events of an unknown type'
@@ -382,8 +380,8 @@ def test_a_late_event_replayed_lands_in_its_session(tmp_path, monkeypatch):
 
   (event,) = [
     e
-    for path in table_files(str(referee), 'events')
-    for e in rows_of(tables.EVENTS, pq.read_table(path))
+    for file in table_files(str(referee), 'events')
+    for e in rows_of(tables.EVENTS, pq.read_table(file.path))
     if e.event_id == late_id
   ]
   # Where the stream read it (no table column: it would differ between modes).

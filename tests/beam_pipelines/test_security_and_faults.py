@@ -16,7 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import cli
 from beam_pipelines.dev.sample_data import GeneratorConfig, generate
-from beam_pipelines.io import parquet_sink
+from beam_pipelines.io import parquet_sink, table_store
 from beam_pipelines.pipelines import batch_pipeline, run_summary
 from beam_pipelines.pipelines.options import ShopstreamOptions
 from beam_pipelines.pipelines.runner_config import IN_PROCESS_RUNNER
@@ -244,7 +244,8 @@ def run_directly(argv: list[str]) -> dict[str, int]:
   batch_pipeline.build_pipeline(pipeline, options)
   result = pipeline.run()
   result.wait_until_finish()
-  assert parquet_sink.publish_staged(options.view_as(ShopstreamOptions).output, 'direct')
+  output = options.view_as(ShopstreamOptions).output
+  assert table_store.for_output(output).publish_staged('direct')
   return run_summary.committed_counters(result)
 
 
