@@ -13,6 +13,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from beam_pipelines.dev.kafka_broker import running_broker
 from beam_pipelines.dev.kinesis_emulator import running_emulator
 from beam_pipelines.dev.local_services import free_port, stop, wait_for_port
+from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 from beam_pipelines.pipelines.runner_config import IN_PROCESS_RUNNER
 from transforms.enrich.pseudonymize import Pseudonymizer
 
@@ -91,3 +92,25 @@ def aws_credentials(monkeypatch):
   monkeypatch.setenv('AWS_ACCESS_KEY_ID', 'testing')
   monkeypatch.setenv('AWS_SECRET_ACCESS_KEY', 'testing')
   monkeypatch.setenv('AWS_DEFAULT_REGION', 'us-east-1')
+
+
+def sample_run_flags(folder, seed: int, events: int = 2500, days: int = 3) -> list[str]:
+  """Generates a sample (clickstream, access log, orders, catalog, taxonomy) into
+  ``folder``; returns the `shopstream run` flags that read all of it, reproducibly."""
+  generate(GeneratorConfig(output_dir=str(folder), events=events, days=days, seed=seed))
+  return [
+    '--source',
+    f'events-jsonl={folder}/events-*.jsonl.gz',
+    '--source',
+    f'access-log={folder}/access.log',
+    '--source',
+    f'orders-csv={folder}/orders.csv',
+    '--source',
+    f'catalog-csv={folder}/catalog.csv',
+    '--source',
+    f'taxonomy={folder}/taxonomy.txt',
+    '--reference-time',
+    '2026-06-01T00:00:00Z',
+    '--progress',
+    'never',
+  ]

@@ -25,6 +25,7 @@ from beam_pipelines import cli
 from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 from beam_pipelines.io.sources import InputFile
 from beam_pipelines.pipelines import backfill
+from tests.conftest import sample_run_flags
 
 DAYS = ('2026-03-01', '2026-03-02', '2026-03-03')
 TABLES = ('events', 'sessions', 'orders', 'order_lines', 'dead_letter')
@@ -38,24 +39,7 @@ def _salt(module_salt):
 
 @pytest.fixture(scope='module')
 def inputs(tmp_path_factory) -> list[str]:
-  folder = tmp_path_factory.mktemp('inputs')
-  generate(GeneratorConfig(output_dir=str(folder), events=2500, days=3, seed=11))
-  return [
-    '--source',
-    f'events-jsonl={folder}/events-*.jsonl.gz',
-    '--source',
-    f'access-log={folder}/access.log',
-    '--source',
-    f'orders-csv={folder}/orders.csv',
-    '--source',
-    f'catalog-csv={folder}/catalog.csv',
-    '--source',
-    f'taxonomy={folder}/taxonomy.txt',
-    '--reference-time',
-    '2026-06-01T00:00:00Z',
-    '--progress',
-    'never',
-  ]
+  return sample_run_flags(tmp_path_factory.mktemp('inputs'), seed=11)
 
 
 @pytest.fixture(scope='module')

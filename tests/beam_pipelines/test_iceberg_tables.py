@@ -22,7 +22,6 @@ from pyiceberg.table import Transaction
 from pyiceberg.utils.config import Config
 
 from beam_pipelines import cli, report
-from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 from beam_pipelines.io import iceberg_tables, table_store, tables
 from beam_pipelines.io.parquet_sink import WrittenFile
 from beam_pipelines.io.tables import ALL_TABLES, TableSpec
@@ -32,6 +31,7 @@ from tests.beam_pipelines.stored_tables import (
   read_stored,
   stored_rows,
 )
+from tests.conftest import sample_run_flags
 
 DAYS = ('2026-03-01', '2026-03-02', '2026-03-03')
 BUCKET = 'shopstream-iceberg'
@@ -43,35 +43,15 @@ def _salt(module_salt):
   pass
 
 
-def sample_flags(folder, seed: int) -> list[str]:
-  generate(GeneratorConfig(output_dir=str(folder), events=2500, days=3, seed=seed))
-  return [
-    '--source',
-    f'events-jsonl={folder}/events-*.jsonl.gz',
-    '--source',
-    f'access-log={folder}/access.log',
-    '--source',
-    f'orders-csv={folder}/orders.csv',
-    '--source',
-    f'catalog-csv={folder}/catalog.csv',
-    '--source',
-    f'taxonomy={folder}/taxonomy.txt',
-    '--reference-time',
-    '2026-06-01T00:00:00Z',
-    '--progress',
-    'never',
-  ]
-
-
 @pytest.fixture(scope='module')
 def inputs(tmp_path_factory) -> list[str]:
-  return sample_flags(tmp_path_factory.mktemp('inputs'), seed=11)
+  return sample_run_flags(tmp_path_factory.mktemp('inputs'), seed=11)
 
 
 @pytest.fixture(scope='module')
 def other_inputs(tmp_path_factory) -> list[str]:
   """Other events on the same days: every partition differs from ``inputs``'."""
-  return sample_flags(tmp_path_factory.mktemp('other-inputs'), seed=12)
+  return sample_run_flags(tmp_path_factory.mktemp('other-inputs'), seed=12)
 
 
 @pytest.fixture(scope='module')
