@@ -20,10 +20,8 @@ from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from beam_pipelines.io import table_store
-from beam_pipelines.io.tables import PARTITION_COLUMN
 
 REPORT_FILE = 'report.html'
 SECTIONS = (
@@ -43,19 +41,9 @@ SECTIONS = (
 
 
 def read_table(output: str, name: str, columns: Sequence[str]) -> Optional[pa.Table]:
-  """The columns of a table that has them (dt from each file's partition), in whichever
-  format the output holds it; None for a table the output lacks."""
-  files = table_store.table_files(output, name)
-  if not files:
-    return None
-  parts = []
-  for path, day in files:
-    stored = pq.read_schema(path).names
-    part = pq.read_table(path, columns=[c for c in columns if c in stored])
-    if PARTITION_COLUMN in columns and PARTITION_COLUMN not in stored and day is not None:
-      part = part.append_column(PARTITION_COLUMN, pa.array([day] * part.num_rows, pa.string()))
-    parts.append(part)
-  return pa.concat_tables(parts, promote_options='default')
+  """The columns of a table that has them, in whichever format the output holds it;
+  None for a table the output lacks."""
+  return table_store.for_output(output).read(name, columns)
 
 
 def _svg(figure) -> str:

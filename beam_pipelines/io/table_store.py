@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Optional
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.io import iceberg_tables, parquet_sink
@@ -88,6 +90,21 @@ class TableStore:
       pattern = FileSystems.join(root, '*.parquet')
     paths = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
     return [TableFile(path, partition_of(path) if spec.partitioned else None) for path in paths]
+
+  def read(self, table: str, columns: Optional[Sequence[str]] = None) -> Optional[pa.Table]:
+    """The table's rows now (``columns`` of them that it has, dt among them where
+    partitioned); None if it has no files."""
+    parts = []
+    for path, day in self.files(table):
+      with FileSystems.open(path) as f:
+        parquet = pq.ParquetFile(f)
+        stored = parquet.schema_arrow.names
+        part = parquet.read(columns=[c for c in columns if c in stored] if columns else None)
+      wanted = columns is None or PARTITION_COLUMN in columns
+      if wanted and day is not None and PARTITION_COLUMN not in stored:
+        part = part.append_column(PARTITION_COLUMN, pa.array([day] * part.num_rows, pa.string()))
+      parts.append(part.replace_schema_metadata(None))
+    return pa.concat_tables(parts, promote_options='default') if parts else None
 
   def _record_format(self) -> None:
     path = FileSystems.join(self.output, FORMAT_FILE)

@@ -8,21 +8,14 @@ from typing import Optional
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from beam_pipelines.io import table_store
 from beam_pipelines.io.iceberg_tables import LOCAL_CATALOG_FILE
-from beam_pipelines.io.table_store import table_files
 
 
 def read_stored(output, table: str) -> Optional[pa.Table]:
   """Every row of the table's current files, dt included; None if it has no files."""
-  parts = []
-  for path, day in table_files(str(output), table):
-    part = pq.read_table(path).replace_schema_metadata(None)
-    if day is not None and 'dt' not in part.column_names:
-      part = part.append_column('dt', pa.array([day] * part.num_rows, pa.string()))
-    parts.append(part)
-  return pa.concat_tables(parts, promote_options='default') if parts else None
+  return table_store.for_output(str(output)).read(table)
 
 
 def stored_rows(output, table: str, columns: str = '*', where: str = 'true') -> list[tuple]:
