@@ -9,7 +9,6 @@ function so that every parser counts and routes records the same way.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from typing import Optional, Union
 
@@ -116,12 +115,12 @@ class ParseRecords(accounting.CountingDoFn):
 
 
 class ParseChunks(ParseRecords):
-  """ParseRecords over LineChunks of RawRecords: each list's records as one Arrow table
-  (event_batches) on the main output; dead letters one by one, as ParseRecords.
+  """ParseRecords over LineChunks: each chunk's records as one Arrow table (event_batches)
+  on the main output; dead letters one by one, as ParseRecords.
 
-  A parse function with a ``parse_chunk(records)`` method (records of one
-  source, to events, filtered counts by reason and the records it leaves to the
-  line parser; see parse/access_log_chunks.py) parses most of a chunk as columns.
+  A parse function with a ``parse_chunk(chunk)`` method (to events, filtered
+  counts by reason and the records it leaves to the line parser; see
+  parse/access_log_chunks.py) parses most of a chunk as columns.
   """
 
   def __init__(self, parse: ParseFn, step: str, record_type: type):
@@ -130,30 +129,30 @@ class ParseChunks(ParseRecords):
 
   def process(self, chunk: LineChunk) -> Iterator[Union[pa.Table, pvalue.TaggedOutput]]:
     parse_chunk = getattr(self._parse, 'parse_chunk', None)
-    for source, records in itertools.groupby(chunk, key=lambda r: r.source):
-      rest = list(records)
-      if parse_chunk is not None:
-        parsed_chunk = parse_chunk(rest)
-        self.count(accounting.READ, source, len(rest) - len(parsed_chunk.rest))
-        for reason, n in parsed_chunk.filtered.items():
-          self.count(accounting.FILTERED, source, n)
-          self.count(accounting.FILTERED_REASON, reason, n)
-        if parsed_chunk.events.num_rows:
-          yield parsed_chunk.events
-        rest = parsed_chunk.rest
-      parsed = []
-      for record in rest:
-        outcome = self.outcome(record)
-        if isinstance(outcome, DeadLetter):
-          yield pvalue.TaggedOutput(DEAD_LETTER_TAG, outcome)
-        elif outcome is not None:
-          parsed.append(outcome)
-      if parsed:
-        yield pa.Table.from_batches([to_batch(self._record_type, parsed)])
+    if parse_chunk is None:
+      rest = chunk.records()
+    else:
+      parsed_chunk = parse_chunk(chunk)
+      self.count(accounting.READ, chunk.source, len(chunk.lines) - len(parsed_chunk.rest))
+      for reason, n in parsed_chunk.filtered.items():
+        self.count(accounting.FILTERED, chunk.source, n)
+        self.count(accounting.FILTERED_REASON, reason, n)
+      if parsed_chunk.events.num_rows:
+        yield parsed_chunk.events
+      rest = parsed_chunk.rest
+    parsed = []
+    for record in rest:
+      outcome = self.outcome(record)
+      if isinstance(outcome, DeadLetter):
+        yield pvalue.TaggedOutput(DEAD_LETTER_TAG, outcome)
+      elif outcome is not None:
+        parsed.append(outcome)
+    if parsed:
+      yield pa.Table.from_batches([to_batch(self._record_type, parsed)])
 
 
 class ParseLineChunks(beam.PTransform):
-  """LineChunks of RawRecords (ReadLines with chunk_lines) to tables of parsed records on
+  """LineChunks (ReadLines with chunk_bytes) to tables of parsed records on
   ``main_tag`` and DeadLetters on DEAD_LETTER_TAG."""
 
   def __init__(self, parse: ParseFn, step: str, record_type: type, main_tag: str):

@@ -10,8 +10,10 @@ Times are integers: UTC microseconds since the epoch.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Optional
 
+import pyarrow as pa
 from apache_beam import coders
 
 from transforms.record_coder import LineChunkCoder, RecordCoder
@@ -276,8 +278,39 @@ class RetentionCohort(NamedTuple):
   currency: Optional[str]
 
 
-class LineChunk(list):
-  """Consecutive RawRecords of one reader, handed on as one element (see ReadLines)."""
+class LineChunk(NamedTuple):
+  """Consecutive lines of one input as one Arrow array, handed on as one element (ReadLines).
+
+  No Python object per line: the chunk parsers read ``lines`` as a column,
+  and only the lines they leave to a line parser become RawRecords.
+  """
+
+  source: str
+  first_position: int  # the position of lines[0]; the others follow one by one
+  input_time: int
+  lines: pa.BinaryArray
+
+  @classmethod
+  def of_records(cls, records: Sequence[RawRecord]) -> LineChunk:
+    """The chunk of consecutive RawRecords of one source (as tests build them)."""
+    first = records[0] if records else RawRecord('', 1, b'', 0)
+    return cls(
+      first.source,
+      first.position,
+      first.input_time,
+      pa.array([r.payload for r in records], pa.binary()),
+    )
+
+  def records(self, indices: Optional[Iterable[int]] = None) -> list[RawRecord]:
+    """The lines at ``indices`` (default: all), as RawRecords."""
+    if indices is None:
+      indices = range(len(self.lines))
+    indices = list(indices)
+    payloads = self.lines.take(pa.array(indices, pa.int64())).to_pylist() if indices else []
+    return [
+      RawRecord(self.source, self.first_position + i, payload, self.input_time)
+      for i, payload in zip(indices, payloads, strict=True)
+    ]
 
 
 for _record in (

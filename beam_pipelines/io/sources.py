@@ -18,10 +18,13 @@ from collections.abc import Iterator
 from typing import NamedTuple, Optional
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
 from apache_beam import pvalue
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipelines.io.file_ranges import RANGE_BYTES, FileRange, RangeStream, plan_ranges
 from transforms import accounting
 from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
 from transforms.event_time import US_PER_SECOND
@@ -40,7 +43,6 @@ ORDER_KINDS = (ORDERS_CSV, ORDERS_FIXED)
 DIMENSION_KINDS = (CATALOG_CSV, TAXONOMY)
 KINDS = EVENT_KINDS + ORDER_KINDS + DIMENSION_KINDS
 STEP = 'read_lines'
-_PROGRESS_EVERY_LINES = 20_000
 
 
 class SourceSpec(NamedTuple):
@@ -115,31 +117,76 @@ def open_input(path: str):
   return raw, (gzip.GzipFile(fileobj=raw, mode='rb') if path.endswith('.gz') else raw)
 
 
-_BLOCK_BYTES = 1 << 16
+_READ_BYTES = 1 << 16
+# Lines of a chunk the parsers take as columns: ~15-20k event or log lines,
+# enough that per-chunk costs vanish, few enough that a chunk stays a few MB.
+CHUNK_BYTES = 1 << 22
+_NEWLINE, _CARRIAGE_RETURN = ord('\n'), ord('\r')
 
 
-def line_blocks(stream) -> Iterator[list[bytes]]:
-  """The stream's lines, without their line ends, a list per block read.
+def split_lines(data: bytes, final: bool) -> tuple[pa.BinaryArray, bytes]:
+  """(the complete lines of ``data`` as one array, the unfinished rest).
 
-  The lines are those of iterating the stream (split at b'\\n', trailing b'\\r'
-  removed), cut in C a block at a time: reading line by line was most of the
-  reader's time (measured). A block is one buffer (read1), so a corrupt
-  compressed file still yields every line before the buffer that fails.
+  A line ends at b'\\n'; neither it nor the b'\\r's before it are kept, as
+  when iterating the file and stripping b'\\r\\n'. With ``final`` the rest is
+  the last line and is returned in the array (rest b''). Cut in numpy: no
+  Python object per line.
+  """
+  buffer = np.frombuffer(data, np.uint8)
+  ends = np.flatnonzero(buffer == _NEWLINE)
+  rest = data[ends[-1] + 1 :] if len(ends) else data
+  if final and rest:
+    ends, rest = np.append(ends, len(buffer)), b''
+  starts = np.zeros(len(ends), np.int64)
+  starts[1:] = ends[:-1] + 1
+  kept_ends = ends.astype(np.int64)
+  if data.find(b'\r', 0, len(data) - len(rest)) >= 0:
+    # Where each line's trailing run of b'\\r' begins: after its last other byte.
+    positions = np.arange(len(buffer), dtype=np.int64)
+    last_other = np.maximum.accumulate(np.where(buffer == _CARRIAGE_RETURN, -1, positions))
+    before_end = np.maximum(kept_ends - 1, 0)
+    kept_ends = np.where(kept_ends > starts, np.maximum(last_other[before_end] + 1, starts), starts)
+  offsets = np.concatenate([[0], np.cumsum(kept_ends - starts)]).astype(np.int32)
+  # The bytes of each line's [start, kept end): +1 where one begins, -1 where it stops.
+  steps = np.zeros(len(buffer) + 1, np.int32)
+  steps[starts] += 1
+  steps[kept_ends] -= 1
+  body = buffer[np.cumsum(steps[:-1]) > 0]
+  lines = pa.BinaryArray.from_buffers(
+    pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(body)]
+  )
+  return lines, rest
+
+
+def line_arrays(stream, chunk_bytes: int = CHUNK_BYTES) -> Iterator[pa.BinaryArray]:
+  """The stream's lines (split_lines) as arrays of about ``chunk_bytes`` each.
+
+  Read 64 KiB at a time (read1), so a corrupt compressed file still yields
+  every line before the buffer that fails, then raises as the read did.
   """
   read = getattr(stream, 'read1', stream.read)
-  pending: list[bytes] = []  # the pieces of a line whose end is not read yet
-  while block := read(_BLOCK_BYTES):
-    if b'\n' not in block:
-      pending.append(block)  # kept in pieces: a long line is not copied per block
-      continue
-    lines = block.split(b'\n')
-    if pending:
-      lines[0] = b''.join(pending) + lines[0]
-    pending = [lines.pop()]
-    yield [line.rstrip(b'\r') for line in lines]
-  last = b''.join(pending)
-  if last:
-    yield [last.rstrip(b'\r')]
+  pieces: list[bytes] = []
+  size = 0
+  while True:
+    try:
+      block = read(_READ_BYTES)
+    except BaseException:
+      if pieces:
+        lines, _ = split_lines(b''.join(pieces), final=False)
+        if len(lines):
+          yield lines
+      raise
+    if not block:
+      break
+    pieces.append(block)
+    size += len(block)
+    if size >= chunk_bytes and b'\n' in block:
+      lines, rest = split_lines(b''.join(pieces), final=False)
+      yield lines
+      pieces, size = [rest], len(rest)
+  lines, _ = split_lines(b''.join(pieces), final=True)
+  if len(lines):
+    yield lines
 
 
 def fixed_records(stream, record_length: int):
@@ -149,6 +196,13 @@ def fixed_records(stream, record_length: int):
     if not record:
       return
     yield record
+
+
+def fixed_record_arrays(stream, record_length: int) -> Iterator[pa.BinaryArray]:
+  """fixed_records as arrays of up to 10,000 records."""
+  records = fixed_records(stream, record_length)
+  while batch := list(itertools.islice(records, 10_000)):
+    yield pa.array(batch, pa.binary())
 
 
 def record_parsers(opts, layout, pseudonymizer, now_us: int) -> dict[str, tuple]:
@@ -195,7 +249,7 @@ def parse_file(file: InputFile, parse, record_length: Optional[int] = None) -> I
   raw, stream = open_input(file.path)
   try:
     records = (
-      itertools.chain.from_iterable(line_blocks(stream))
+      itertools.chain.from_iterable(lines.to_pylist() for lines in line_arrays(stream))
       if record_length is None
       else fixed_records(stream, record_length)
     )
@@ -211,82 +265,99 @@ def parse_file(file: InputFile, parse, record_length: Optional[int] = None) -> I
     raw.close()
 
 
+def file_ranges(file: InputFile, range_bytes: Optional[int]) -> list[tuple[InputFile, FileRange]]:
+  """(file, range) of each byte range of a file (file_ranges.py); one without ``range_bytes``."""
+  if range_bytes is None:
+    return [(file, FileRange(0, file.size, 1))]
+  ranges = plan_ranges(file.path, file.size, lambda: open_input(file.path)[0], range_bytes)
+  return [(file, r) for r in ranges]
+
+
 class _ReadFileLines(beam.DoFn):
-  """One InputFile to one RawRecord per line (or per fixed-length record), or
-  to LineChunks of up to ``chunk_lines`` RawRecords; an unreadable rest is a dead letter."""
+  """One (InputFile, FileRange) to one RawRecord per line (or per fixed-length record), or
+  to LineChunks of about ``chunk_bytes`` each; an unreadable rest is a dead letter."""
 
   def __init__(
-    self, show_progress: bool, record_length: Optional[int], chunk_lines: Optional[int] = None
+    self, show_progress: bool, record_length: Optional[int], chunk_bytes: Optional[int] = None
   ):
     self._show_progress = show_progress
     self._record_length = record_length
-    self._chunk_lines = chunk_lines
+    self._chunk_bytes = chunk_bytes
 
-  def process(self, file: InputFile) -> Iterator:
-    chunk = LineChunk()
-    for records in self._record_lists(file):
-      if isinstance(records, pvalue.TaggedOutput):
-        yield records
-      elif self._chunk_lines is None:
-        yield from records
-      else:
-        chunk.extend(records)
-        if len(chunk) >= self._chunk_lines:
-          yield chunk
-          chunk = LineChunk()
-    if chunk:
-      yield chunk
-
-  def _record_lists(self, file: InputFile) -> Iterator:
-    """Lists of RawRecords, a block read at a time, then a dead letter if the rest is unreadable."""
+  def process(self, file_range: tuple[InputFile, FileRange]) -> Iterator:
+    file, _ = file_range
     source, mtime_us = file.source, file.mtime_us
+    for first, lines in self._line_arrays(*file_range):
+      if isinstance(lines, pvalue.TaggedOutput):
+        yield lines
+      elif self._chunk_bytes is not None:
+        yield LineChunk(source, first, mtime_us, lines)
+      else:
+        for n, payload in enumerate(lines.to_pylist(), first):
+          yield RawRecord(source, n, payload, mtime_us)
+
+  def _line_arrays(self, file: InputFile, byte_range: FileRange) -> Iterator:
+    """(position of the first, an array of lines) a chunk at a time, then a dead letter if
+    the rest is unreadable."""
+    source = file.source
     raw, stream = open_input(file.path)
+    if (byte_range.start, byte_range.end) != (0, file.size):
+      stream = RangeStream(raw, byte_range.start, byte_range.end)
     started = time.monotonic()
-    progress = self._progress_bar(file)
-    position = 0
+    progress = self._progress_bar(file, byte_range)
+    position = byte_range.first_line - 1
     try:
-      blocks = (
-        line_blocks(stream)
+      arrays = (
+        line_arrays(stream, self._chunk_bytes or CHUNK_BYTES)
         if self._record_length is None
-        else ([record] for record in fixed_records(stream, self._record_length))
+        else fixed_record_arrays(stream, self._record_length)
       )
-      for lines in blocks:
-        first = position + 1
-        yield [RawRecord(source, n, line, mtime_us) for n, line in enumerate(lines, first)]
+      for lines in arrays:
+        yield position + 1, lines
         position += len(lines)
-        if progress is not None and position % _PROGRESS_EVERY_LINES < len(lines):
-          progress.update(raw.tell() - progress.n)
+        if progress is not None:
+          progress.update(raw.tell() - byte_range.start - progress.n)
     except (EOFError, OSError, zlib.error) as e:
       # A truncated or corrupt compressed file: keep what was read, report the rest.
       accounting.count(accounting.READ, source)
-      yield pvalue.TaggedOutput(
-        DEAD_LETTER_TAG,
-        DeadLetter(
-          payload=b'',
-          reason='unreadable_input',
-          detail=f'input unreadable after line {position}: {e}',
-          step=STEP,
-          source=source,
-          position=str(position + 1),
-          event_time=None,
-          input_time=mtime_us,
+      yield (
+        None,
+        pvalue.TaggedOutput(
+          DEAD_LETTER_TAG,
+          DeadLetter(
+            payload=b'',
+            reason='unreadable_input',
+            detail=f'input unreadable after line {position}: {e}',
+            step=STEP,
+            source=source,
+            position=str(position + 1),
+            event_time=None,
+            input_time=file.mtime_us,
+          ),
         ),
       )
     finally:
       stream.close()
       if progress is not None:
-        progress.update(file.size - progress.n)
+        progress.update(progress.total - progress.n)
         progress.close()
       # Without a terminal this log line (shopstream -v) is the progress report.
-      _LOGGER.info('read %s: %d records in %.1f s', file.path, position, time.monotonic() - started)
+      _LOGGER.info(
+        'read %s [%d, %d): %d records in %.1f s',
+        file.path,
+        byte_range.start,
+        byte_range.end,
+        position - byte_range.first_line + 1,
+        time.monotonic() - started,
+      )
 
-  def _progress_bar(self, file: InputFile):
+  def _progress_bar(self, file: InputFile, byte_range: FileRange):
     if not (self._show_progress and sys.stderr.isatty()):
       return None
     from tqdm import tqdm
 
     return tqdm(
-      total=file.size,
+      total=byte_range.end - byte_range.start,
       desc=file.path.rsplit('/', 1)[-1][-30:],
       unit='B',
       unit_scale=True,
@@ -298,8 +369,10 @@ class _ReadFileLines(beam.DoFn):
 class ReadLines(beam.PTransform):
   """PBegin to RawRecords (main) and DeadLetters (DEAD_LETTER_TAG) of the files.
 
-  With ``chunk_lines`` the main output holds LineChunks of up to that many
-  RawRecords, for parsers that work a chunk at a time (ParseChunks).
+  With ``chunk_bytes`` the main output holds LineChunks of about that many
+  bytes of lines, for parsers that work a chunk at a time (ParseChunks).
+  Uncompressed files above ``range_bytes`` are read as byte ranges
+  (file_ranges.py) spread over the workers; fixed-length records never are.
   """
 
   def __init__(
@@ -307,21 +380,27 @@ class ReadLines(beam.PTransform):
     files: list[InputFile],
     show_progress: bool = False,
     record_length: Optional[int] = None,
-    chunk_lines: Optional[int] = None,
+    chunk_bytes: Optional[int] = None,
+    range_bytes: int = RANGE_BYTES,
   ):
     super().__init__()
     self._files = files
     self._show_progress = show_progress
     self._record_length = record_length
-    self._chunk_lines = chunk_lines
+    self._chunk_bytes = chunk_bytes
+    self._range_bytes = None if record_length else range_bytes
 
   def expand(self, pbegin):
-    main_type = LineChunk if self._chunk_lines else RawRecord
+    main_type = LineChunk if self._chunk_bytes else RawRecord
     outputs = (
       pbegin
       | 'ListFiles' >> beam.Create(self._files)
+      | 'PlanRanges'
+      >> beam.FlatMap(file_ranges, self._range_bytes).with_output_types(tuple[InputFile, FileRange])
+      # Else every range of a file stays with the worker that planned them.
+      | 'SpreadRanges' >> beam.Reshuffle()
       | 'ReadFileLines'
-      >> beam.ParDo(_ReadFileLines(self._show_progress, self._record_length, self._chunk_lines))
+      >> beam.ParDo(_ReadFileLines(self._show_progress, self._record_length, self._chunk_bytes))
       .with_output_types(main_type)
       .with_outputs(DEAD_LETTER_TAG, main='records')
     )

@@ -29,6 +29,7 @@ from beam_pipelines.io import parquet_sink, table_store, tables
 from beam_pipelines.io.sources import (
   ACCESS_LOG,
   CATALOG_CSV,
+  CHUNK_BYTES,
   EVENT_KINDS,
   EVENTS_JSONL,
   ORDER_KINDS,
@@ -84,10 +85,6 @@ from transforms.sessions.deduplicate import DeduplicateEvents
 from transforms.sessions.sessionize import Sessionize
 
 _LOGGER = logging.getLogger(__name__)
-
-# Lines parsed into one Arrow table: big enough that per-element costs vanish,
-# small enough that a chunk of long access-log lines stays a few MB.
-CHUNK_LINES = 20_000
 
 # The main output tag of each kind's parser.
 MAIN_OUTPUT = {
@@ -183,9 +180,9 @@ def build_pipeline(
   for kind in sorted({f.kind for f in files}):
     # EBCDIC exports have no line separator: records are cut by the layout's length.
     record_length = layout.record_length if kind == ORDERS_FIXED and not layout.newline else None
-    chunk_lines = CHUNK_LINES if kind in line_parsers else None
+    chunk_bytes = CHUNK_BYTES if kind in line_parsers else None
     read = p | f'Read {kind}' >> ReadLines(
-      [f for f in files if f.kind == kind], show_progress, record_length, chunk_lines
+      [f for f in files if f.kind == kind], show_progress, record_length, chunk_bytes
     )
     if kind in line_parsers:
       parse = ParseLineChunks(*line_parsers[kind], Event, EVENTS_TAG)

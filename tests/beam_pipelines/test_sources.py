@@ -7,7 +7,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beam_pipelines.io.sources import ReadLines, expand_inputs, line_blocks, parse_source_spec
+from beam_pipelines.io.sources import ReadLines, expand_inputs, line_arrays, parse_source_spec
 from tests.conftest import beam_pipeline
 from transforms.records import DEAD_LETTER_TAG
 
@@ -85,12 +85,39 @@ class _Blocks(io.RawIOBase):
     return block
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
   st.lists(st.sampled_from([b'a', b'bc', b'\r', b'\n', b'\r\n']), max_size=60).map(b''.join),
   st.lists(st.integers(1, 7), max_size=30),
+  st.integers(1, 20),
 )
-def test_line_blocks_cut_lines_as_iterating_the_file(data, sizes):
+def test_line_arrays_cut_lines_as_iterating_the_file(data, sizes, chunk_bytes):
   expected = [line.rstrip(b'\r\n') for line in io.BytesIO(data)]
-  blocks = list(line_blocks(_Blocks(data, sizes)))
-  assert [line for block in blocks for line in block] == expected
+  arrays = list(line_arrays(_Blocks(data, sizes), chunk_bytes))
+  assert [line for lines in arrays for line in lines.to_pylist()] == expected
+  assert all(len(lines) for lines in arrays)
+
+
+def test_line_arrays_yield_the_lines_before_a_failed_read():
+  class Failing(_Blocks):
+    def read1(self, n=-1):
+      if not self._data:
+        raise EOFError('cut')
+      return super().read1(n)
+
+  arrays = line_arrays(Failing(b'one\ntwo\nthr', [4, 4, 3]), chunk_bytes=100)
+  assert next(arrays).to_pylist() == [b'one', b'two']
+  with pytest.raises(EOFError, match='cut'):
+    next(arrays)
+
+
+def test_chunks_carry_source_position_and_time(tmp_path):
+  (tmp_path / 'a.jsonl').write_bytes(b''.join(b'line %d\n' % n for n in range(1, 1001)))
+  files = expand_inputs([parse_source_spec(f'events-jsonl={tmp_path}/a.jsonl')])
+  with beam_pipeline() as p:
+    read = p | ReadLines(files, chunk_bytes=1000)
+    assert_that(
+      read['records']
+      | beam.FlatMap(lambda chunk: [(r.position, r.payload) for r in chunk.records()]),
+      equal_to([(n, b'line %d' % n) for n in range(1, 1001)]),
+    )

@@ -6,7 +6,7 @@ from collections import Counter
 
 from transforms.dead_letters import RecordError, RecordFiltered, check_size
 from transforms.event_batches import from_batch, schema_of
-from transforms.records import Event, RawRecord
+from transforms.records import Event, LineChunk, RawRecord
 
 
 def records_of(lines: list, source: str) -> list[RawRecord]:
@@ -28,7 +28,7 @@ def assert_same_outcomes(parser, records: list[RawRecord]) -> set[int]:
   """Asserts the lines parse_chunk decides come out as the line parser makes them (every
   column, every filter reason) and that it decides no line the line parser rejects;
   returns the positions it left to the line parser."""
-  chunk = parser.parse_chunk(records)
+  chunk = parser.parse_chunk(LineChunk.of_records(records))
   left = {r.position for r in chunk.rest}
   assert [r.position for r in chunk.rest] == sorted(left)
   expected = [line_outcome(parser, r) for r in records if r.position not in left]

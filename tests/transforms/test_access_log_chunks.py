@@ -22,7 +22,7 @@ from transforms.enrich.pseudonymize import Pseudonymizer
 from transforms.parse.access_log_chunks import AccessLogChunkParser, log_times_us
 from transforms.parse.line_chunks import plain_lines
 from transforms.parse.parse_access_log import parse_log_time
-from transforms.records import RawRecord
+from transforms.records import LineChunk, RawRecord
 
 PARSER = AccessLogChunkParser(Pseudonymizer(TEST_SALT), NOW_US)
 UA = 'Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0'
@@ -74,7 +74,7 @@ def assert_same_outcomes(records: list[RawRecord]) -> set[int]:
 def test_plain_lines_take_the_column_path_with_the_line_parsers_outcome():
   records = records_of(PLAIN)
   assert assert_same_outcomes(records) == set()
-  chunk = PARSER.parse_chunk(records)
+  chunk = PARSER.parse_chunk(LineChunk.of_records(records))
   assert chunk.filtered == {'static_asset': 1, 'non_page_method': 1, 'status_4xx': 1}
   assert chunk.events.num_rows == 7
 

@@ -23,7 +23,7 @@ from tests.transforms import chunk_agreement
 from transforms.event_batches import from_batch
 from transforms.event_time import _COMMON_ISO, EventTimeError, iso_times_us, parse_event_time
 from transforms.parse.event_chunks import EventChunkParser
-from transforms.records import Event, RawRecord
+from transforms.records import Event, LineChunk, RawRecord
 
 PARSER = EventChunkParser('EUR', NOW_US)
 T = '2026-03-01T10:00:00Z'
@@ -94,7 +94,10 @@ def assert_same_outcomes(records: list[RawRecord]) -> set[int]:
 def test_plain_lines_take_the_column_path_with_the_line_parsers_outcome():
   records = records_of(PLAIN)
   assert assert_same_outcomes(records) == set()
-  events = {e.event_id: e for e in from_batch(Event, PARSER.parse_chunk(records).events)}
+  events = {
+    e.event_id: e
+    for e in from_batch(Event, PARSER.parse_chunk(LineChunk.of_records(records)).events)
+  }
   assert events['e3'].event_time == 1772362800123000 and events['e3'].currency == 'USD'
   assert events['e2'].currency == 'EUR' and events['e2'].quantity == 2
   assert events['e6'].properties == '{"ab_bucket":7,"app_version":"2.1"}'

@@ -8,7 +8,7 @@ from tests.golden import assert_matches_golden, outcomes
 from transforms import dead_letters
 from transforms.event_batches import from_batch
 from transforms.parse.parse_events import EventLineParser, ParseEventsJsonl
-from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, Event, RawRecord
+from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, Event, LineChunk, RawRecord
 
 SOURCE = 'events-jsonl:fixtures/events.jsonl'
 
@@ -106,7 +106,7 @@ def test_a_chunk_parses_to_the_records_and_letters_of_its_lines_one_by_one():
     return out
 
   one_by_one = run(dead_letters.ParseRecords(parse, 'step'), chunk)
-  chunked = run(dead_letters.ParseChunks(parse, 'step', Event), [chunk])
+  chunked = run(dead_letters.ParseChunks(parse, 'step', Event), [LineChunk.of_records(chunk)])
   tables = [o for o in chunked if isinstance(o, pa.Table)]
   assert len(tables) == 1
   assert from_batch(Event, tables[0]) == [o for o in one_by_one if isinstance(o, Event)]

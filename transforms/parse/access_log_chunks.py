@@ -9,13 +9,11 @@ which gives its dead letter and every reason; so a line's outcome does not
 depend on the path it took (tests compare the two paths line by line).
 
     parser = AccessLogChunkParser(pseudonymizer, now_us)
-    chunk = parser.parse_chunk(records)   # records of one source
+    chunk = parser.parse_chunk(line_chunk)   # a LineChunk of one source
     chunk.events, chunk.filtered, chunk.rest   # rest: for parser(record)
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +26,7 @@ from transforms.fixed_fields import days_from_civil, number_at, string_bytes
 from transforms.parse.line_chunks import ParsedChunk, plain_lines
 from transforms.parse.normalize import content_id
 from transforms.parse.parse_access_log import AccessLogParser, page_request
-from transforms.records import Event, RawRecord
+from transforms.records import Event, LineChunk
 
 # The line shapes the column path takes: COMBINED_LOG and _REQUEST of the line
 # parser, for lines without escapes or quotes outside the quoted fields, with a
@@ -123,9 +121,9 @@ class AccessLogChunkParser(AccessLogParser):
     except RecordFiltered as filtered:
       return (filtered.reason, None, None, None, None, None)
 
-  def parse_chunk(self, records: Sequence[RawRecord]) -> ParsedChunk:
-    """The events of the plain lines of ``records`` (one source) and the other lines."""
-    payloads = pa.array([r.payload for r in records], pa.binary())
+  def parse_chunk(self, chunk: LineChunk) -> ParsedChunk:
+    """The events of the chunk's plain lines, and its other lines as RawRecords."""
+    payloads = chunk.lines
     candidates = np.flatnonzero(plain_lines(payloads))
     lines = payloads.take(candidates).cast(pa.string())
     matched = pc.match_substring_regex(lines, _PLAIN_LINE)
@@ -159,7 +157,9 @@ class AccessLogChunkParser(AccessLogParser):
     )[0]
     event_type, product_id, category_id, quantity, order_id = page
     columns = {
-      'event_id': pa.array([content_id(records[i].payload) for i in kept.tolist()], pa.string()),
+      'event_id': pa.array(
+        [content_id(payload) for payload in payloads.take(kept).to_pylist()], pa.string()
+      ),
       'event_type': event_type,
       'event_time': pa.array(event_time[keep.to_numpy(zero_copy_only=False)], pa.int64()),
       'user_id': _absent(fields['user']),
@@ -170,7 +170,7 @@ class AccessLogChunkParser(AccessLogParser):
       'order_id': order_id,
       'page_url': fields['target'],
       'referrer': _absent(fields['referrer']),
-      'source': pa.array([records[0].source] * len(kept), pa.string()) if len(kept) else None,
+      'source': pa.array([chunk.source] * len(kept), pa.string()) if len(kept) else None,
       'ip': fields['ip'],
       'user_agent': user_agent,
     }
@@ -184,7 +184,7 @@ class AccessLogChunkParser(AccessLogParser):
       ],
       schema=schema,
     )
-    decided = np.zeros(len(records), bool)
+    decided = np.zeros(len(payloads), bool)
     decided[candidates] = True
-    rest = [records[i] for i in np.flatnonzero(~decided).tolist()]
+    rest = chunk.records(np.flatnonzero(~decided).tolist())
     return ParsedChunk(events, filtered, rest)

@@ -1,6 +1,6 @@
 """What the chunk parsers share: their result, and which lines may take the column path.
 
-A chunk parser (``parse_chunk(records)``, records of one source) parses the
+A chunk parser (``parse_chunk(chunk)``, a LineChunk of one source) parses the
 lines it can as Arrow columns and leaves the rest to its line parser, which
 gives each a dead letter with every reason; ParseChunks (dead_letters.py) runs
 both. Lines with bytes a column rule would have to special-case go the line
