@@ -139,19 +139,23 @@ def split_lines(data: bytes, final: bool) -> tuple[pa.BinaryArray, bytes]:
     ends, rest = np.append(ends, len(buffer)), b''
   starts = np.zeros(len(ends), np.int64)
   starts[1:] = ends[:-1] + 1
-  kept_ends = ends.astype(np.int64)
-  if data.find(b'\r', 0, len(data) - len(rest)) >= 0:
+  complete = buffer[: len(buffer) - len(rest)]
+  if data.find(b'\r', 0, len(complete)) < 0:
+    offsets = np.zeros(len(ends) + 1, np.int32)
+    offsets[1:] = ends - np.arange(len(ends))  # each line's end, less the b'\\n's before it
+    body = complete[complete != _NEWLINE]
+  else:
     # Where each line's trailing run of b'\\r' begins: after its last other byte.
     positions = np.arange(len(buffer), dtype=np.int64)
     last_other = np.maximum.accumulate(np.where(buffer == _CARRIAGE_RETURN, -1, positions))
-    before_end = np.maximum(kept_ends - 1, 0)
-    kept_ends = np.where(kept_ends > starts, np.maximum(last_other[before_end] + 1, starts), starts)
-  offsets = np.concatenate([[0], np.cumsum(kept_ends - starts)]).astype(np.int32)
-  # The bytes of each line's [start, kept end): +1 where one begins, -1 where it stops.
-  steps = np.zeros(len(buffer) + 1, np.int32)
-  steps[starts] += 1
-  steps[kept_ends] -= 1
-  body = buffer[np.cumsum(steps[:-1]) > 0]
+    before_end = last_other[np.maximum(ends - 1, 0)] + 1
+    kept_ends = np.where(ends > starts, np.maximum(before_end, starts), starts)
+    offsets = np.concatenate([[0], np.cumsum(kept_ends - starts)]).astype(np.int32)
+    # The bytes of each line's [start, kept end): +1 where one begins, -1 where it stops.
+    steps = np.zeros(len(buffer) + 1, np.int8)
+    steps[starts] += 1
+    steps[kept_ends] -= 1
+    body = buffer[np.cumsum(steps[:-1], dtype=np.int8) > 0]
   lines = pa.BinaryArray.from_buffers(
     pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(body)]
   )
