@@ -9,7 +9,7 @@ function so that every parser counts and routes records the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Optional, Union
 
 import apache_beam as beam
@@ -101,34 +101,47 @@ class ParseRecords(accounting.CountingDoFn):
       yield outcome
 
   def outcome(self, record: RawRecord) -> Optional[tuple]:
-    """The parsed record, its DeadLetter, or None when filtered; counted either way."""
-    self.count(accounting.READ, record.source)
-    try:
-      check_size(record)
-      return self._parse(record)
-    except RecordFiltered as filtered:
-      self.count(accounting.FILTERED, record.source)
-      self.count(accounting.FILTERED_REASON, filtered.reason)
-      return None
-    except RecordError as error:
-      return make_dead_letter(record, error, self._step)
+    return record_outcome(self, record, self._parse, self._step)
 
 
-class ParseChunks(ParseRecords):
+def record_outcome(
+  counter: accounting.CountingDoFn, record: RawRecord, parse: ParseFn, step: str
+) -> Optional[tuple]:
+  """The parsed record, its DeadLetter, or None when filtered; counted either way."""
+  counter.count(accounting.READ, record.source)
+  try:
+    check_size(record)
+    return parse(record)
+  except RecordFiltered as filtered:
+    counter.count(accounting.FILTERED, record.source)
+    counter.count(accounting.FILTERED_REASON, filtered.reason)
+    return None
+  except RecordError as error:
+    return make_dead_letter(record, error, step)
+
+
+def kind_of_source(source: str) -> str:
+  """The input kind of a record's source, ``KIND:PATH``."""
+  return source.partition(':')[0]
+
+
+class ParseChunks(accounting.CountingDoFn):
   """ParseRecords over LineChunks: each chunk's records as one Arrow table (event_batches)
   on the main output; dead letters one by one, as ParseRecords.
 
-  A parse function with a ``parse_chunk(chunk)`` method (to events, filtered
-  counts by reason and the records it leaves to the line parser; see
+  ``parsers`` maps each input kind (kind_of_source) to its (parse function,
+  step). A parse function with a ``parse_chunk(chunk)`` method (to events,
+  filtered counts by reason and the records it leaves to the line parser; see
   parse/access_log_chunks.py) parses most of a chunk as columns.
   """
 
-  def __init__(self, parse: ParseFn, step: str, record_type: type):
-    super().__init__(parse, step)
+  def __init__(self, parsers: Mapping[str, tuple[ParseFn, str]], record_type: type):
+    self._parsers = dict(parsers)
     self._record_type = record_type
 
   def process(self, chunk: LineChunk) -> Iterator[Union[pa.Table, pvalue.TaggedOutput]]:
-    parse_chunk = getattr(self._parse, 'parse_chunk', None)
+    parse, step = self._parsers[kind_of_source(chunk.source)]
+    parse_chunk = getattr(parse, 'parse_chunk', None)
     if parse_chunk is None:
       rest = chunk.records()
     else:
@@ -142,7 +155,7 @@ class ParseChunks(ParseRecords):
       rest = parsed_chunk.rest
     parsed = []
     for record in rest:
-      outcome = self.outcome(record)
+      outcome = record_outcome(self, record, parse, step)
       if isinstance(outcome, DeadLetter):
         yield pvalue.TaggedOutput(DEAD_LETTER_TAG, outcome)
       elif outcome is not None:
@@ -152,12 +165,13 @@ class ParseChunks(ParseRecords):
 
 
 class ParseLineChunks(beam.PTransform):
-  """LineChunks (ReadLines with chunk_bytes) to tables of parsed records on
-  ``main_tag`` and DeadLetters on DEAD_LETTER_TAG."""
+  """LineChunks (ReadLines with chunk_bytes) of the kinds ``parsers`` names (kind ->
+  (parse function, step)) to tables of parsed records on ``main_tag`` and DeadLetters
+  on DEAD_LETTER_TAG."""
 
-  def __init__(self, parse: ParseFn, step: str, record_type: type, main_tag: str):
+  def __init__(self, parsers: Mapping[str, tuple[ParseFn, str]], record_type: type, main_tag: str):
     super().__init__()
-    self._dofn = ParseChunks(parse, step, record_type)
+    self._dofn = ParseChunks(parsers, record_type)
     self._main_tag = main_tag
 
   def expand(self, chunks):

@@ -86,10 +86,8 @@ from transforms.sessions.sessionize import Sessionize
 
 _LOGGER = logging.getLogger(__name__)
 
-# The main output tag of each kind's parser.
+# The main output tag of each kind's parser (the event kinds' is EVENTS_TAG).
 MAIN_OUTPUT = {
-  EVENTS_JSONL: EVENTS_TAG,
-  ACCESS_LOG: EVENTS_TAG,
   ORDERS_CSV: ORDER_LINES_TAG,
   ORDERS_FIXED: ORDER_LINES_TAG,
   CATALOG_CSV: PARSED_TAG,
@@ -174,21 +172,24 @@ def build_pipeline(
     TAXONOMY: ParseTaxonomy,
   }
 
-  # Each kind is read and parsed on its own branch; the branches meet in a
-  # bucketed shuffle (see GroupIntoBuckets: no per-record Flatten).
+  # The event kinds are read and parsed in one step, so that their files and
+  # byte ranges share the workers (a stage per kind waited on its own largest
+  # input); parsed[EVENTS_TAG] holds their tables. Each other kind is read on
+  # a branch of its own. Branches meet in bucketed shuffles (GroupIntoBuckets).
   parsed, dead_letters = {}, []
-  for kind in sorted({f.kind for f in files}):
+  event_files = [f for f in files if f.kind in EVENT_KINDS]
+  if event_files:
+    read = p | 'Read events' >> ReadLines(event_files, show_progress, chunk_bytes=CHUNK_BYTES)
+    outputs = read['records'] | 'Parse events' >> ParseLineChunks(line_parsers, Event, EVENTS_TAG)
+    parsed[EVENTS_TAG] = outputs[EVENTS_TAG]
+    dead_letters.extend([read[DEAD_LETTER_TAG], outputs[DEAD_LETTER_TAG]])
+  for kind in sorted({f.kind for f in files} - set(EVENT_KINDS)):
     # EBCDIC exports have no line separator: records are cut by the layout's length.
     record_length = layout.record_length if kind == ORDERS_FIXED and not layout.newline else None
-    chunk_bytes = CHUNK_BYTES if kind in line_parsers else None
     read = p | f'Read {kind}' >> ReadLines(
-      [f for f in files if f.kind == kind], show_progress, record_length, chunk_bytes
+      [f for f in files if f.kind == kind], show_progress, record_length
     )
-    if kind in line_parsers:
-      parse = ParseLineChunks(*line_parsers[kind], Event, EVENTS_TAG)
-    else:
-      parse = parsers[kind]()
-    outputs = read['records'] | f'Parse {kind}' >> parse
+    outputs = read['records'] | f'Parse {kind}' >> parsers[kind]()
     parsed[kind] = outputs[MAIN_OUTPUT[kind]]
     dead_letters.extend([read[DEAD_LETTER_TAG], outputs[DEAD_LETTER_TAG]])
 
@@ -196,13 +197,13 @@ def build_pipeline(
   window = _day_window(opts)
   rows: dict[str, beam.PCollection] = {}
   # Joined before dedup, as in streaming: copies are weighed on whole rows.
-  events = [
-    parsed[kind]
-    | f'Enrich {kind}' >> EnrichEvents(pseudonymizer, opts.site_host)
-    | f'JoinProducts {kind}' >> join(pa.Table)
-    for kind in EVENT_KINDS
-    if kind in parsed
-  ]
+  events = []
+  if event_files:
+    events.append(
+      parsed[EVENTS_TAG]
+      | 'Enrich' >> EnrichEvents(pseudonymizer, opts.site_host)
+      | 'JoinProducts' >> join(pa.Table)
+    )
   if window:
     events = [
       kind_events
@@ -262,12 +263,14 @@ def build_pipeline(
     ).with_output_types(OrderLine)
     rows[tables.ORDERS.name] = day_orders
   # A letter without a time of its own is dated by its input's first record.
-  times = [
-    parsed[kind]
-    | f'FirstTimes {kind}' >> beam.FlatMap(first_times_of_tables).with_output_types(tuple[str, int])
-    for kind in EVENT_KINDS
-    if kind in parsed
-  ] + [
+  times = (
+    [
+      parsed[EVENTS_TAG]
+      | 'FirstTimes' >> beam.FlatMap(first_times_of_tables).with_output_types(tuple[str, int])
+    ]
+    if event_files
+    else []
+  ) + [
     parsed[kind]
     | f'OrderTimes {kind}'
     >> beam.Map(lambda line: (line.source, line.order_time)).with_output_types(tuple[str, int])

@@ -106,7 +106,10 @@ def test_a_chunk_parses_to_the_records_and_letters_of_its_lines_one_by_one():
     return out
 
   one_by_one = run(dead_letters.ParseRecords(parse, 'step'), chunk)
-  chunked = run(dead_letters.ParseChunks(parse, 'step', Event), [LineChunk.of_records(chunk)])
+  chunked = run(
+    dead_letters.ParseChunks({'events-jsonl': (parse, 'step')}, Event),
+    [LineChunk.of_records(chunk)],
+  )
   tables = [o for o in chunked if isinstance(o, pa.Table)]
   assert len(tables) == 1
   assert from_batch(Event, tables[0]) == [o for o in one_by_one if isinstance(o, Event)]
