@@ -53,7 +53,7 @@ def peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_full(inputs: str, output: str) -> dict:
+def run_full(inputs: str, output: str, beam_flags: tuple[str, ...] = ()) -> dict:
   from beam_pipelines.pipelines import batch_pipeline, runner_config
 
   flags = runner_config.load_runner_config(os.path.join(ROOT, 'runner_configs/direct.yaml')) + [
@@ -62,6 +62,7 @@ def run_full(inputs: str, output: str) -> dict:
     f'--output={output}',
     '--progress=never',
     '--reference-time=2026-06-01T00:00:00Z',
+    *beam_flags,
   ]
   summary = batch_pipeline.run(flags)
   return {'sessions': summary['tables']['sessions'], 'lines': summary['totals']['read']}
@@ -245,15 +246,30 @@ def run_plain(inputs: str, output: str) -> dict:
 RUNNERS = {'full': run_full, 'naive': run_naive, 'duckdb': run_duckdb, 'plain': run_plain}
 
 
-def one(kind: str, inputs: str, output: str) -> None:
+def one(kind: str, inputs: str, output: str, full_flags: str) -> None:
   """Worker mode: one run in this process; prints its figures as JSON."""
   import shutil
 
   shutil.rmtree(output, ignore_errors=True)
   started = time.monotonic()
-  result = RUNNERS[kind](inputs, output)
+  if kind == 'full':
+    result = run_full(inputs, output, tuple(full_flags.split()))
+  else:
+    result = RUNNERS[kind](inputs, output)
+  # CPU seconds of this process and of the workers it waited for (multi_processing):
+  # steadier than wall time on a shared machine, and they show when two cores worked.
+  cpu = sum(
+    usage.ru_utime + usage.ru_stime
+    for usage in (
+      resource.getrusage(resource.RUSAGE_SELF),
+      resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+  )
   result.update(
-    kind=kind, seconds=round(time.monotonic() - started, 2), peak_rss_mb=round(peak_rss_mb())
+    kind=kind,
+    seconds=round(time.monotonic() - started, 2),
+    cpu_seconds=round(cpu, 1),
+    peak_rss_mb=round(peak_rss_mb()),
   )
   print(json.dumps(result))
 
@@ -266,6 +282,12 @@ def main() -> None:
   parser.add_argument('--days', type=int, default=7)
   parser.add_argument('--kinds', default='full,naive,duckdb,plain')
   parser.add_argument('--workdir', default='/tmp/shopstream-bench')
+  parser.add_argument(
+    '--full-flags',
+    default='',
+    help='Beam flags for the full run, e.g. '
+    '"--direct_num_workers=2 --direct_running_mode=multi_processing".',
+  )
   parser.add_argument('--one', choices=sorted(RUNNERS), help=argparse.SUPPRESS)
   parser.add_argument('--inputs', help=argparse.SUPPRESS)
   parser.add_argument('--output', help=argparse.SUPPRESS)
@@ -273,7 +295,7 @@ def main() -> None:
   # Synthetic input, perhaps cached from before generate() marked its folders.
   os.environ.setdefault('SHOPSTREAM_PII_SALT', 'bench')
   if args.one:
-    one(args.one, args.inputs, args.output)
+    one(args.one, args.inputs, args.output, args.full_flags)
     return
 
   from beam_pipelines.dev.sample_data import GeneratorConfig, generate
@@ -295,6 +317,8 @@ def main() -> None:
         inputs,
         '--output',
         os.path.join(args.workdir, f'out-{kind}'),
+        # With '=': a value that starts with '--' would be read as an option.
+        f'--full-flags={args.full_flags}',
       ]
       done = subprocess.run(command, capture_output=True, text=True, check=True)
       result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -342,6 +342,18 @@ def test_a_rerun_gives_identical_tables(run_output, tmp_path):
   assert not os.path.exists(output / '_staging')
 
 
+def test_two_worker_processes_give_the_same_tables(run_output, tmp_path):
+  """direct_parallel.yaml splits each stage between two SDK worker processes."""
+  inputs, output, argv = run_output
+  parallel = list(argv)
+  parallel[parallel.index('runner_configs/direct.yaml')] = 'runner_configs/direct_parallel.yaml'
+  parallel[parallel.index(str(output))] = str(tmp_path / 'tables')
+  assert run_cli(parallel) == 0
+  assert table_digests(inputs, tmp_path / 'tables') == table_digests(inputs, output)
+  with open(tmp_path / 'tables' / '_summary.json') as f, open(output / '_summary.json') as g:
+    assert json.load(f)['totals'] == json.load(g)['totals']
+
+
 ORDERS_BY_SQL = """
 with raw as (
   select InvoiceNo as invoice, StockCode as code, Description, CustomerID, Country,

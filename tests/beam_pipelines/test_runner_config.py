@@ -51,6 +51,7 @@ def options_of(name: str) -> PipelineOptions:
   'name, runner',
   [
     ('direct.yaml', IN_PROCESS_RUNNER),
+    ('direct_parallel.yaml', IN_PROCESS_RUNNER),
     ('direct_streaming.yaml', IN_PROCESS_RUNNER),
     ('portable_local.yaml', 'PortableRunner'),
     ('prism_streaming.yaml', 'PrismRunner'),
