@@ -174,7 +174,7 @@ def line_arrays(stream, chunk_bytes: int = CHUNK_BYTES) -> Iterator[pa.BinaryArr
   while True:
     try:
       block = read(_READ_BYTES)
-    except BaseException:
+    except Exception:
       if pieces:
         lines, _ = split_lines(b''.join(pieces), final=False)
         if len(lines):
