@@ -24,7 +24,13 @@ from apache_beam import pvalue
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.io.file_ranges import RANGE_BYTES, FileRange, RangeStream, plan_ranges
+from beam_pipelines.io.file_ranges import (
+  RANGE_BYTES,
+  FileRange,
+  RangeStream,
+  is_splittable,
+  plan_ranges,
+)
 from transforms import accounting
 from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
 from transforms.event_time import US_PER_SECOND
@@ -396,16 +402,25 @@ class ReadLines(beam.PTransform):
 
   def expand(self, pbegin):
     main_type = LineChunk if self._chunk_bytes else RawRecord
-    outputs = (
+    splits = self._splits()
+    ranges = (
       pbegin
       | 'ListFiles' >> beam.Create(self._files)
       | 'PlanRanges'
-      >> beam.FlatMap(file_ranges, self._range_bytes).with_output_types(tuple[InputFile, FileRange])
-      # Else every range of a file stays with the worker that planned them.
-      | 'SpreadRanges' >> beam.Reshuffle()
-      | 'ReadFileLines'
-      >> beam.ParDo(_ReadFileLines(self._show_progress, self._record_length, self._chunk_bytes))
-      .with_output_types(main_type)
-      .with_outputs(DEAD_LETTER_TAG, main='records')
+      >> beam.FlatMap(file_ranges, self._range_bytes if splits else None).with_output_types(
+        tuple[InputFile, FileRange]
+      )
     )
+    if splits:
+      # Else every range of a file stays with the worker that planned them.
+      ranges = ranges | 'SpreadRanges' >> beam.Reshuffle()
+    outputs = ranges | 'ReadFileLines' >> beam.ParDo(
+      _ReadFileLines(self._show_progress, self._record_length, self._chunk_bytes)
+    ).with_output_types(main_type).with_outputs(DEAD_LETTER_TAG, main='records')
     return typed_outputs(outputs, **{DEAD_LETTER_TAG: DeadLetter})
+
+  def _splits(self) -> bool:
+    """Whether a file is big enough for ranges: else no planning read and no extra shuffle."""
+    return self._range_bytes is not None and any(
+      is_splittable(f.path) and f.size > self._range_bytes for f in self._files
+    )
