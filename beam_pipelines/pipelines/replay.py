@@ -65,7 +65,13 @@ from beam_pipelines.pipelines.options import (
   parse_pipeline_options,
 )
 from transforms import accounting, day_window
-from transforms.dead_letters import RecordError, RecordFiltered, check_size, make_dead_letter
+from transforms.dead_letters import (
+  RecordError,
+  RecordFiltered,
+  check_size,
+  kind_of_source,
+  make_dead_letter,
+)
 from transforms.enrich.events import EnrichEvents
 from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
 from transforms.event_batches import from_batch
@@ -93,10 +99,6 @@ REPLAY_DIR = '_replay'
 # Kinesis records and late events are canonical JSON, as events-jsonl lines.
 JSON_KINDS = (EVENTS_JSONL, 'kinesis')
 STEP = 'replay'
-
-
-def source_kind(source: str) -> str:
-  return source.split(':', 1)[0]
 
 
 @dataclasses.dataclass
@@ -150,7 +152,7 @@ def plan_replay(
   for day, letter in read_dead_letters(output, first, last):
     if reasons and not set(reasons) & set(letter.reason.split(',')):
       continue
-    parse = parse_of.get(source_kind(letter.source))
+    parse = parse_of.get(kind_of_source(letter.source))
     if parse is None:
       skipped += 1
       continue
