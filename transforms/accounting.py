@@ -42,6 +42,15 @@ def count(kind: str, subject: str, n: int = 1) -> None:
   counter.inc(n)  # type: ignore[attr-defined]
 
 
+class Counts(dict):
+  """Counts by (kind, subject) in memory: a bundle's, or what a worker thread counted
+  for one (Beam's counters belong to the bundle's own thread)."""
+
+  def count(self, kind: str, subject: str, n: int = 1) -> None:
+    key = (kind, subject)
+    self[key] = self.get(key, 0) + n
+
+
 class CountingDoFn(beam.DoFn):
   """A DoFn that counts in memory and adds its counts once per bundle.
 
@@ -50,13 +59,16 @@ class CountingDoFn(beam.DoFn):
   """
 
   def start_bundle(self):
-    self._counts: dict[tuple[str, str], int] = {}
+    self._counts = Counts()
 
   def count(self, kind: str, subject: str, n: int = 1) -> None:
-    key = (kind, subject)
-    self._counts[key] = self._counts.get(key, 0) + n
+    self._counts.count(kind, subject, n)
+
+  def add_counts(self, counts: Counts) -> None:
+    for (kind, subject), n in counts.items():
+      self._counts.count(kind, subject, n)
 
   def finish_bundle(self):
     for (kind, subject), n in self._counts.items():
       count(kind, subject, n)
-    self._counts = {}
+    self._counts = Counts()

@@ -9,7 +9,7 @@ function so that every parser counts and routes records the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Optional, Union
 
 import apache_beam as beam
@@ -17,8 +17,7 @@ import pyarrow as pa
 from apache_beam import pvalue
 
 from transforms import accounting
-from transforms.event_batches import to_batch
-from transforms.records import DEAD_LETTER_TAG, DeadLetter, LineChunk, RawRecord
+from transforms.records import DEAD_LETTER_TAG, DeadLetter, RawRecord
 
 # Payloads above this are not parsed; the dead letter keeps their first bytes.
 MAX_RECORD_BYTES = 1 << 20
@@ -105,7 +104,10 @@ class ParseRecords(accounting.CountingDoFn):
 
 
 def record_outcome(
-  counter: accounting.CountingDoFn, record: RawRecord, parse: ParseFn, step: str
+  counter: Union[accounting.CountingDoFn, accounting.Counts],
+  record: RawRecord,
+  parse: ParseFn,
+  step: str,
 ) -> Optional[tuple]:
   """The parsed record, its DeadLetter, or None when filtered; counted either way."""
   counter.count(accounting.READ, record.source)
@@ -123,63 +125,6 @@ def record_outcome(
 def kind_of_source(source: str) -> str:
   """The input kind of a record's source, ``KIND:PATH``."""
   return source.partition(':')[0]
-
-
-class ParseChunks(accounting.CountingDoFn):
-  """ParseRecords over LineChunks: each chunk's records as one Arrow table (event_batches)
-  on the main output; dead letters one by one, as ParseRecords.
-
-  ``parsers`` maps each input kind (kind_of_source) to its (parse function,
-  step). A parse function with a ``parse_chunk(chunk)`` method (to events,
-  filtered counts by reason and the records it leaves to the line parser; see
-  parse/access_log_chunks.py) parses most of a chunk as columns.
-  """
-
-  def __init__(self, parsers: Mapping[str, tuple[ParseFn, str]], record_type: type):
-    self._parsers = dict(parsers)
-    self._record_type = record_type
-
-  def process(self, chunk: LineChunk) -> Iterator[Union[pa.Table, pvalue.TaggedOutput]]:
-    parse, step = self._parsers[kind_of_source(chunk.source)]
-    parse_chunk = getattr(parse, 'parse_chunk', None)
-    if parse_chunk is None:
-      rest = chunk.records()
-    else:
-      parsed_chunk = parse_chunk(chunk)
-      self.count(accounting.READ, chunk.source, len(chunk.lines) - len(parsed_chunk.rest))
-      for reason, n in parsed_chunk.filtered.items():
-        self.count(accounting.FILTERED, chunk.source, n)
-        self.count(accounting.FILTERED_REASON, reason, n)
-      if parsed_chunk.events.num_rows:
-        yield parsed_chunk.events
-      rest = parsed_chunk.rest
-    parsed = []
-    for record in rest:
-      outcome = record_outcome(self, record, parse, step)
-      if isinstance(outcome, DeadLetter):
-        yield pvalue.TaggedOutput(DEAD_LETTER_TAG, outcome)
-      elif outcome is not None:
-        parsed.append(outcome)
-    if parsed:
-      yield pa.Table.from_batches([to_batch(self._record_type, parsed)])
-
-
-class ParseLineChunks(beam.PTransform):
-  """LineChunks (ReadLines with chunk_bytes) of the kinds ``parsers`` names (kind ->
-  (parse function, step)) to tables of parsed records on ``main_tag`` and DeadLetters
-  on DEAD_LETTER_TAG."""
-
-  def __init__(self, parsers: Mapping[str, tuple[ParseFn, str]], record_type: type, main_tag: str):
-    super().__init__()
-    self._dofn = ParseChunks(parsers, record_type)
-    self._main_tag = main_tag
-
-  def expand(self, chunks):
-    outputs = chunks | 'ParseChunks' >> beam.ParDo(self._dofn).with_output_types(
-      pa.Table
-    ).with_outputs(DEAD_LETTER_TAG, main=self._main_tag)
-    outputs[DEAD_LETTER_TAG].element_type = DeadLetter
-    return outputs
 
 
 def first_times_of_tables(table: pa.Table) -> list[tuple[str, int]]:

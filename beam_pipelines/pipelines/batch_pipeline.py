@@ -46,9 +46,10 @@ from beam_pipelines.pipelines.options import (
   ShopstreamOptions,
   bucket_count,
   parse_pipeline_options,
+  parse_threads,
 )
 from transforms import accounting, day_window
-from transforms.dead_letters import DateTimelessLetters, ParseLineChunks, first_times_of_tables
+from transforms.dead_letters import DateTimelessLetters, first_times_of_tables
 from transforms.enrich.events import EnrichEvents
 from transforms.enrich.product_dimension import (
   PARSED_TAG,
@@ -66,6 +67,7 @@ from transforms.parse.access_log_chunks import AccessLogChunkParser
 from transforms.parse.event_chunks import EventChunkParser
 from transforms.parse.fixed_width import Layout, load_layout
 from transforms.parse.parse_fixed_orders import REQUIRED_COLUMNS, ParseFixedWidthOrders
+from transforms.parse.parse_line_chunks import ParseLineChunks
 from transforms.parse.parse_orders import ParseOrdersCsv
 from transforms.records import (
   DEAD_LETTER_TAG,
@@ -180,7 +182,9 @@ def build_pipeline(
   event_files = [f for f in files if f.kind in EVENT_KINDS]
   if event_files:
     read = p | 'Read events' >> ReadLines(event_files, show_progress, chunk_bytes=CHUNK_BYTES)
-    outputs = read['records'] | 'Parse events' >> ParseLineChunks(line_parsers, Event, EVENTS_TAG)
+    outputs = read['records'] | 'Parse events' >> ParseLineChunks(
+      line_parsers, Event, EVENTS_TAG, parse_threads(options)
+    )
     parsed[EVENTS_TAG] = outputs[EVENTS_TAG]
     dead_letters.extend([read[DEAD_LETTER_TAG], outputs[DEAD_LETTER_TAG]])
   for kind in sorted({f.kind for f in files} - set(EVENT_KINDS)):

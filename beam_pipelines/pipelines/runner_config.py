@@ -23,11 +23,8 @@ import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
 # Importing registers ShopstreamOptions with PipelineOptions.
-from beam_pipelines.pipelines import options as _shopstream_options  # noqa: F401
+from beam_pipelines.pipelines.options import IN_PROCESS_RUNNER  # noqa: F401
 
-# The DirectRunner's in-process batch engine. Beam 2.62 knows it only by its
-# full name (later versions also as 'FnApiRunner').
-IN_PROCESS_RUNNER = 'apache_beam.runners.portability.fn_api_runner.FnApiRunner'
 PIPELINE_OPTIONS_KEY = 'pipeline_options'
 FLINK_OPTIONS_KEY = 'flink_options'
 # Options of Beam 2.62's Java FlinkPipelineOptions (snake_case, as flags),

@@ -7,6 +7,7 @@ from tests.conftest import NOW_US, beam_pipeline
 from tests.golden import assert_matches_golden, outcomes
 from transforms import dead_letters
 from transforms.event_batches import from_batch
+from transforms.parse import parse_line_chunks
 from transforms.parse.parse_events import EventLineParser, ParseEventsJsonl
 from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, Event, LineChunk, RawRecord
 
@@ -100,6 +101,7 @@ def test_a_chunk_parses_to_the_records_and_letters_of_its_lines_one_by_one():
   parse = EventLineParser('EUR', NOW_US)
 
   def run(dofn, elements):
+    dofn.setup()
     dofn.start_bundle()
     out = [o for element in elements for o in dofn.process(element)]
     dofn.finish_bundle()
@@ -107,7 +109,7 @@ def test_a_chunk_parses_to_the_records_and_letters_of_its_lines_one_by_one():
 
   one_by_one = run(dead_letters.ParseRecords(parse, 'step'), chunk)
   chunked = run(
-    dead_letters.ParseChunks({'events-jsonl': (parse, 'step')}, Event),
+    parse_line_chunks.ParseChunks({'events-jsonl': (parse, 'step')}, Event, threads=1),
     [LineChunk.of_records(chunk)],
   )
   tables = [o for o in chunked if isinstance(o, pa.Table)]

@@ -2,7 +2,7 @@
 
 A chunk parser (``parse_chunk(chunk)``, a LineChunk of one source) parses the
 lines it can as Arrow columns and leaves the rest to its line parser, which
-gives each a dead letter with every reason; ParseChunks (dead_letters.py) runs
+gives each a dead letter with every reason; ParseChunks (parse_line_chunks.py) runs
 both. Lines with bytes a column rule would have to special-case go the line
 parser's way from the start.
 """

@@ -1,0 +1,153 @@
+"""Parsing LineChunks: each chunk's records as one Arrow table, its dead letters one by one.
+
+A chunk parser (parse/event_chunks.py, parse/access_log_chunks.py) decodes
+most of a chunk as columns in Arrow kernels, which release the GIL; so chunks
+are parsed on a small thread pool, and the second core of an in-process run
+parses while the first runs Python. Counts and outputs are handed back to the
+bundle's own thread, where Beam's counters and output receivers live.
+
+    chunks | ParseLineChunks({'access-log': (parser, 'parse_access_log')}, Event, 'events')
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import NamedTuple, Union
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam import pvalue
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms import accounting
+from transforms.dead_letters import DeadLetter, ParseFn, kind_of_source, record_outcome
+from transforms.event_batches import to_batch
+from transforms.records import DEAD_LETTER_TAG, LineChunk
+
+
+class ChunkOutcome(NamedTuple):
+  """What one chunk gave: tables of parsed records, dead letters, and its counts."""
+
+  tables: list[pa.Table]
+  dead_letters: list[DeadLetter]
+  counts: accounting.Counts
+
+
+def parse_chunk(
+  chunk: LineChunk, parsers: Mapping[str, tuple[ParseFn, str]], record_type: type
+) -> ChunkOutcome:
+  """Parses one chunk with the parser of its kind, touching no Beam state (safe on any thread).
+
+  A parse function with a ``parse_chunk(chunk)`` method parses most lines as
+  columns and leaves the rest to itself as a line parser; any other parses
+  each line.
+  """
+  parse, step = parsers[kind_of_source(chunk.source)]
+  counts = accounting.Counts()
+  tables: list[pa.Table] = []
+  chunk_parser = getattr(parse, 'parse_chunk', None)
+  if chunk_parser is None:
+    rest = chunk.records()
+  else:
+    parsed_chunk = chunk_parser(chunk)
+    counts.count(accounting.READ, chunk.source, len(chunk.lines) - len(parsed_chunk.rest))
+    for reason, n in parsed_chunk.filtered.items():
+      counts.count(accounting.FILTERED, chunk.source, n)
+      counts.count(accounting.FILTERED_REASON, reason, n)
+    if parsed_chunk.events.num_rows:
+      tables.append(parsed_chunk.events)
+    rest = parsed_chunk.rest
+  parsed, dead_letters = [], []
+  for record in rest:
+    outcome = record_outcome(counts, record, parse, step)
+    if isinstance(outcome, DeadLetter):
+      dead_letters.append(outcome)
+    elif outcome is not None:
+      parsed.append(outcome)
+  if parsed:
+    tables.append(pa.Table.from_batches([to_batch(record_type, parsed)]))
+  return ChunkOutcome(tables, dead_letters, counts)
+
+
+class ParseChunks(accounting.CountingDoFn):
+  """parse_chunk over LineChunks, ``threads`` chunks at a time.
+
+  ``parsers`` maps each input kind (kind_of_source) to its (parse function,
+  step). With more than one thread, a chunk's outputs leave in a later call
+  (or in finish_bundle) with the chunk's own timestamp and window; at most
+  ``threads`` chunks wait, so memory stays a few chunks.
+  """
+
+  def __init__(
+    self, parsers: Mapping[str, tuple[ParseFn, str]], record_type: type, threads: int = 1
+  ):
+    self._parsers = dict(parsers)
+    self._record_type = record_type
+    self._threads = threads
+
+  def setup(self):
+    self._pool = ThreadPoolExecutor(self._threads, 'parse-chunks') if self._threads > 1 else None
+
+  def start_bundle(self):
+    super().start_bundle()
+    self._waiting: collections.deque[tuple[Future, object, object]] = collections.deque()
+
+  def process(
+    self, chunk: LineChunk, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam
+  ) -> Iterator[Union[pa.Table, pvalue.TaggedOutput, WindowedValue]]:
+    if self._pool is None:
+      yield from self._outputs(parse_chunk(chunk, self._parsers, self._record_type))
+      return
+    future = self._pool.submit(parse_chunk, chunk, self._parsers, self._record_type)
+    self._waiting.append((future, timestamp, window))
+    while len(self._waiting) > self._threads or (self._waiting and self._waiting[0][0].done()):
+      yield from self._oldest_outputs()
+
+  def finish_bundle(self):
+    while self._waiting:
+      yield from self._oldest_outputs()
+    super().finish_bundle()
+
+  def teardown(self):
+    if getattr(self, '_pool', None) is not None:
+      self._pool.shutdown(cancel_futures=True)
+
+  def _oldest_outputs(self) -> Iterator[Union[WindowedValue, pvalue.TaggedOutput]]:
+    future, timestamp, window = self._waiting.popleft()
+    for output in self._outputs(future.result()):
+      if isinstance(output, pvalue.TaggedOutput):
+        yield pvalue.TaggedOutput(output.tag, WindowedValue(output.value, timestamp, (window,)))
+      else:
+        yield WindowedValue(output, timestamp, (window,))
+
+  def _outputs(self, outcome: ChunkOutcome) -> Iterator[Union[pa.Table, pvalue.TaggedOutput]]:
+    self.add_counts(outcome.counts)
+    yield from outcome.tables
+    for letter in outcome.dead_letters:
+      yield pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
+
+
+class ParseLineChunks(beam.PTransform):
+  """LineChunks (ReadLines with chunk_bytes) of the kinds ``parsers`` names (kind ->
+  (parse function, step)) to tables of parsed records on ``main_tag`` and DeadLetters
+  on DEAD_LETTER_TAG."""
+
+  def __init__(
+    self,
+    parsers: Mapping[str, tuple[ParseFn, str]],
+    record_type: type,
+    main_tag: str,
+    threads: int = 1,
+  ):
+    super().__init__()
+    self._dofn = ParseChunks(parsers, record_type, threads)
+    self._main_tag = main_tag
+
+  def expand(self, chunks):
+    outputs = chunks | 'ParseChunks' >> beam.ParDo(self._dofn).with_output_types(
+      pa.Table
+    ).with_outputs(DEAD_LETTER_TAG, main=self._main_tag)
+    outputs[DEAD_LETTER_TAG].element_type = DeadLetter
+    return outputs
