@@ -82,3 +82,10 @@ def test_as_numpy_gives_to_numpys_values(array, start):
   assert event_batches.as_numpy(pa.chunked_array([sliced, sliced], sliced.type)).tolist() == (
     expected.tolist() * 2
   )
+
+
+def test_rows_of_takes_the_rows_and_keeps_the_array_when_they_are_all_of_them():
+  array = pa.array(['a', None, 'c'])
+  assert event_batches.rows_of(array, np.array([0, 2])).to_pylist() == ['a', 'c']
+  assert event_batches.rows_of(array, np.array([], np.int64)).to_pylist() == []
+  assert event_batches.rows_of(array, np.arange(3)) is array

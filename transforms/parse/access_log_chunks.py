@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.dead_letters import RecordFiltered
-from transforms.event_batches import map_distinct, schema_of
+from transforms.event_batches import as_numpy, map_distinct, rows_of, schema_of
 from transforms.event_time import MAX_FUTURE_US, MIN_PLAUSIBLE_US, US_PER_SECOND
 from transforms.fixed_fields import days_from_civil, number_at, string_bytes
 from transforms.parse.line_chunks import ParsedChunk, plain_lines
@@ -125,10 +125,10 @@ class AccessLogChunkParser(AccessLogParser):
     """The events of the chunk's plain lines, and its other lines as RawRecords."""
     payloads = chunk.lines
     candidates = np.flatnonzero(plain_lines(payloads))
-    lines = payloads.take(candidates).cast(pa.string())
-    matched = pc.match_substring_regex(lines, _PLAIN_LINE)
-    fields = line_fields(lines.filter(matched))
-    candidates = candidates[matched.to_numpy(zero_copy_only=False)]
+    lines = rows_of(payloads, candidates).cast(pa.string())
+    matched = as_numpy(pc.match_substring_regex(lines, _PLAIN_LINE))
+    fields = line_fields(rows_of(lines, np.flatnonzero(matched)))
+    candidates = candidates[matched]
     event_time, real = log_times_us(fields['time'])
     in_bounds = (
       real & (event_time >= MIN_PLAUSIBLE_US) & (event_time <= self.now_us + MAX_FUTURE_US)

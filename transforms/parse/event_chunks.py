@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from transforms.dead_letters import FieldError
-from transforms.event_batches import map_distinct, schema_of
+from transforms.event_batches import as_numpy, map_distinct, rows_of, schema_of
 from transforms.event_time import (
   MAX_FUTURE_US,
   MILLIS_THRESHOLD,
@@ -39,6 +39,7 @@ from transforms.event_time import (
   iso_times_us,
   parse_event_time,
 )
+from transforms.fixed_fields import string_bytes
 from transforms.parse.event_types import canonical_event_type
 from transforms.parse.line_chunks import ParsedChunk, plain_lines
 from transforms.parse.normalize import (
@@ -107,10 +108,10 @@ class EventChunkParser(EventLineParser):
     """The events of the chunk's plain lines, and its other lines as RawRecords."""
     payloads = chunk.lines
     candidates = np.flatnonzero(plain_lines(payloads))
-    lines = payloads.take(candidates).cast(pa.string())
-    plain = pc.match_substring_regex(lines, _PLAIN_OBJECT)
-    lines = lines.filter(plain)
-    candidates = candidates[plain.to_numpy(zero_copy_only=False)]
+    lines = rows_of(payloads, candidates).cast(pa.string())
+    plain = as_numpy(pc.match_substring_regex(lines, _PLAIN_OBJECT))
+    candidates = candidates[plain]
+    lines = rows_of(lines, np.flatnonzero(plain))
     table = _read_objects(lines) if len(lines) else None
     if table is None:  # none plain, or a key twice in a line: the line parser decides
       return ParsedChunk(pa.Table.from_pylist([], schema_of(Event)), {}, chunk.records())
@@ -121,10 +122,9 @@ class EventChunkParser(EventLineParser):
       (n, MAX_TEXT_LENGTH) for n in _TEXT_FIELDS
     ]:
       text = pc.utf8_trim(table[name].combine_chunks(), ' ')  # str.strip() on printable ASCII
-      keep &= ~pc.fill_null(pc.greater(pc.utf8_length(text), limit), False).to_numpy(
-        zero_copy_only=False
-      )
-      columns[name] = pc.if_else(pc.equal(text, ''), pa.scalar(None, pa.string()), text)
+      lengths = np.diff(string_bytes(text)[1])  # bytes are characters in ASCII; a null has 0
+      keep &= lengths <= limit
+      columns[name] = pc.if_else(pa.array(lengths == 0), pa.scalar(None, pa.string()), text)
 
     event_type = map_distinct([table['event_type']], _event_type, [pa.string()])[0]
     keep &= event_type.is_valid().to_numpy(zero_copy_only=False)
