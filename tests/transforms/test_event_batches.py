@@ -89,3 +89,28 @@ def test_rows_of_takes_the_rows_and_keeps_the_array_when_they_are_all_of_them():
   assert event_batches.rows_of(array, np.array([0, 2])).to_pylist() == ['a', 'c']
   assert event_batches.rows_of(array, np.array([], np.int64)).to_pylist() == []
   assert event_batches.rows_of(array, np.arange(3)) is array
+
+
+_SMALL_VALUES = st.one_of(st.none(), st.sampled_from(['a', 'b', 'c', '']))
+
+
+@given(
+  st.integers(1, 3).flatmap(
+    lambda width: st.lists(st.tuples(*[_SMALL_VALUES] * width), max_size=30)
+  ),
+  st.integers(1, 2),
+)
+def test_map_distinct_equals_the_function_of_every_row_called_once_per_combination(rows, chunks):
+  width = len(rows[0]) if rows else 1
+  columns = [[row[i] for row in rows] for i in range(width)]
+  cut = len(rows) // chunks
+  arrays = [pa.chunked_array([c[:cut], c[cut:]], pa.string()) for c in columns]
+  calls = []
+
+  def joined(*values):
+    calls.append(values)
+    return '|'.join(repr(v) for v in values), len(calls)
+
+  texts, _ = event_batches.map_distinct(arrays, joined, [pa.string(), pa.int64()])
+  assert texts.to_pylist() == ['|'.join(repr(v) for v in row) for row in rows]
+  assert sorted(calls, key=repr) == sorted(set(rows), key=repr)
