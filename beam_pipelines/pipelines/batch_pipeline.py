@@ -46,7 +46,7 @@ from beam_pipelines.pipelines.options import (
   ShopstreamOptions,
   bucket_count,
   parse_pipeline_options,
-  parse_threads,
+  worker_threads,
 )
 from transforms import accounting, day_window
 from transforms.dead_letters import DateTimelessLetters, first_times_of_tables
@@ -142,6 +142,7 @@ def build_pipeline(
   """
   opts = options.view_as(ShopstreamOptions)
   buckets = bucket_count(options)
+  threads = worker_threads(options)
   if not opts.source:
     raise ValueError('at least one --source KIND=PATH_OR_GLOB is needed')
   if not opts.output:
@@ -183,7 +184,7 @@ def build_pipeline(
   if event_files:
     read = p | 'Read events' >> ReadLines(event_files, show_progress, chunk_bytes=CHUNK_BYTES)
     outputs = read['records'] | 'Parse events' >> ParseLineChunks(
-      line_parsers, Event, EVENTS_TAG, parse_threads(options)
+      line_parsers, Event, EVENTS_TAG, threads
     )
     parsed[EVENTS_TAG] = outputs[EVENTS_TAG]
     dead_letters.extend([read[DEAD_LETTER_TAG], outputs[DEAD_LETTER_TAG]])
@@ -218,9 +219,9 @@ def build_pipeline(
   if events:
     sessionized = (
       tuple(events)
-      | 'Deduplicate' >> DeduplicateEvents(buckets)
+      | 'Deduplicate' >> DeduplicateEvents(buckets, threads)
       | 'Sessionize'
-      >> Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, buckets)
+      >> Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, buckets, threads)
     )
     day_events, day_sessions = sessionized[EVENTS_TAG], sessionized[SESSIONS_TAG]
     if window:

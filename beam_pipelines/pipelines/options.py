@@ -46,11 +46,12 @@ def bucket_count(options: PipelineOptions) -> int:
 IN_PROCESS_RUNNER = 'apache_beam.runners.portability.fn_api_runner.FnApiRunner'
 
 
-def parse_threads(options: PipelineOptions) -> int:
-  """--parse-threads, or else every core (at most 4) when the runner runs in this one
+def worker_threads(options: PipelineOptions) -> int:
+  """--worker-threads, or else every core (at most 4) when the runner runs in this one
   process, one where the runner has parallel workers of its own (measured at 1M
-  events on 2 cores: threads on top of two worker processes cost 17% more)."""
-  given = options.view_as(ShopstreamOptions).parse_threads
+  events on 2 cores: two parsing threads in each of two worker processes made
+  the run 17% slower)."""
+  given = options.view_as(ShopstreamOptions).worker_threads
   if given is not None:
     return given
   direct = options.view_as(DirectOptions)
@@ -160,11 +161,12 @@ class ShopstreamOptions(PipelineOptions):
       f'(default: {BUCKETS_PER_WORKER} per parallel worker, at least {MIN_BUCKETS}).',
     )
     flag(
-      'parse-threads',
+      'worker-threads',
       type=_positive_int,
       default=None,
-      help='Threads that parse line chunks in each worker (default: every core, at most 4, '
-      'when the runner is the in-process FnApiRunner; else 1, the runner being parallel).',
+      help='Threads that parse chunks and deduplicate and sessionize buckets in each worker '
+      '(default: every core, at most 4, when the runner is the in-process FnApiRunner; '
+      'else 1, the runner being parallel).',
     )
     flag(
       'table-format',

@@ -63,6 +63,7 @@ from beam_pipelines.pipelines.options import (
   ShopstreamOptions,
   bucket_count,
   parse_pipeline_options,
+  worker_threads,
 )
 from transforms import accounting, day_window
 from transforms.dead_letters import (
@@ -283,6 +284,7 @@ def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymize
   """Recomputes the affected days and rewrites the dead letters; returns the counters."""
   opts = options.view_as(ShopstreamOptions)
   buckets = bucket_count(options)
+  threads = worker_threads(options)
   output = opts.output
   replayed = {(day, letter.source, letter.position, letter.reason) for day, letter in plan.in_scope}
   kept_letters = [
@@ -315,9 +317,9 @@ def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymize
   )
   sessionized = (
     (existing, join_products(recovered, Event, 'JoinProducts'))
-    | 'Deduplicate' >> DeduplicateEvents(buckets)
+    | 'Deduplicate' >> DeduplicateEvents(buckets, threads)
     | 'Sessionize'
-    >> Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, buckets)
+    >> Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, buckets, threads)
   )
   stored_lines = (
     p

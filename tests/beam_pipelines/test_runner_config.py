@@ -5,7 +5,7 @@ import os
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_pipelines.pipelines.options import bucket_count, parse_pipeline_options, parse_threads
+from beam_pipelines.pipelines.options import bucket_count, parse_pipeline_options, worker_threads
 from beam_pipelines.pipelines.runner_config import IN_PROCESS_RUNNER, load_runner_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -130,14 +130,14 @@ def test_the_bucket_count_follows_the_parallelism(flags, buckets):
   'config, flags, threads',
   [
     ('direct.yaml', [], min(4, len(os.sched_getaffinity(0)))),
-    ('direct.yaml', ['--parse-threads=1'], 1),
+    ('direct.yaml', ['--worker-threads=1'], 1),
     ('direct_parallel.yaml', [], 1),
     ('flink_local.yaml', [], 1),
-    ('flink_local.yaml', ['--parse-threads=3'], 3),
+    ('flink_local.yaml', ['--worker-threads=3'], 3),
   ],
 )
 def test_chunks_are_parsed_on_threads_only_where_the_runner_runs_in_process(config, flags, threads):
   options = parse_pipeline_options(
     load_runner_config(os.path.join(ROOT, 'runner_configs', config)) + flags
   )
-  assert parse_threads(options) == threads
+  assert worker_threads(options) == threads

@@ -1,5 +1,6 @@
 import apache_beam as beam
 import pyarrow as pa
+import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import beam_pipeline
@@ -33,14 +34,15 @@ def test_the_kept_copy_does_not_depend_on_order_or_source():
   assert keep_first([early, other_page]) is keep_first([other_page, early])
 
 
-def test_pipeline_drops_duplicates_across_inputs():
+@pytest.mark.parametrize('threads', [1, 2])
+def test_pipeline_drops_duplicates_across_inputs(threads):
   first = [make_event('x', 0), make_event('y', 1)]
   second = [make_event('x', 0), make_event('z', 2)]
   with beam_pipeline() as p:
     out = (
       p | 'First' >> beam.Create(first),
       p | 'Second' >> beam.Create(second),
-    ) | DeduplicateEvents(num_buckets=4)
+    ) | DeduplicateEvents(num_buckets=4, threads=threads)
     assert_that(out | table_rows(Event) | beam.Map(lambda e: e.event_id), equal_to(['x', 'y', 'z']))
 
 

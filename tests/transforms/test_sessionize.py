@@ -3,6 +3,7 @@ from decimal import Decimal
 
 import apache_beam as beam
 import pyarrow as pa
+import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -114,7 +115,8 @@ def test_revenue_in_several_currencies_is_not_added_up():
   assert (row.revenue, row.currency) == (None, None)
 
 
-def test_pipeline_sessionizes_every_key():
+@pytest.mark.parametrize('threads', [1, 2])
+def test_pipeline_sessionizes_every_key(threads):
   events = [
     make_event('a', 0, key='k1'),
     make_event('b', 10, key='k1'),
@@ -123,7 +125,11 @@ def test_pipeline_sessionizes_every_key():
     make_event('e', 5, key=None, user_id='u3'),
   ]
   with beam_pipeline() as p:
-    out = p | beam.Create(events) | Sessionize(gap_s=1800, max_duration_s=86400, num_buckets=3)
+    out = (
+      p
+      | beam.Create(events)
+      | Sessionize(gap_s=1800, max_duration_s=86400, num_buckets=3, threads=threads)
+    )
     assert_that(
       out[EVENTS_TAG]
       | 'EventRows' >> table_rows(Event)

@@ -2,28 +2,25 @@
 
 A chunk parser (parse/event_chunks.py, parse/access_log_chunks.py) decodes
 most of a chunk as columns in Arrow kernels, which release the GIL; so chunks
-are parsed on a small thread pool, and the second core of an in-process run
-parses while the first runs Python. Counts and outputs are handed back to the
-bundle's own thread, where Beam's counters and output receivers live.
+may be parsed on a small thread pool (pooled_dofn.py), and the second core of
+an in-process run parses while the first runs Python.
 
     chunks | ParseLineChunks({'access-log': (parser, 'parse_access_log')}, Event, 'events')
 """
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple, Union
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam import pvalue
-from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import accounting
 from transforms.dead_letters import DeadLetter, ParseFn, kind_of_source, record_outcome
 from transforms.event_batches import to_batch
+from transforms.pooled_dofn import PooledDoFn
 from transforms.records import DEAD_LETTER_TAG, LineChunk
 
 
@@ -71,58 +68,24 @@ def parse_chunk(
   return ChunkOutcome(tables, dead_letters, counts)
 
 
-class ParseChunks(accounting.CountingDoFn):
-  """parse_chunk over LineChunks, ``threads`` chunks at a time.
+class ParseChunks(PooledDoFn):
+  """parse_chunk over LineChunks, on ``threads`` threads (pooled_dofn.py).
 
   ``parsers`` maps each input kind (kind_of_source) to its (parse function,
-  step). With more than one thread, a chunk's outputs leave in a later call
-  (or in finish_bundle) with the chunk's own timestamp and window; at most
-  ``threads`` chunks wait, so memory stays a few chunks.
+  step).
   """
 
   def __init__(
     self, parsers: Mapping[str, tuple[ParseFn, str]], record_type: type, threads: int = 1
   ):
+    super().__init__(threads)
     self._parsers = dict(parsers)
     self._record_type = record_type
-    self._threads = threads
 
-  def setup(self):
-    self._pool = ThreadPoolExecutor(self._threads, 'parse-chunks') if self._threads > 1 else None
+  def work(self, chunk: LineChunk) -> ChunkOutcome:
+    return parse_chunk(chunk, self._parsers, self._record_type)
 
-  def start_bundle(self):
-    super().start_bundle()
-    self._waiting: collections.deque[tuple[Future, object, object]] = collections.deque()
-
-  def process(
-    self, chunk: LineChunk, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam
-  ) -> Iterator[Union[pa.Table, pvalue.TaggedOutput, WindowedValue]]:
-    if self._pool is None:
-      yield from self._outputs(parse_chunk(chunk, self._parsers, self._record_type))
-      return
-    future = self._pool.submit(parse_chunk, chunk, self._parsers, self._record_type)
-    self._waiting.append((future, timestamp, window))
-    while len(self._waiting) > self._threads or (self._waiting and self._waiting[0][0].done()):
-      yield from self._oldest_outputs()
-
-  def finish_bundle(self):
-    while self._waiting:
-      yield from self._oldest_outputs()
-    super().finish_bundle()
-
-  def teardown(self):
-    if getattr(self, '_pool', None) is not None:
-      self._pool.shutdown(cancel_futures=True)
-
-  def _oldest_outputs(self) -> Iterator[Union[WindowedValue, pvalue.TaggedOutput]]:
-    future, timestamp, window = self._waiting.popleft()
-    for output in self._outputs(future.result()):
-      if isinstance(output, pvalue.TaggedOutput):
-        yield pvalue.TaggedOutput(output.tag, WindowedValue(output.value, timestamp, (window,)))
-      else:
-        yield WindowedValue(output, timestamp, (window,))
-
-  def _outputs(self, outcome: ChunkOutcome) -> Iterator[Union[pa.Table, pvalue.TaggedOutput]]:
+  def emit(self, outcome: ChunkOutcome) -> Iterator[Union[pa.Table, pvalue.TaggedOutput]]:
     self.add_counts(outcome.counts)
     yield from outcome.tables
     for letter in outcome.dead_letters:

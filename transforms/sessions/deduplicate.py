@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from transforms import accounting
 from transforms.event_batches import from_batch, to_batch
+from transforms.pooled_dofn import PooledDoFn
 from transforms.records import EVENT_COLUMNS, Event
 from transforms.sessions.bucketed_grouping import GroupIntoBuckets, bucket_table
 
@@ -70,10 +71,13 @@ def deduplicate_table(events: pa.Table) -> tuple[pa.Table, list[str]]:
   return pa.concat_tables([singles, pa.Table.from_batches([to_batch(Event, kept)])]), dropped
 
 
-class _DeduplicateBucket(accounting.CountingDoFn):
-  def process(self, bucket):
+class _DeduplicateBucket(PooledDoFn):
+  def work(self, bucket) -> tuple[pa.Table, list[str]]:
     _, batches = bucket
-    kept, dropped = deduplicate_table(bucket_table(batches, Event))
+    return deduplicate_table(bucket_table(batches, Event))
+
+  def emit(self, result) -> Iterator[pa.Table]:
+    kept, dropped = result
     for source in dropped:
       self.count(accounting.DUPLICATE, source)
     yield kept
@@ -84,17 +88,20 @@ def event_ids(table: pa.Table):
 
 
 class DeduplicateEvents(beam.PTransform):
-  """Batch dedup by event_id (global window): Events (or tables of them) to tables of Events."""
+  """Batch dedup by event_id (global window): Events (or tables of them) to tables of Events.
 
-  def __init__(self, num_buckets: int = 16):
+  ``threads``: buckets deduplicated at once in a worker (pooled_dofn.py)."""
+
+  def __init__(self, num_buckets: int = 16, threads: int = 1):
     super().__init__()
     self._num_buckets = num_buckets
+    self._threads = threads
 
   def expand(self, events):
     return (
       events
       | 'GroupByEventId' >> GroupIntoBuckets(event_id_of, self._num_buckets, Event, event_ids)
-      | 'KeepOnePerId' >> beam.ParDo(_DeduplicateBucket()).with_output_types(pa.Table)
+      | 'KeepOnePerId' >> beam.ParDo(_DeduplicateBucket(self._threads)).with_output_types(pa.Table)
     )
 
 

@@ -32,6 +32,7 @@ from apache_beam import pvalue
 from transforms.event_batches import as_numpy, from_batch, schema_of, to_batch
 from transforms.event_time import US_PER_SECOND
 from transforms.parse import event_types
+from transforms.pooled_dofn import PooledDoFn
 from transforms.records import (
   EVENTS_TAG,
   SESSIONS_TAG,
@@ -238,18 +239,20 @@ def sessionize_key(
     begin = end
 
 
-class _SessionizeBucket(beam.DoFn):
+class _SessionizeBucket(PooledDoFn):
   """All events of one hash bucket, every key at once: sessionize_table."""
 
-  def __init__(self, gap_us: int, max_duration_us: int):
+  def __init__(self, gap_us: int, max_duration_us: int, threads: int = 1):
+    super().__init__(threads)
     self._gap_us = gap_us
     self._max_duration_us = max_duration_us
 
-  def process(self, bucket):
+  def work(self, bucket) -> tuple[pa.Table, pa.Table]:
     _, batches = bucket
-    events, sessions = sessionize_table(
-      bucket_table(batches, Event), self._gap_us, self._max_duration_us
-    )
+    return sessionize_table(bucket_table(batches, Event), self._gap_us, self._max_duration_us)
+
+  def emit(self, result) -> Iterator:
+    events, sessions = result
     yield pvalue.TaggedOutput(SESSIONS_TAG, sessions)
     yield events
 
@@ -266,6 +269,7 @@ class Sessionize(beam.PTransform):
   """Batch sessionization of deduplicated Events, or tables of them (global window).
 
   Outputs tables (event_batches): events with session_id, and sessions rows.
+  ``threads``: buckets sessionized at once in a worker (pooled_dofn.py).
   """
 
   def __init__(
@@ -273,6 +277,7 @@ class Sessionize(beam.PTransform):
     gap_s: float = DEFAULT_GAP_S,
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
     num_buckets: int = 16,
+    threads: int = 1,
   ):
     super().__init__()
     if gap_s <= 0 or max_duration_s <= 0:
@@ -282,6 +287,7 @@ class Sessionize(beam.PTransform):
     self._gap_us = round(gap_s * US_PER_SECOND)
     self._max_duration_us = round(max_duration_s * US_PER_SECOND)
     self._num_buckets = num_buckets
+    self._threads = threads
 
   def expand(self, events):
     outputs = (
@@ -289,7 +295,7 @@ class Sessionize(beam.PTransform):
       | 'GroupBySessionKey'
       >> GroupIntoBuckets(session_key_of, self._num_buckets, Event, session_keys)
       | 'ApplySessionRule'
-      >> beam.ParDo(_SessionizeBucket(self._gap_us, self._max_duration_us))
+      >> beam.ParDo(_SessionizeBucket(self._gap_us, self._max_duration_us, self._threads))
       .with_output_types(pa.Table)
       .with_outputs(SESSIONS_TAG, main=EVENTS_TAG)
     )
