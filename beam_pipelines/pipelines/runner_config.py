@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
-# Importing registers ShopstreamOptions with PipelineOptions.
+# Importing registers ShopstreamOptions with PipelineOptions; IN_PROCESS_RUNNER
+# is kept importable from here, where the runner configs are.
 from beam_pipelines.pipelines.options import IN_PROCESS_RUNNER  # noqa: F401
 
 PIPELINE_OPTIONS_KEY = 'pipeline_options'
