@@ -33,15 +33,19 @@ from transforms import accounting
 
 
 class PooledDoFn(accounting.CountingDoFn):
+  """A CountingDoFn whose ``work`` runs on ``threads`` threads (in place for one)."""
+
   def __init__(self, threads: int = 1):
     if threads < 1:
       raise ValueError(f'threads must be at least 1, got {threads}')
     self._threads = threads
 
   def work(self, element) -> Any:
+    """The element's result; runs on a pool thread, so touches no counter or output."""
     raise NotImplementedError
 
   def emit(self, result) -> Iterator:
+    """The outputs of one work() result; runs on the bundle's thread, and may count."""
     raise NotImplementedError
 
   def setup(self):
