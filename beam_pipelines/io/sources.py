@@ -117,6 +117,17 @@ def expand_inputs(specs: list[SourceSpec]) -> list[InputFile]:
   return sorted(files.values())
 
 
+# Gzip shrinks event lines and logs about 12x (a generated sample: 17 MB of
+# .gz files for 178 MB of lines). The estimate only steers the bucket count.
+GZIP_EXPANSION = 10
+
+
+def estimated_input_bytes(files: list[InputFile]) -> int:
+  """About how many bytes of lines the files hold: a .gz file counts GZIP_EXPANSION
+  times its size."""
+  return sum(f.size * (GZIP_EXPANSION if f.path.endswith('.gz') else 1) for f in files)
+
+
 def open_input(path: str):
   """(the raw stream, the stream to read lines from: gunzipped for .gz); close both."""
   raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)

@@ -37,6 +37,7 @@ from beam_pipelines.io.sources import (
   ORDERS_FIXED,
   TAXONOMY,
   ReadLines,
+  estimated_input_bytes,
   expand_inputs,
   parse_source_spec,
   pseudonymizer_for,
@@ -141,13 +142,13 @@ def build_pipeline(
   Raises ValueError for unusable options (no source, unknown kind, no match).
   """
   opts = options.view_as(ShopstreamOptions)
-  buckets = bucket_count(options)
   threads = worker_threads(options)
   if not opts.source:
     raise ValueError('at least one --source KIND=PATH_OR_GLOB is needed')
   if not opts.output:
     raise ValueError('--output DIR is needed')
   files = expand_inputs([parse_source_spec(text) for text in opts.source])
+  buckets = bucket_count(options, estimated_input_bytes(files))
   now_us = reference_time_us(opts)
   pseudonymizer = pseudonymizer or pseudonymizer_for(files)
   run_id = opts.run_id or new_run_id()

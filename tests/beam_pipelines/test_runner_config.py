@@ -126,6 +126,27 @@ def test_the_bucket_count_follows_the_parallelism(flags, buckets):
   assert bucket_count(parse_pipeline_options(flags)) == buckets
 
 
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize(
+  'flags, input_bytes, buckets',
+  [
+    ([], 0, 4),  # at least BUCKETS_PER_WORKER for the one worker
+    ([], 36 * MIB, 4),  # 100k generated events: 3 by size, raised to 4
+    ([], 100 * MIB, 7),
+    ([], 358 * MIB, 16),  # 1M generated events: 23 by size, capped at 16
+    (['--direct_num_workers=2'], 40 * MIB, 8),
+    (['--parallelism=8'], 1 << 40, 32),
+    (['--parallelism=8', '--num-buckets=3'], 1 << 40, 3),
+  ],
+)
+def test_the_bucket_count_follows_the_input_size_within_the_parallelism(
+  flags, input_bytes, buckets
+):
+  assert bucket_count(parse_pipeline_options(flags), input_bytes) == buckets
+
+
 @pytest.mark.parametrize(
   'config, flags, threads',
   [

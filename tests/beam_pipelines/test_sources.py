@@ -7,7 +7,14 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beam_pipelines.io.sources import ReadLines, expand_inputs, line_arrays, parse_source_spec
+from beam_pipelines.io.sources import (
+  GZIP_EXPANSION,
+  ReadLines,
+  estimated_input_bytes,
+  expand_inputs,
+  line_arrays,
+  parse_source_spec,
+)
 from tests.conftest import beam_pipeline
 from transforms.records import DEAD_LETTER_TAG
 
@@ -28,6 +35,15 @@ def test_expand_inputs_lists_files_and_fails_on_no_match(tmp_path):
   assert files[0].source == f'events-jsonl:{tmp_path}/a.jsonl'
   with pytest.raises(ValueError, match='no file matches'):
     expand_inputs([parse_source_spec(f'events-jsonl={tmp_path}/*.gz')])
+
+
+def test_the_input_size_counts_a_gzip_file_as_its_lines(tmp_path):
+  (tmp_path / 'a.jsonl').write_bytes(b'x' * 1000)
+  (tmp_path / 'b.jsonl.gz').write_bytes(gzip.compress(b'{"event_id": "e"}\n' * 500))
+  files = expand_inputs([parse_source_spec(f'events-jsonl={tmp_path}/*')])
+  gzipped = (tmp_path / 'b.jsonl.gz').stat().st_size
+  assert estimated_input_bytes(files) == 1000 + GZIP_EXPANSION * gzipped
+  assert estimated_input_bytes([]) == 0
 
 
 def test_lines_of_plain_and_gzip_files_with_positions(tmp_path):
