@@ -2,6 +2,8 @@ import apache_beam as beam
 import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import beam_pipeline
 from tests.transforms.helpers import make_event, table_rows
@@ -69,3 +71,29 @@ def test_the_table_form_passes_a_table_without_copies_as_it_is():
   table = pa.Table.from_batches([to_batch(Event, events)])
   kept, dropped = deduplicate_table(table)
   assert kept.equals(table) and dropped == []
+
+
+_copy = st.tuples(
+  st.sampled_from(['x', 'y', 'z', 'w']),  # event_id: few, so that ids repeat
+  st.integers(0, 2),  # minute
+  st.sampled_from([None, '/a', '/b']),  # page_url, null or not
+  st.sampled_from([None, True, False]),  # is_bot
+  st.sampled_from(['file-1', 'file-2', 'retry']),  # source: no column, never weighed
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_copy, max_size=14))
+def test_the_table_form_keeps_exactly_what_keep_first_keeps(copies):
+  """Ids whose copies are all equal take the column path, the others keep_first: either
+  way the same kept rows (sources included) and the same dropped sources."""
+  events = [
+    make_event(event_id, minute, page_url=page_url, is_bot=is_bot, source=source)
+    for event_id, minute, page_url, is_bot, source in copies
+  ]
+  kept, dropped = deduplicate_table(pa.Table.from_batches([to_batch(Event, events)]))
+  by_record = list(deduplicate(events))
+  assert sorted(from_batch(Event, kept), key=repr) == sorted(
+    (first for first, _ in by_record), key=repr
+  )
+  assert sorted(dropped) == sorted(copy.source for _, others in by_record for copy in others)
