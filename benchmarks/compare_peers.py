@@ -19,6 +19,9 @@ process so that its peak RSS is its own:
 
 It prints one JSON line per run and a table with events/s, peak RSS, the
 ratios full/naive and duckdb/full, and how time and memory grow with size.
+With --stage-times the in-process full run also reports where its time went:
+wall and CPU seconds of each of the runner's fused stages, named by the
+pipeline steps in them.
 """
 
 from __future__ import annotations
@@ -51,6 +54,54 @@ def peak_rss_mb() -> float:
       if line.startswith('VmHWM:'):
         return int(line.split()[1]) / 1024
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def stage_label(stage) -> str:
+  """A fused stage named by the top-level steps in it, in order ('Read events + Parse events
+  + Enrich + ...'), not by the runner's nested ref_AppliedPTransform names."""
+  steps = []
+  for transform in stage.transforms:
+    step = transform.unique_name.split('/')[0]
+    if step and not step.startswith('ref_') and step not in steps:
+      steps.append(step)
+  return ' + '.join(steps) or stage.name
+
+
+def timing_stages(stages: list) -> None:
+  """Makes the in-process FnApiRunner append (stage, wall s, CPU s) to ``stages`` for each
+  bundle it runs. _execute_bundle is the runner's private method (Beam 2.62): a
+  benchmark may lean on it, the pipeline does not."""
+  from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+  execute = fn_runner.FnApiRunner._execute_bundle
+
+  def timed(self, context, bundle_manager, bundle_input):
+    wall, cpu = time.monotonic(), time.process_time()
+    try:
+      return execute(self, context, bundle_manager, bundle_input)
+    finally:
+      stages.append(
+        (
+          stage_label(bundle_manager.stage),
+          time.monotonic() - wall,
+          time.process_time() - cpu,
+        )
+      )
+
+  fn_runner.FnApiRunner._execute_bundle = timed
+
+
+def stage_totals(stages: list) -> list[dict]:
+  """Per stage (bundles summed), in the order they first ran."""
+  totals: dict[str, list[float]] = {}
+  for label, wall, cpu in stages:
+    total = totals.setdefault(label, [0.0, 0.0])
+    total[0] += wall
+    total[1] += cpu
+  return [
+    {'stage': label, 'seconds': round(wall, 2), 'cpu_seconds': round(cpu, 2)}
+    for label, (wall, cpu) in totals.items()
+  ]
 
 
 def run_full(inputs: str, output: str, beam_flags: tuple[str, ...] = ()) -> dict:
@@ -246,14 +297,19 @@ def run_plain(inputs: str, output: str) -> dict:
 RUNNERS = {'full': run_full, 'naive': run_naive, 'duckdb': run_duckdb, 'plain': run_plain}
 
 
-def one(kind: str, inputs: str, output: str, full_flags: str) -> None:
+def one(kind: str, inputs: str, output: str, full_flags: str, stage_times: bool) -> None:
   """Worker mode: one run in this process; prints its figures as JSON."""
   import shutil
 
   shutil.rmtree(output, ignore_errors=True)
-  started = time.monotonic()
+  started = time.monotonic()  # before timing_stages, whose import of Beam counts
+  stages: list = []
+  if stage_times and kind == 'full':
+    timing_stages(stages)
   if kind == 'full':
     result = run_full(inputs, output, tuple(full_flags.split()))
+    if stage_times:
+      result['stages'] = stage_totals(stages)
   else:
     result = RUNNERS[kind](inputs, output)
   # CPU seconds of this process and of the workers it waited for (multi_processing):
@@ -288,6 +344,12 @@ def main() -> None:
     help='Beam flags for the full run, e.g. '
     '"--direct_num_workers=2 --direct_running_mode=multi_processing".',
   )
+  parser.add_argument(
+    '--stage-times',
+    action='store_true',
+    help='Also report wall and CPU seconds per fused stage of the full run (in-process '
+    'runner only: with workers of their own the bundles run elsewhere).',
+  )
   parser.add_argument('--one', choices=sorted(RUNNERS), help=argparse.SUPPRESS)
   parser.add_argument('--inputs', help=argparse.SUPPRESS)
   parser.add_argument('--output', help=argparse.SUPPRESS)
@@ -295,7 +357,7 @@ def main() -> None:
   # Synthetic input, perhaps cached from before generate() marked its folders.
   os.environ.setdefault('SHOPSTREAM_PII_SALT', 'bench')
   if args.one:
-    one(args.one, args.inputs, args.output, args.full_flags)
+    one(args.one, args.inputs, args.output, args.full_flags, args.stage_times)
     return
 
   from beam_pipelines.dev.sample_data import GeneratorConfig, generate
@@ -319,6 +381,7 @@ def main() -> None:
         os.path.join(args.workdir, f'out-{kind}'),
         # With '=': a value that starts with '--' would be read as an option.
         f'--full-flags={args.full_flags}',
+        *(['--stage-times'] if args.stage_times else []),
       ]
       done = subprocess.run(command, capture_output=True, text=True, check=True)
       result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -326,6 +389,7 @@ def main() -> None:
       print(json.dumps(result), flush=True)
       results.append(result)
   print_table(results)
+  print_stages(results)
 
 
 def print_table(results: list[dict]) -> None:
@@ -350,6 +414,23 @@ def print_table(results: list[dict]) -> None:
       f'\nfull, {sizes[0]:,} -> {sizes[-1]:,} events ({sizes[-1] / sizes[0]:.0f}x): time '
       f'{large["seconds"] / small["seconds"]:.1f}x, peak RSS '
       f'{large["peak_rss_mb"] / small["peak_rss_mb"]:.1f}x'
+    )
+
+
+def print_stages(results: list[dict]) -> None:
+  """Where the full runs' time went, stage by stage (runs made with --stage-times)."""
+  for r in results:
+    if not r.get('stages'):
+      continue
+    print(f"\nfull, {r['events']:,} events, {r['seconds']} s: the runner's stages")
+    print('| stage | seconds | CPU seconds |')
+    print('|---|---|---|')
+    for stage in r['stages']:
+      print(f'| {stage["stage"]} | {stage["seconds"]} | {stage["cpu_seconds"]} |')
+    in_stages = sum(stage['seconds'] for stage in r['stages'])
+    print(
+      f'| (before and after the stages: imports, graph, publishing) | '
+      f'{r["seconds"] - in_stages:.2f} | |'
     )
 
 
