@@ -1,6 +1,6 @@
 #!/bin/bash
 # EMR bootstrap action: runs on every node of a shopstream cluster before
-# Flink starts (see beam_pipelines/deploy_emr.py, which uploads this file).
+# Flink starts (see beam_pipelines/cli/deploy_emr.py, which uploads this file).
 #
 #   bootstrap.sh s3://BUCKET/shopstream --pii-salt-secret ID [--kafka-secret ID]
 #

@@ -11,7 +11,8 @@ import sys
 import boto3
 import pytest
 
-from beam_pipelines import cli, deploy_emr
+from beam_pipelines import cli
+from beam_pipelines.cli import deploy_emr
 from beam_pipelines.dev.local_services import PROJECT_ROOT
 
 BASE = ['deploy', 'emr', '--bucket', 'shop-data', '--region', 'us-east-1']

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from beam_pipelines import cli, report
+from beam_pipelines import cli
+from beam_pipelines.cli import report
 from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 
 

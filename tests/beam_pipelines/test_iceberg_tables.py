@@ -21,7 +21,8 @@ from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Transaction
 from pyiceberg.utils.config import Config
 
-from beam_pipelines import cli, report
+from beam_pipelines import cli
+from beam_pipelines.cli import report
 from beam_pipelines.io import iceberg_tables, table_store, tables
 from beam_pipelines.io.parquet_sink import WrittenFile
 from beam_pipelines.io.tables import ALL_TABLES, TableSpec

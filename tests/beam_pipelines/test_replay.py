@@ -281,7 +281,9 @@ def test_fixed_width_order_letters_replay_with_the_layout_of_the_run(tmp_path, m
   for n in [longer[len(longer) // 2], *whole]:  # a middle line and a whole order
     lines[n] = lines[n].rstrip(b' ')
   (tmp_path / 'in' / 'trimmed.txt').write_bytes(b'\n'.join(lines) + b'\n')
-  layout = os.path.join(os.path.dirname(cli.__file__), '..', 'samples/orders-fixed/layout.yaml')
+  layout = os.path.join(
+    os.path.dirname(cli.__file__), '..', '..', 'samples/orders-fixed/layout.yaml'
+  )
   sources = ['--source', f'orders-fixed={tmp_path}/in/trimmed.txt', '--fixed-layout', layout]
   argv = [*sources, '--reference-time', '2026-06-01T00:00:00Z', '--progress', 'never']
   output = tmp_path / 'tables'

@@ -561,7 +561,7 @@ def _backfill(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-  from beam_pipelines import deploy_emr
+  from beam_pipelines.cli import deploy_emr
 
   config = deploy_emr.DeployConfig(
     bucket=args.bucket,
@@ -769,7 +769,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.command == 'replay':
       return _replay(args, extra)
     if args.command == 'report':
-      from beam_pipelines.report import write_report
+      from beam_pipelines.cli.report import write_report
 
       print(f'Report: {os.path.abspath(write_report(args.output))}')
       return 0
@@ -787,7 +787,3 @@ def main(argv: Optional[list[str]] = None) -> int:
     _LOGGER.exception('run failed')
     print(f'shopstream {args.command}: failed: {e}', file=sys.stderr)
     return EXIT_FAILED
-
-
-if __name__ == '__main__':
-  sys.exit(main())

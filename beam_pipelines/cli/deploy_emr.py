@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any, Optional
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_RELEASE = 'emr-7.4.0'  # the first release with Flink 1.19.1
 PREFIX = 'shopstream'
 REMOTE_HOME = '/opt/shopstream'  # where bootstrap.sh installs everything

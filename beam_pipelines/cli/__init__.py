@@ -1,0 +1,12 @@
+"""The ``shopstream`` command and what its commands do beyond assembling pipelines.
+
+    commands.py     the argument parser and one handler per command (``main``)
+    report.py       ``shopstream report``: one HTML page about an output folder
+    deploy_emr.py   ``shopstream deploy emr``: the jobs on Flink on Amazon EMR
+
+``python -m beam_pipelines.cli`` is ``shopstream``.
+"""
+
+from beam_pipelines.cli.commands import EXIT_BAD_ARGUMENTS, EXIT_FAILED, main
+
+__all__ = ['EXIT_BAD_ARGUMENTS', 'EXIT_FAILED', 'main']

@@ -1,0 +1,5 @@
+import sys
+
+from beam_pipelines.cli.commands import main
+
+sys.exit(main())
