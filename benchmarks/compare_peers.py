@@ -67,12 +67,13 @@ def stage_label(stage) -> str:
   return ' + '.join(steps) or stage.name
 
 
-def timing_stages(stages: list) -> None:
-  """Makes the in-process FnApiRunner append (stage, wall s, CPU s) to ``stages`` for each
-  bundle it runs. _execute_bundle is the runner's private method (Beam 2.62): a
-  benchmark may lean on it, the pipeline does not."""
+def timing_stages() -> dict[str, list[float]]:
+  """Makes the in-process FnApiRunner add each bundle's wall and CPU seconds to its stage's
+  [wall, cpu] in the dict returned, stages in the order they first ran. _execute_bundle is
+  the runner's private method (Beam 2.62): a benchmark may lean on it, the pipeline does not."""
   from apache_beam.runners.portability.fn_api_runner import fn_runner
 
+  totals: dict[str, list[float]] = {}
   execute = fn_runner.FnApiRunner._execute_bundle
 
   def timed(self, context, bundle_manager, bundle_input):
@@ -80,28 +81,12 @@ def timing_stages(stages: list) -> None:
     try:
       return execute(self, context, bundle_manager, bundle_input)
     finally:
-      stages.append(
-        (
-          stage_label(bundle_manager.stage),
-          time.monotonic() - wall,
-          time.process_time() - cpu,
-        )
-      )
+      total = totals.setdefault(stage_label(bundle_manager.stage), [0.0, 0.0])
+      total[0] += time.monotonic() - wall
+      total[1] += time.process_time() - cpu
 
   fn_runner.FnApiRunner._execute_bundle = timed
-
-
-def stage_totals(stages: list) -> list[dict]:
-  """Per stage (bundles summed), in the order they first ran."""
-  totals: dict[str, list[float]] = {}
-  for label, wall, cpu in stages:
-    total = totals.setdefault(label, [0.0, 0.0])
-    total[0] += wall
-    total[1] += cpu
-  return [
-    {'stage': label, 'seconds': round(wall, 2), 'cpu_seconds': round(cpu, 2)}
-    for label, (wall, cpu) in totals.items()
-  ]
+  return totals
 
 
 def run_full(inputs: str, output: str, beam_flags: tuple[str, ...] = ()) -> dict:
@@ -303,13 +288,14 @@ def one(kind: str, inputs: str, output: str, full_flags: str, stage_times: bool)
 
   shutil.rmtree(output, ignore_errors=True)
   started = time.monotonic()  # before timing_stages, whose import of Beam counts
-  stages: list = []
-  if stage_times and kind == 'full':
-    timing_stages(stages)
   if kind == 'full':
+    stages = timing_stages() if stage_times else None
     result = run_full(inputs, output, tuple(full_flags.split()))
-    if stage_times:
-      result['stages'] = stage_totals(stages)
+    if stages is not None:
+      result['stages'] = [
+        {'stage': label, 'seconds': round(wall, 2), 'cpu_seconds': round(cpu, 2)}
+        for label, (wall, cpu) in stages.items()
+      ]
   else:
     result = RUNNERS[kind](inputs, output)
   # CPU seconds of this process and of the workers it waited for (multi_processing):
