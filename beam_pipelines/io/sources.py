@@ -24,6 +24,7 @@ from apache_beam import pvalue
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipelines.io.csv_records import csv_record_arrays
 from beam_pipelines.io.file_ranges import (
   RANGE_BYTES,
   FileRange,
@@ -47,6 +48,8 @@ TAXONOMY = 'taxonomy'
 EVENT_KINDS = (EVENTS_JSONL, ACCESS_LOG)
 ORDER_KINDS = (ORDERS_CSV, ORDERS_FIXED)
 DIMENSION_KINDS = (CATALOG_CSV, TAXONOMY)
+# Kinds whose quoted fields may hold line breaks (csv_records.py).
+CSV_KINDS = (ORDERS_CSV, CATALOG_CSV)
 KINDS = EVENT_KINDS + ORDER_KINDS + DIMENSION_KINDS
 STEP = 'read_lines'
 
@@ -226,6 +229,19 @@ def fixed_record_arrays(stream, record_length: int) -> Iterator[pa.BinaryArray]:
     yield pa.array(batch, pa.binary())
 
 
+def record_arrays(
+  stream, kind: str, record_length: Optional[int] = None, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[tuple[pa.BinaryArray, int]]:
+  """(records, how many lines they span) of a stream of one kind: lines, fixed-length
+  records, or for the CSV kinds CSV records, which may span lines."""
+  if record_length is not None:
+    return ((records, len(records)) for records in fixed_record_arrays(stream, record_length))
+  arrays = line_arrays(stream, chunk_bytes)
+  if kind in CSV_KINDS:
+    return csv_record_arrays(arrays)
+  return ((lines, len(lines)) for lines in arrays)
+
+
 def record_parsers(opts, layout, pseudonymizer, now_us: int) -> dict[str, tuple]:
   """kind -> (parse function, fixed record length or None): the batch path's parsers for use
   outside Beam (backfill span scans, replays). orders-fixed only with a ``layout``.
@@ -269,34 +285,34 @@ def parse_file(file: InputFile, parse, record_length: Optional[int] = None) -> I
 
   raw, stream = open_input(file.path)
   try:
-    records = (
-      itertools.chain.from_iterable(lines.to_pylist() for lines in line_arrays(stream))
-      if record_length is None
-      else fixed_records(stream, record_length)
-    )
-    for position, line in enumerate(records, 1):
-      record = RawRecord(file.source, position, line, file.mtime_us)
-      try:
-        check_size(record)
-        yield record, parse(record)
-      except (RecordFiltered, RecordError) as outcome:
-        yield record, outcome
+    position = 1
+    for records, spanned in record_arrays(stream, file.kind, record_length):
+      for n, payload in enumerate(records.to_pylist(), position):
+        record = RawRecord(file.source, n, payload, file.mtime_us)
+        try:
+          check_size(record)
+          yield record, parse(record)
+        except (RecordFiltered, RecordError) as outcome:
+          yield record, outcome
+      position += spanned
   finally:
     stream.close()
     raw.close()
 
 
 def file_ranges(file: InputFile, range_bytes: Optional[int]) -> list[tuple[InputFile, FileRange]]:
-  """(file, range) of each byte range of a file (file_ranges.py); one without ``range_bytes``."""
-  if range_bytes is None:
+  """(file, range) of each byte range of a file (file_ranges.py); one without ``range_bytes``
+  or for a CSV kind."""
+  if range_bytes is None or file.kind in CSV_KINDS:
     return [(file, FileRange(0, file.size, 1))]
   ranges = plan_ranges(file.path, file.size, lambda: open_input(file.path)[0], range_bytes)
   return [(file, r) for r in ranges]
 
 
 class _ReadFileLines(beam.DoFn):
-  """One (InputFile, FileRange) to one RawRecord per line (or per fixed-length record), or
-  to LineChunks of about ``chunk_bytes`` each; an unreadable rest is a dead letter."""
+  """One (InputFile, FileRange) to one RawRecord per line (per fixed-length record, per CSV
+  record), or to LineChunks of about ``chunk_bytes`` each; an unreadable rest is a dead
+  letter."""
 
   def __init__(
     self, show_progress: bool, record_length: Optional[int], chunk_bytes: Optional[int] = None
@@ -328,14 +344,12 @@ class _ReadFileLines(beam.DoFn):
     progress = self._progress_bar(file, byte_range)
     position = byte_range.first_line - 1
     try:
-      arrays = (
-        line_arrays(stream, self._chunk_bytes or CHUNK_BYTES)
-        if self._record_length is None
-        else fixed_record_arrays(stream, self._record_length)
+      arrays = record_arrays(
+        stream, file.kind, self._record_length, self._chunk_bytes or CHUNK_BYTES
       )
-      for lines in arrays:
+      for lines, spanned in arrays:
         yield position + 1, lines
-        position += len(lines)
+        position += spanned
         if progress is not None:
           progress.update(raw.tell() - byte_range.start - progress.n)
     except (EOFError, OSError, zlib.error) as e:
@@ -364,7 +378,7 @@ class _ReadFileLines(beam.DoFn):
         progress.close()
       # Without a terminal this log line (shopstream -v) is the progress report.
       _LOGGER.info(
-        'read %s [%d, %d): %d records in %.1f s',
+        'read %s [%d, %d): %d lines in %.1f s',
         file.path,
         byte_range.start,
         byte_range.end,
@@ -393,7 +407,8 @@ class ReadLines(beam.PTransform):
   With ``chunk_bytes`` the main output holds LineChunks of about that many
   bytes of lines, for parsers that work a chunk at a time (ParseChunks).
   Uncompressed files above ``range_bytes`` are read as byte ranges
-  (file_ranges.py) spread over the workers; fixed-length records never are.
+  (file_ranges.py) spread over the workers; fixed-length records never are,
+  nor CSV kinds, whose records may span lines (a range could start inside one).
   """
 
   def __init__(
@@ -433,5 +448,6 @@ class ReadLines(beam.PTransform):
   def _splits(self) -> bool:
     """Whether a file is big enough for ranges: else no planning read and no extra shuffle."""
     return self._range_bytes is not None and any(
-      is_splittable(f.path) and f.size > self._range_bytes for f in self._files
+      f.kind not in CSV_KINDS and is_splittable(f.path) and f.size > self._range_bytes
+      for f in self._files
     )

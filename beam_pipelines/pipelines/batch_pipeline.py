@@ -67,9 +67,9 @@ from transforms.parse import parse_access_log, parse_events
 from transforms.parse.access_log_chunks import AccessLogChunkParser
 from transforms.parse.event_chunks import EventChunkParser
 from transforms.parse.fixed_width import Layout, load_layout
+from transforms.parse.order_chunks import ParseOrdersCsv
 from transforms.parse.parse_fixed_orders import REQUIRED_COLUMNS, ParseFixedWidthOrders
 from transforms.parse.parse_line_chunks import ParseLineChunks
-from transforms.parse.parse_orders import ParseOrdersCsv
 from transforms.records import (
   DEAD_LETTER_TAG,
   EVENTS_TAG,
@@ -89,6 +89,8 @@ from transforms.sessions.sessionize import Sessionize
 
 _LOGGER = logging.getLogger(__name__)
 
+# The kinds besides the event kinds read as LineChunks and parsed a chunk at a time.
+CHUNKED_KINDS = (ORDERS_CSV,)
 # The main output tag of each kind's parser (the event kinds' is EVENTS_TAG).
 MAIN_OUTPUT = {
   ORDERS_CSV: ORDER_LINES_TAG,
@@ -154,15 +156,16 @@ def build_pipeline(
   run_id = opts.run_id or new_run_id()
   show_progress = opts.progress == 'auto'
   layout = fixed_layout(opts, files)
-  # Event lines are parsed a chunk at a time into Arrow tables; the other
-  # kinds (few rows, multi-line CSV records) one record at a time.
+  # Event lines and order-csv records are parsed a chunk at a time into Arrow
+  # tables; the other kinds (fixed-width orders, the small dimension exports)
+  # one record at a time.
   line_parsers = {
     EVENTS_JSONL: (EventChunkParser(opts.default_currency, now_us), parse_events.STEP),
     ACCESS_LOG: (AccessLogChunkParser(pseudonymizer, now_us), parse_access_log.STEP),
   }
   parsers = {
     ORDERS_CSV: lambda: ParseOrdersCsv(
-      pseudonymizer, opts.orders_timezone, opts.default_currency, now_us
+      pseudonymizer, opts.orders_timezone, opts.default_currency, now_us, threads
     ),
     ORDERS_FIXED: lambda: ParseFixedWidthOrders(
       layout,
@@ -193,7 +196,10 @@ def build_pipeline(
     # EBCDIC exports have no line separator: records are cut by the layout's length.
     record_length = layout.record_length if kind == ORDERS_FIXED and not layout.newline else None
     read = p | f'Read {kind}' >> ReadLines(
-      [f for f in files if f.kind == kind], show_progress, record_length
+      [f for f in files if f.kind == kind],
+      show_progress,
+      record_length,
+      chunk_bytes=CHUNK_BYTES if kind in CHUNKED_KINDS else None,
     )
     outputs = read['records'] | f'Parse {kind}' >> parsers[kind]()
     parsed[kind] = outputs[MAIN_OUTPUT[kind]]

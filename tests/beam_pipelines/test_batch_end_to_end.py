@@ -459,3 +459,34 @@ def test_events_and_order_lines_carry_the_product_dimension(run_output):
       0
     ][0]
   )
+
+
+def test_a_line_break_in_a_quoted_field_stays_in_its_order_line(tmp_path):
+  """DuckDB's CSV reader is the referee: the same lines, descriptions and all; each line's
+  position is the line of the file it starts on."""
+  source = tmp_path / 'orders.csv'
+  source.write_bytes(
+    b'InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\r\n'
+    b'536365,85123A,"WHITE HANGING HEART\r\nT-LIGHT HOLDER",6,12/1/2010 8:26,2.55,17850.0,EIRE\r\n'
+    b'536365,71053,"LANTERN, ""METAL""",6,12/1/2010 8:26,3.39,17850.0,EIRE\r\n'
+    b'536366,22633,"HAND WARMER\r\n\r\nUNION JACK",6,12/1/2010 8:28,1.85,17850.0,EIRE\r\n'
+    b'536366,22632,HAND WARMER RED,6,12/1/2010 8:28,1.85,17850.0,EIRE\r\n'
+  )
+  out = tmp_path / 'out'
+  argv = ['run', '--source', f'orders-csv={source}', '--output', str(out), '--progress', 'never']
+  assert run_cli([*argv, '--reference-time', '2026-06-01T00:00:00Z']) == 0
+  summary = json.loads((out / '_summary.json').read_text())
+  assert summary['sources'][f'orders-csv:{source}']['read'] == 5  # the header and 4 records
+  assert not os.path.exists(out / 'dead_letter')
+  con = duckdb.connect()
+  got = con.execute(
+    'select order_id, product_id, description, quantity, position '
+    f"from read_parquet('{out}/order_lines/*/*.parquet') order by position"
+  ).fetchall()
+  referee = con.execute(
+    f"""select InvoiceNo, StockCode, replace(Description, chr(13), ''), Quantity::bigint
+      from read_csv('{source}', header = true, all_varchar = true, quote = '"', escape = '"')"""
+  ).fetchall()
+  assert [row[:4] for row in got] == referee
+  assert got[0][2] == 'WHITE HANGING HEART\nT-LIGHT HOLDER'
+  assert [row[4] for row in got] == [2, 4, 5, 8]

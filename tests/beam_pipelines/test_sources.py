@@ -7,12 +7,15 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from beam_pipelines.io.file_ranges import FileRange
 from beam_pipelines.io.sources import (
   GZIP_EXPANSION,
   ReadLines,
   estimated_input_bytes,
   expand_inputs,
+  file_ranges,
   line_arrays,
+  parse_file,
   parse_source_spec,
 )
 from tests.conftest import beam_pipeline
@@ -137,3 +140,36 @@ def test_chunks_carry_source_position_and_time(tmp_path):
       | beam.FlatMap(lambda chunk: [(r.position, r.payload) for r in chunk.records()]),
       equal_to([(n, b'line %d' % n) for n in range(1, 1001)]),
     )
+
+
+def test_csv_records_span_lines_and_a_big_csv_is_not_cut_in_ranges(tmp_path):
+  """A quoted line break joins lines (csv_records.py); a range could start inside a record,
+  so a CSV input above range_bytes is still read whole, while a log that size is cut."""
+  record = b'1,"two\nlines",x\n'
+  (tmp_path / 'catalog.csv').write_bytes(record * 50)
+  (tmp_path / 'access.log').write_bytes(b'a line\n' * 200)
+  files = expand_inputs(
+    [
+      parse_source_spec(f'catalog-csv={tmp_path}/catalog.csv'),
+      parse_source_spec(f'access-log={tmp_path}/access.log'),
+    ]
+  )
+  log, catalog = files
+  assert file_ranges(catalog, 100) == [(catalog, FileRange(0, catalog.size, 1))]
+  assert len(file_ranges(log, 100)) > 1
+  with beam_pipeline() as p:
+    read = p | ReadLines(files, range_bytes=100)
+    assert_that(
+      read['records'] | beam.Map(lambda r: (r.source.split(':')[0], r.position, r.payload)),
+      equal_to(
+        [('catalog-csv', 2 * n + 1, b'1,"two\nlines",x') for n in range(50)]
+        + [('access-log', n, b'a line') for n in range(1, 201)]
+      ),
+    )
+
+
+def test_parse_file_reads_csv_records(tmp_path):
+  (tmp_path / 'catalog.csv').write_bytes(b'id,t\n1,"a\nb"\n2,c\n')
+  [file] = expand_inputs([parse_source_spec(f'catalog-csv={tmp_path}/catalog.csv')])
+  got = [(record.position, outcome) for record, outcome in parse_file(file, lambda r: r.payload)]
+  assert got == [(1, b'id,t'), (2, b'1,"a\nb"'), (4, b'2,c')]

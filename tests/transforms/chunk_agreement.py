@@ -24,7 +24,7 @@ def line_outcome(parser, record: RawRecord):
     return outcome
 
 
-def assert_same_outcomes(parser, records: list[RawRecord]) -> set[int]:
+def assert_same_outcomes(parser, records: list[RawRecord], record_type: type = Event) -> set[int]:
   """Asserts the lines parse_chunk decides come out as the line parser makes them (every
   column, every filter reason) and that it decides no line the line parser rejects;
   returns the positions it left to the line parser."""
@@ -33,10 +33,11 @@ def assert_same_outcomes(parser, records: list[RawRecord]) -> set[int]:
   assert [r.position for r in chunk.rest] == sorted(left)
   expected = [line_outcome(parser, r) for r in records if r.position not in left]
   assert not [e for e in expected if isinstance(e, RecordError)]
-  assert chunk.events.schema == schema_of(Event)
-  assert sorted(from_batch(Event, chunk.events)) == sorted(
-    e for e in expected if isinstance(e, Event)
+  assert chunk.table.schema == schema_of(record_type)
+  assert sorted(from_batch(record_type, chunk.table)) == sorted(
+    e for e in expected if isinstance(e, record_type)
   )
+  assert len(expected) == chunk.table.num_rows + sum(chunk.filtered.values())
   reasons = Counter(e.reason for e in expected if isinstance(e, RecordFiltered))
   assert chunk.filtered == dict(reasons)
   return left

@@ -76,7 +76,7 @@ def test_plain_lines_take_the_column_path_with_the_line_parsers_outcome():
   assert assert_same_outcomes(records) == set()
   chunk = PARSER.parse_chunk(LineChunk.of_records(records))
   assert chunk.filtered == {'static_asset': 1, 'non_page_method': 1, 'status_4xx': 1}
-  assert chunk.events.num_rows == 7
+  assert chunk.table.num_rows == 7
 
 
 def test_other_lines_are_left_to_the_line_parser():

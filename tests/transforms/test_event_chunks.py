@@ -96,7 +96,7 @@ def test_plain_lines_take_the_column_path_with_the_line_parsers_outcome():
   assert assert_same_outcomes(records) == set()
   events = {
     e.event_id: e
-    for e in from_batch(Event, PARSER.parse_chunk(LineChunk.of_records(records)).events)
+    for e in from_batch(Event, PARSER.parse_chunk(LineChunk.of_records(records)).table)
   }
   assert events['e3'].event_time == 1772362800123000 and events['e3'].currency == 'USD'
   assert events['e2'].currency == 'EUR' and events['e2'].quantity == 2

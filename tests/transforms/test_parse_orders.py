@@ -7,14 +7,14 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.conftest import NOW_US, beam_pipeline
 from tests.golden import assert_matches_golden, outcomes
 from transforms.event_time import EventTimeError, parse_event_time
+from transforms.parse.order_chunks import ParseOrdersCsv
 from transforms.parse.parse_orders import (
   OrdersCsvParser,
-  ParseOrdersCsv,
   clean_customer_id,
   parse_local_time,
   timezone,
 )
-from transforms.records import DEAD_LETTER_TAG, ORDER_LINES_TAG, RawRecord
+from transforms.records import DEAD_LETTER_TAG, ORDER_LINES_TAG, LineChunk, RawRecord
 
 SOURCE = 'orders-csv:fixtures/orders.csv'
 LONDON = timezone('Europe/London')
@@ -74,7 +74,9 @@ def test_pipeline_routes_lines_and_dead_letters(pseudonymizer):
   with beam_pipeline() as p:
     parsed = (
       p
-      | beam.Create([RawRecord(SOURCE, n, x, 0) for n, x in enumerate(lines, 1)])
+      | beam.Create(
+        [LineChunk.of_records([RawRecord(SOURCE, n, x, 0) for n, x in enumerate(lines, 1)])]
+      )
       | ParseOrdersCsv(pseudonymizer, 'UTC', 'EUR', NOW_US)
     )
     assert_that(

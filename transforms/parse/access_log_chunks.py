@@ -10,7 +10,7 @@ depend on the path it took (tests compare the two paths line by line).
 
     parser = AccessLogChunkParser(pseudonymizer, now_us)
     chunk = parser.parse_chunk(line_chunk)   # a LineChunk of one source
-    chunk.events, chunk.filtered, chunk.rest   # rest: for parser(record)
+    chunk.table, chunk.filtered, chunk.rest   # rest: for parser(record)
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from transforms.records import RawRecord
 
 
 class ParsedChunk(NamedTuple):
-  events: pa.Table  # of schema_of(Event)
+  table: pa.Table  # the parsed records, of schema_of(the parser's record type)
   filtered: dict[str, int]  # reason -> lines deliberately left out
   rest: list[RawRecord]  # lines for the line parser
 

@@ -60,8 +60,9 @@ class FixedWidthOrdersParser:
     self.now_us = now_us
 
   def __reduce__(self):
+    # type(self): a subclass (the chunk parser) unpickles as itself.
     return (
-      FixedWidthOrdersParser,
+      type(self),
       (self.layout, self.encoding, self.pseudonymizer, self.tz_name, self.currency, self.now_us),
     )
 

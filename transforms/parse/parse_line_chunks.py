@@ -53,8 +53,8 @@ def parse_chunk(
     for reason, n in parsed_chunk.filtered.items():
       counts.count(accounting.FILTERED, chunk.source, n)
       counts.count(accounting.FILTERED_REASON, reason, n)
-    if parsed_chunk.events.num_rows:
-      tables.append(parsed_chunk.events)
+    if parsed_chunk.table.num_rows:
+      tables.append(parsed_chunk.table)
     rest = parsed_chunk.rest
   parsed, dead_letters = [], []
   for record in rest:

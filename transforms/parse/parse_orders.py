@@ -1,4 +1,7 @@
-"""ParseOrdersCsv: the legacy order-history CSV to OrderLines, with dead letters.
+"""The legacy order-history CSV to OrderLines: the rules, and the parser of one record.
+
+order_chunks.py parses a chunk of records at a time with these rules, and
+leaves the records its columns do not cover to OrdersCsvParser.
 
 Columns: ``InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,
 CustomerID,Country`` (the layout of the classic "Online Retail" export).
@@ -27,21 +30,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import apache_beam as beam
-
-from transforms.dead_letters import ParseRecords, RecordError, RecordFiltered
+from transforms.dead_letters import RecordError, RecordFiltered
 from transforms.enrich.pseudonymize import Pseudonymizer
 from transforms.event_time import US_PER_SECOND, EventTimeError, check_plausible
 from transforms.parse.countries import iso_country
 from transforms.parse.csv_lines import csv_fields
-from transforms.records import (
-  DEAD_LETTER_TAG,
-  ORDER_LINES_TAG,
-  DeadLetter,
-  OrderLine,
-  RawRecord,
-  typed_outputs,
-)
+from transforms.records import OrderLine, RawRecord
 
 STEP = 'parse_orders_csv'
 COLUMNS = (
@@ -190,7 +184,8 @@ class OrdersCsvParser:
     self.now_us = now_us
 
   def __reduce__(self):
-    return (OrdersCsvParser, (self.pseudonymizer, self.tz_name, self.currency, self.now_us))
+    # type(self): a subclass (the chunk parser) unpickles as itself.
+    return (type(self), (self.pseudonymizer, self.tz_name, self.currency, self.now_us))
 
   def __call__(self, record: RawRecord) -> OrderLine:
     fields = csv_fields(record, COLUMNS)
@@ -232,17 +227,3 @@ class OrdersCsvParser:
       position=record.position,
       pseudonymizer=self.pseudonymizer,
     )
-
-
-class ParseOrdersCsv(beam.PTransform):
-  """RawRecords of order CSV lines to OrderLines; the rest filtered or dead-lettered."""
-
-  def __init__(self, pseudonymizer: Pseudonymizer, tz_name: str, currency: str, now_us: int):
-    super().__init__()
-    self._parser = OrdersCsvParser(pseudonymizer, tz_name, currency, now_us)
-
-  def expand(self, records):
-    outputs = records | 'ParseOrderLines' >> beam.ParDo(
-      ParseRecords(self._parser, STEP)
-    ).with_output_types(OrderLine).with_outputs(DEAD_LETTER_TAG, main=ORDER_LINES_TAG)
-    return typed_outputs(outputs, **{DEAD_LETTER_TAG: DeadLetter})

@@ -1,0 +1,128 @@
+"""The orders-csv chunk parser gives each record the line parser's outcome.
+
+Records of every shape (the fixture, a generated export, hand-made edge cases,
+random mutations) go through parse_chunk; the records it decides must come out
+exactly as OrdersCsvParser makes them (every column), and the records it leaves
+must be those the column rules do not cover.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from beam_pipelines.dev.sample_data import GeneratorConfig, generate
+from tests.conftest import NOW_US, TEST_SALT, fixture_path
+from tests.transforms import chunk_agreement
+from transforms.enrich.pseudonymize import Pseudonymizer
+from transforms.parse.order_chunks import OrdersCsvChunkParser
+from transforms.records import LineChunk, OrderLine, RawRecord
+
+PARSER = OrdersCsvChunkParser(Pseudonymizer(TEST_SALT), 'Europe/London', 'GBP', NOW_US)
+
+# Plain records: each one is for the column path (asserted below).
+PLAIN = [
+  '536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,12/1/2010 8:26,2.55,17850.0,United Kingdom',
+  '536365,POST,POSTAGE,1,12/1/2010 8:26,18.00,17850.0,United Kingdom',
+  'C536379,D,Discount,-1,12/1/2010 9:41,27.50,14527.0,United Kingdom',
+  ' c536380 , 22139 ,  ,-2, 2011-07-01 08:26:00 ,4.250, a@b.example ,  ',
+  '536381,22139,TEA SET,+3,7/1/2011 8:26:30,1e1,,EIRE',
+  '536382,m,Manual,1,12/1/2010 8:26,-5.00,17850,Narnia',
+  '536383,,no code,1_000,12/1/2010 8:26,0,17850.0,de',
+]
+# Records the line parser must decide: its filters, its dead letters, quotes, bytes.
+OTHER = [
+  'InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country',
+  ' invoiceno ,stockcode,description,quantity,invoicedate,unitprice,customerid,country',
+  '536414,22139,,-56,12/1/2010 11:52,0,,United Kingdom',
+  '536415,22139,BAD LINE,-5,12/1/2010 11:52,1.5,,United Kingdom',
+  'C536419,22139,RETRO TEA SET,3,12/1/2010 8:26,4.25,17850.0,United Kingdom',
+  '536420,22139,Bad price,1,12/1/2010 8:26,-11.06,,United Kingdom',
+  '536417,22139,RETRO TEA SET,6,2/30/2010 8:26,4.25,17850.0,United Kingdom',
+  '536418,22139,RETRO TEA SET,x,12/1/2010 8:26,abc,17850.0,United Kingdom',
+  '536421,22139,Too many,1000001,12/1/2010 8:26,1,,United Kingdom',
+  '536422,22139,Infinite,1,12/1/2010 8:26,Infinity,,United Kingdom',
+  '536423,22139,Old,1,12/1/1990 8:26,1,,United Kingdom',
+  ',22139,No invoice,1,12/1/2010 8:26,1,,United Kingdom',
+  'C,22139,Only C,-1,12/1/2010 8:26,1,,United Kingdom',
+  '536424,22139,"A, quoted",1,12/1/2010 8:26,1,,United Kingdom',
+  '536425,22139,"two\nlines",1,12/1/2010 8:26,1,,United Kingdom',
+  '536426,22139,caf\u00e9,1,12/1/2010 8:26,1,,France',
+  '536427,22139,a column short,1,12/1/2010 8:26,1,United Kingdom',
+  '536428,22139,a column more,1,12/1/2010 8:26,1,,United Kingdom,x',
+  '536429,22139,tab\t,1,12/1/2010 8:26,1,,United Kingdom',
+  '',
+  '   ',
+]
+
+
+def records_of(lines: list) -> list[RawRecord]:
+  return chunk_agreement.records_of(lines, 'orders-csv:test')
+
+
+def assert_same_outcomes(records: list[RawRecord]) -> set[int]:
+  return chunk_agreement.assert_same_outcomes(PARSER, records, OrderLine)
+
+
+def test_plain_records_take_the_column_path_with_the_line_parsers_outcome():
+  records = records_of(PLAIN)
+  assert assert_same_outcomes(records) == set()
+  table = PARSER.parse_chunk(LineChunk.of_records(records)).table
+  assert table.column('line_type').to_pylist() == [
+    'product',
+    'service',
+    'adjustment',
+    'product',
+    'product',
+    'adjustment',
+    'product',
+  ]
+  assert table.column('position').to_pylist() == list(range(1, len(PLAIN) + 1))
+
+
+def test_other_records_are_left_to_the_line_parser():
+  records = records_of(OTHER + PLAIN)
+  assert assert_same_outcomes(records) == set(range(1, len(OTHER) + 1))
+
+
+def test_fixture_and_generated_exports(tmp_path):
+  generate(GeneratorConfig(output_dir=str(tmp_path), events=3000, days=2))
+  with open(tmp_path / 'orders.csv', 'rb') as f:
+    generated = [line.rstrip(b'\r\n') for line in f]
+  with open(fixture_path('orders.csv'), 'rb') as f:
+    fixture = [line.rstrip(b'\r\n') for line in f]
+  records = records_of(fixture + generated)
+  left = assert_same_outcomes(records)
+  # The generated export is mostly plain: the column path is the common one.
+  assert len(left) < len(records) / 10
+
+
+def test_an_empty_chunk():
+  chunk = PARSER.parse_chunk(LineChunk.of_records(records_of([''])))
+  assert chunk.table.num_rows == 0 and len(chunk.rest) == 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_mutated_records(rng: random.Random):
+  alphabet = b' ,"-+./:_\t\n\xe9CcaZ059'
+  lines = []
+  for line in PLAIN + OTHER:
+    data = bytearray(line.encode())
+    for _ in range(rng.randint(0, 3)):
+      if data:
+        data[rng.randrange(len(data))] = rng.choice(alphabet)
+    lines.append(bytes(data))
+  assert_same_outcomes(records_of(lines))
+
+
+def test_a_pickled_parser_keeps_its_chunk_path():
+  """Worker processes get the parser pickled; a plain OrdersCsvParser would parse every
+  record alone (right, but a record at a time)."""
+  copy = pickle.loads(pickle.dumps(PARSER))
+  assert type(copy) is OrdersCsvChunkParser
+  records = records_of(PLAIN)
+  assert copy.parse_chunk(LineChunk.of_records(records)).table.num_rows == len(PLAIN)
