@@ -67,8 +67,8 @@ from transforms.parse import parse_access_log, parse_events
 from transforms.parse.access_log_chunks import AccessLogChunkParser
 from transforms.parse.event_chunks import EventChunkParser
 from transforms.parse.fixed_width import Layout, load_layout
-from transforms.parse.order_chunks import ParseOrdersCsv
-from transforms.parse.parse_fixed_orders import REQUIRED_COLUMNS, ParseFixedWidthOrders
+from transforms.parse.order_chunks import ParseFixedWidthOrders, ParseOrdersCsv
+from transforms.parse.parse_fixed_orders import REQUIRED_COLUMNS
 from transforms.parse.parse_line_chunks import ParseLineChunks
 from transforms.records import (
   DEAD_LETTER_TAG,
@@ -90,7 +90,7 @@ from transforms.sessions.sessionize import Sessionize
 _LOGGER = logging.getLogger(__name__)
 
 # The kinds besides the event kinds read as LineChunks and parsed a chunk at a time.
-CHUNKED_KINDS = (ORDERS_CSV,)
+CHUNKED_KINDS = ORDER_KINDS
 # The main output tag of each kind's parser (the event kinds' is EVENTS_TAG).
 MAIN_OUTPUT = {
   ORDERS_CSV: ORDER_LINES_TAG,
@@ -156,9 +156,8 @@ def build_pipeline(
   run_id = opts.run_id or new_run_id()
   show_progress = opts.progress == 'auto'
   layout = fixed_layout(opts, files)
-  # Event lines and order-csv records are parsed a chunk at a time into Arrow
-  # tables; the other kinds (fixed-width orders, the small dimension exports)
-  # one record at a time.
+  # Event lines and order records are parsed a chunk at a time into Arrow
+  # tables; the small dimension exports one record at a time.
   line_parsers = {
     EVENTS_JSONL: (EventChunkParser(opts.default_currency, now_us), parse_events.STEP),
     ACCESS_LOG: (AccessLogChunkParser(pseudonymizer, now_us), parse_access_log.STEP),
@@ -174,6 +173,7 @@ def build_pipeline(
       opts.orders_timezone,
       opts.default_currency,
       now_us,
+      threads,
     ),
     CATALOG_CSV: ParseCatalogCsv,
     TAXONOMY: ParseTaxonomy,

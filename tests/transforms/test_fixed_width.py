@@ -6,15 +6,12 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines.io.sources import ReadLines, expand_inputs, parse_source_spec
+from beam_pipelines.io.sources import CHUNK_BYTES, ReadLines, expand_inputs, parse_source_spec
 from tests.conftest import NOW_US, beam_pipeline
 from tests.golden import assert_matches_golden, outcomes
 from transforms.parse.fixed_width import cut_record, layout_from_dict, load_layout
-from transforms.parse.parse_fixed_orders import (
-  REQUIRED_COLUMNS,
-  FixedWidthOrdersParser,
-  ParseFixedWidthOrders,
-)
+from transforms.parse.order_chunks import ParseFixedWidthOrders
+from transforms.parse.parse_fixed_orders import REQUIRED_COLUMNS, FixedWidthOrdersParser
 from transforms.records import DEAD_LETTER_TAG, ORDER_LINES_TAG
 
 SAMPLES = os.path.join(os.path.dirname(__file__), '..', '..', 'samples', 'orders-fixed')
@@ -123,7 +120,9 @@ def test_ebcdic_records_without_line_ends_give_the_same_lines(pseudonymizer):
     for encoding, layout in layouts.items():
       inputs = expand_inputs([parse_source_spec(f'orders-fixed={SAMPLES}/{files[encoding]}')])
       read = p | f'Read {encoding}' >> ReadLines(
-        inputs, record_length=None if layout.newline else layout.record_length
+        inputs,
+        record_length=None if layout.newline else layout.record_length,
+        chunk_bytes=CHUNK_BYTES,
       )
       parsed[encoding] = read['records'] | f'Parse {encoding}' >> ParseFixedWidthOrders(
         layout, layout.encoding, pseudonymizer, 'Europe/London', 'GBP', NOW_US

@@ -1,16 +1,20 @@
-"""The orders-csv chunk parser gives each record the line parser's outcome.
+"""The order chunk parsers give each record the record parser's outcome.
 
 Records of every shape (the fixture, a generated export, hand-made edge cases,
 random mutations) go through parse_chunk; the records it decides must come out
-exactly as OrdersCsvParser makes them (every column), and the records it leaves
+exactly as OrdersCsvParser (FixedWidthOrdersParser) makes them (every column), and the records it leaves
 must be those the column rules do not cover.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
+from typing import Optional
 
+import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +22,9 @@ from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 from tests.conftest import NOW_US, TEST_SALT, fixture_path
 from tests.transforms import chunk_agreement
 from transforms.enrich.pseudonymize import Pseudonymizer
-from transforms.parse.order_chunks import OrdersCsvChunkParser
+from transforms.parse.fixed_width import Layout, layout_from_dict, load_layout
+from transforms.parse.order_chunks import FixedWidthOrdersChunkParser, OrdersCsvChunkParser
+from transforms.parse.parse_fixed_orders import REQUIRED_COLUMNS
 from transforms.records import LineChunk, OrderLine, RawRecord
 
 PARSER = OrdersCsvChunkParser(Pseudonymizer(TEST_SALT), 'Europe/London', 'GBP', NOW_US)
@@ -126,3 +132,97 @@ def test_a_pickled_parser_keeps_its_chunk_path():
   assert type(copy) is OrdersCsvChunkParser
   records = records_of(PLAIN)
   assert copy.parse_chunk(LineChunk.of_records(records)).table.num_rows == len(PLAIN)
+
+
+# Fixed-width exports (parse_fixed_orders.py): the samples in both code pages, a generated
+# export, mutated records, and layouts with an extra column or another type.
+SAMPLES = os.path.join(os.path.dirname(__file__), '..', '..', 'samples', 'orders-fixed')
+LAYOUTS = {
+  'cp1252': load_layout(os.path.join(SAMPLES, 'layout.yaml'), REQUIRED_COLUMNS),
+  'cp037': load_layout(os.path.join(SAMPLES, 'layout-ebcdic.yaml'), REQUIRED_COLUMNS),
+}
+
+
+def fixed_parser(layout: Layout, encoding: Optional[str] = None) -> FixedWidthOrdersChunkParser:
+  return FixedWidthOrdersChunkParser(
+    layout, encoding or layout.encoding, Pseudonymizer(TEST_SALT), 'Europe/London', 'GBP', NOW_US
+  )
+
+
+def sample_records(encoding: str) -> list[bytes]:
+  if encoding == 'cp1252':
+    with open(os.path.join(SAMPLES, 'orders.txt'), 'rb') as f:
+      return f.read().split(b'\n')  # the b'\r's kept: the record parser strips them
+  with open(os.path.join(SAMPLES, 'orders.cp037'), 'rb') as f:
+    data = f.read()
+  length = LAYOUTS['cp037'].record_length
+  return [data[i : i + length] for i in range(0, len(data), length)]
+
+
+def fixed_records_of(lines: list[bytes]) -> list[RawRecord]:
+  return chunk_agreement.records_of(lines, 'orders-fixed:test')
+
+
+@pytest.mark.parametrize('encoding', ['cp1252', 'cp037'])
+def test_fixed_width_samples_take_the_column_path_where_they_can(encoding):
+  records = fixed_records_of(sample_records(encoding))
+  parser = fixed_parser(LAYOUTS[encoding])
+  left = chunk_agreement.assert_same_outcomes(parser, records, OrderLine)
+  # Four good records; a bad quantity, a bad date, a short record (and the empty last line).
+  assert parser.parse_chunk(LineChunk.of_records(records)).table.num_rows == 4
+  assert len(left) == len(records) - 4
+
+
+def test_a_generated_fixed_width_export(tmp_path):
+  generate(GeneratorConfig(output_dir=str(tmp_path), events=3000, days=2))
+  with open(tmp_path / 'orders-fixed.txt', 'rb') as f:
+    lines = [line.rstrip(b'\n') for line in f]
+  records = fixed_records_of(lines)
+  left = chunk_agreement.assert_same_outcomes(fixed_parser(LAYOUTS['cp1252']), records, OrderLine)
+  assert len(left) < len(records) / 10
+
+
+def test_an_extra_column_must_convert_and_other_types_leave_every_record():
+  spec = yaml.safe_load(open(os.path.join(SAMPLES, 'layout.yaml'), encoding='utf-8'))
+  spec['record_length'] = 104
+  spec['columns'].append({'name': 'branch', 'start': 101, 'length': 4, 'type': 'int'})
+  lines = [line.rstrip(b'\r') for line in sample_records('cp1252') if line.strip()]
+  records = fixed_records_of([line + b'0042' for line in lines] + [lines[0] + b'00x2'])
+  parser = fixed_parser(layout_from_dict(spec, REQUIRED_COLUMNS))
+  left = chunk_agreement.assert_same_outcomes(parser, records, OrderLine)
+  assert len(records) in left  # the branch that is no number
+  spec['columns'][3]['type'] = 'decimal'  # quantity
+  parser = fixed_parser(layout_from_dict(spec, REQUIRED_COLUMNS))
+  assert parser.parse_chunk(LineChunk.of_records(records)).table.num_rows == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.randoms(use_true_random=False), st.sampled_from(['cp1252', 'cp037']))
+def test_mutated_fixed_width_records(rng: random.Random, encoding: str):
+  alphabet = b' -+0129Cc\r\t\x81\xe9\x40\xf0\xc3'
+  lines = []
+  for line in sample_records(encoding):
+    data = bytearray(line)
+    for _ in range(rng.randint(0, 3)):
+      if data:
+        at = rng.randrange(len(data))
+        if rng.random() < 0.1:
+          del data[at]
+        else:
+          data[at] = rng.choice(alphabet)
+    lines.append(bytes(data))
+  parser = fixed_parser(LAYOUTS[encoding])
+  chunk_agreement.assert_same_outcomes(parser, fixed_records_of(lines), OrderLine)
+
+
+def test_a_byte_the_code_page_lacks_in_any_column_leaves_the_record():
+  layout = LAYOUTS['cp1252']
+  good = sample_records('cp1252')[0].rstrip(b'\r')
+  lines = [good]
+  for column in layout.columns:
+    broken = bytearray(good)
+    broken[column.start] = 0x81  # not in Windows-1252
+    lines.append(bytes(broken))
+  records = fixed_records_of(lines)
+  left = chunk_agreement.assert_same_outcomes(fixed_parser(layout), records, OrderLine)
+  assert left == set(range(2, len(lines) + 1))

@@ -1,4 +1,7 @@
-"""ParseFixedWidthOrders: fixed-width order exports (cp1252 or EBCDIC) to OrderLines.
+"""Fixed-width order exports (cp1252 or EBCDIC) to OrderLines: the parser of one record.
+
+order_chunks.py parses a chunk of records at a time with these rules, and
+leaves the records its columns do not cover to FixedWidthOrdersParser.
 
 The columns come from a layout file (fixed_width.py) that must name
 invoice_no, stock_code, description, quantity, invoice_date, unit_price,
@@ -10,21 +13,12 @@ detail names every column at fault.
 
 from __future__ import annotations
 
-import apache_beam as beam
-
-from transforms.dead_letters import ParseRecords, RecordError, RecordFiltered
+from transforms.dead_letters import RecordError, RecordFiltered
 from transforms.enrich.pseudonymize import Pseudonymizer
 from transforms.event_time import EventTimeError, check_plausible
 from transforms.parse.fixed_width import Layout, cut_record
 from transforms.parse.parse_orders import clean_customer_id, order_line, timezone
-from transforms.records import (
-  DEAD_LETTER_TAG,
-  ORDER_LINES_TAG,
-  DeadLetter,
-  OrderLine,
-  RawRecord,
-  typed_outputs,
-)
+from transforms.records import OrderLine, RawRecord
 
 STEP = 'parse_orders_fixed'
 REQUIRED_COLUMNS = (
@@ -101,27 +95,3 @@ class FixedWidthOrdersParser:
       position=record.position,
       pseudonymizer=self.pseudonymizer,
     )
-
-
-class ParseFixedWidthOrders(beam.PTransform):
-  """RawRecords of a fixed-width order export to OrderLines, with dead letters."""
-
-  def __init__(
-    self,
-    layout: Layout,
-    encoding: str,
-    pseudonymizer: Pseudonymizer,
-    tz_name: str,
-    currency: str,
-    now_us: int,
-  ):
-    super().__init__()
-    self._parser = FixedWidthOrdersParser(
-      layout, encoding, pseudonymizer, tz_name, currency, now_us
-    )
-
-  def expand(self, records):
-    outputs = records | 'ParseFixedRecords' >> beam.ParDo(
-      ParseRecords(self._parser, STEP)
-    ).with_output_types(OrderLine).with_outputs(DEAD_LETTER_TAG, main=ORDER_LINES_TAG)
-    return typed_outputs(outputs, **{DEAD_LETTER_TAG: DeadLetter})
