@@ -52,19 +52,14 @@ from beam_pipelines.pipelines.options import (
 from transforms import accounting, day_window
 from transforms.dead_letters import DateTimelessLetters, first_times_of_tables
 from transforms.enrich.events import EnrichEvents
-from transforms.enrich.product_dimension import (
-  PARSED_TAG,
-  JoinProductDimension,
-  KeyedDimension,
-  ParseCatalogCsv,
-  ParseTaxonomy,
-)
+from transforms.enrich.product_dimension import PARSED_TAG, JoinProductDimension, KeyedDimension
 from transforms.enrich.pseudonymize import Pseudonymizer
 from transforms.event_batches import from_batch
 from transforms.event_time import parse_event_time
 from transforms.orders import BuildOrders
 from transforms.parse import parse_access_log, parse_events
 from transforms.parse.access_log_chunks import AccessLogChunkParser
+from transforms.parse.dimension_chunks import ParseCatalogCsv, ParseTaxonomy
 from transforms.parse.event_chunks import EventChunkParser
 from transforms.parse.fixed_width import Layout, load_layout
 from transforms.parse.order_chunks import ParseFixedWidthOrders, ParseOrdersCsv
@@ -89,8 +84,6 @@ from transforms.sessions.sessionize import Sessionize
 
 _LOGGER = logging.getLogger(__name__)
 
-# The kinds besides the event kinds read as LineChunks and parsed a chunk at a time.
-CHUNKED_KINDS = ORDER_KINDS
 # The main output tag of each kind's parser (the event kinds' is EVENTS_TAG).
 MAIN_OUTPUT = {
   ORDERS_CSV: ORDER_LINES_TAG,
@@ -156,8 +149,8 @@ def build_pipeline(
   run_id = opts.run_id or new_run_id()
   show_progress = opts.progress == 'auto'
   layout = fixed_layout(opts, files)
-  # Event lines and order records are parsed a chunk at a time into Arrow
-  # tables; the small dimension exports one record at a time.
+  # Every kind is parsed a chunk at a time into Arrow tables; the event kinds'
+  # tables go on as tables, the others' records one by one.
   line_parsers = {
     EVENTS_JSONL: (EventChunkParser(opts.default_currency, now_us), parse_events.STEP),
     ACCESS_LOG: (AccessLogChunkParser(pseudonymizer, now_us), parse_access_log.STEP),
@@ -175,8 +168,8 @@ def build_pipeline(
       now_us,
       threads,
     ),
-    CATALOG_CSV: ParseCatalogCsv,
-    TAXONOMY: ParseTaxonomy,
+    CATALOG_CSV: lambda: ParseCatalogCsv(threads),
+    TAXONOMY: lambda: ParseTaxonomy(threads),
   }
 
   # The event kinds are read and parsed in one step, so that their files and
@@ -199,7 +192,7 @@ def build_pipeline(
       [f for f in files if f.kind == kind],
       show_progress,
       record_length,
-      chunk_bytes=CHUNK_BYTES if kind in CHUNKED_KINDS else None,
+      chunk_bytes=CHUNK_BYTES,
     )
     outputs = read['records'] | f'Parse {kind}' >> parsers[kind]()
     parsed[kind] = outputs[MAIN_OUTPUT[kind]]

@@ -30,6 +30,7 @@ from beam_pipelines.io.kafka_offsets import CommitOffsets, commit_hold_s
 from beam_pipelines.io.kinesis import KinesisConfig, KinesisRecord, ReadFromKinesis
 from beam_pipelines.io.sources import (
   CATALOG_CSV,
+  CHUNK_BYTES,
   DIMENSION_KINDS,
   TAXONOMY,
   ReadLines,
@@ -44,14 +45,10 @@ from beam_pipelines.pipelines.batch_pipeline import (
 )
 from beam_pipelines.pipelines.options import ShopstreamOptions, parse_pipeline_options
 from transforms.enrich.events import EnrichEvents
-from transforms.enrich.product_dimension import (
-  PARSED_TAG,
-  KeyedDimension,
-  ParseCatalogCsv,
-  ParseTaxonomy,
-)
+from transforms.enrich.product_dimension import PARSED_TAG, KeyedDimension
 from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
 from transforms.event_time import EventTimeError, parse_event_time
+from transforms.parse.dimension_chunks import ParseCatalogCsv, ParseTaxonomy
 from transforms.parse.parse_events import ParseEventsJsonl
 from transforms.records import (
   DEAD_LETTER_TAG,
@@ -168,7 +165,9 @@ def build_streaming_pipeline(
   # in batch), and joined by RefreshingProductJoin, which reloads it on change.
   dead_letters = []
   for kind in sorted({f.kind for f in files}):
-    read = p | f'Read {kind}' >> ReadLines([f for f in files if f.kind == kind])
+    read = p | f'Read {kind}' >> ReadLines(
+      [f for f in files if f.kind == kind], chunk_bytes=CHUNK_BYTES
+    )
     outputs = read['records'] | f'Parse {kind}' >> PARSERS[kind]()
     _ = outputs[PARSED_TAG] | f'Count {kind}' >> KeyedDimension(DIMENSION_IDS[kind])
     dead_letters.extend([read[DEAD_LETTER_TAG], outputs[DEAD_LETTER_TAG]])

@@ -38,6 +38,8 @@ PLAIN = [
   '536381,22139,TEA SET,+3,7/1/2011 8:26:30,1e1,,EIRE',
   '536382,m,Manual,1,12/1/2010 8:26,-5.00,17850,Narnia',
   '536383,,no code,1_000,12/1/2010 8:26,0,17850.0,de',
+  '536384,22139,"A, ""quoted"" one",1,12/1/2010 8:26,1,,"Korea, Republic of"',
+  '"536385","POST"," ",1,"12/1/2010 8:26","18.00","","United Kingdom"',
 ]
 # Records the line parser must decide: its filters, its dead letters, quotes, bytes.
 OTHER = [
@@ -54,7 +56,9 @@ OTHER = [
   '536423,22139,Old,1,12/1/1990 8:26,1,,United Kingdom',
   ',22139,No invoice,1,12/1/2010 8:26,1,,United Kingdom',
   'C,22139,Only C,-1,12/1/2010 8:26,1,,United Kingdom',
-  '536424,22139,"A, quoted",1,12/1/2010 8:26,1,,United Kingdom',
+  '536424,22139,12" RULER,1,12/1/2010 8:26,1,,United Kingdom',
+  '536424,22139,"A, quoted"x,1,12/1/2010 8:26,1,,United Kingdom',
+  '536424,22139, "A, quoted",1,12/1/2010 8:26,1,,United Kingdom',
   '536425,22139,"two\nlines",1,12/1/2010 8:26,1,,United Kingdom',
   '536426,22139,caf\u00e9,1,12/1/2010 8:26,1,,France',
   '536427,22139,a column short,1,12/1/2010 8:26,1,United Kingdom',
@@ -85,8 +89,11 @@ def test_plain_records_take_the_column_path_with_the_line_parsers_outcome():
     'product',
     'adjustment',
     'product',
+    'product',
+    'service',
   ]
   assert table.column('position').to_pylist() == list(range(1, len(PLAIN) + 1))
+  assert table.column('description').to_pylist()[-2:] == ['A, "quoted" one', None]
 
 
 def test_other_records_are_left_to_the_line_parser():

@@ -10,6 +10,7 @@ once. A product listed twice keeps its first row (by source, line) and the
 rest count as duplicates. Records whose product is not in the catalog keep
 flowing with empty product columns and are counted (``unknown_product``).
 
+    catalog = chunks | ParseCatalogCsv()   # parse/dimension_chunks.py, with this module's rules
     products = catalog[PARSED_TAG] | KeyedDimension('product_id')
     categories = taxonomy[PARSED_TAG] | KeyedDimension('category_id')
     events | JoinProductDimension(products, categories, Event)
@@ -26,16 +27,13 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 
 from transforms import accounting
-from transforms.dead_letters import ParseRecords, RecordError, RecordFiltered
+from transforms.dead_letters import RecordError, RecordFiltered
 from transforms.event_batches import map_distinct
 from transforms.parse.csv_lines import csv_fields, decode_legacy
 from transforms.records import (
-  DEAD_LETTER_TAG,
   Category,
-  DeadLetter,
   Product,
   RawRecord,
-  typed_outputs,
 )
 
 CATALOG_STEP = 'parse_catalog_csv'
@@ -89,27 +87,6 @@ def parse_catalog_line(record: RawRecord) -> Product:
     record.source,
     record.position,
   )
-
-
-def _parse(records, parse_fn, step: str, record_type: type):
-  outputs = records | beam.ParDo(ParseRecords(parse_fn, step)).with_output_types(
-    record_type
-  ).with_outputs(DEAD_LETTER_TAG, main=PARSED_TAG)
-  return typed_outputs(outputs, **{DEAD_LETTER_TAG: DeadLetter})
-
-
-class ParseCatalogCsv(beam.PTransform):
-  """RawRecords of the catalog export to Products, with dead letters."""
-
-  def expand(self, records):
-    return _parse(records, parse_catalog_line, CATALOG_STEP, Product)
-
-
-class ParseTaxonomy(beam.PTransform):
-  """RawRecords of the taxonomy text to Categories, with dead letters."""
-
-  def expand(self, records):
-    return _parse(records, parse_taxonomy_line, TAXONOMY_STEP, Category)
 
 
 class _KeepFirst(accounting.CountingDoFn):

@@ -1,13 +1,13 @@
 """The order exports a chunk of records at a time, as Arrow columns.
 
-Most records of an export are plain: in the CSV, printable ASCII with no quotes
-and eight fields; in a fixed-width export, a record of the layout's length.
-Those are cut in Arrow kernels or numpy (CSV fields at their commas, fixed-width
-columns at their offsets), and the rules of the record parsers (parse_orders.py,
-parse_fixed_orders.py) run once per distinct value: dates, quantities with
-prices (and so amounts), stock codes, customers, countries. A record the rules
-would reject or filter, or that is not plain (quoted fields, a line break in one,
-other bytes, the header, a record of another length), goes to the record
+Most records of an export are plain: in the CSV, printable ASCII with eight
+fields, each plain or quoted whole (csv_columns.py); in a fixed-width export, a
+record of the layout's length. Those are cut in Arrow kernels or numpy, and the
+rules of the record parsers (parse_orders.py, parse_fixed_orders.py) run once
+per distinct value: dates, quantities with prices (and so amounts), stock
+codes, customers, countries. A record the rules
+would reject or filter, or that is not plain (a quote inside a field, a line break
+in one, other bytes, the header, a record of another length), goes to the record
 parser, which gives its outcome; so a record's outcome does not depend on the
 path it took (tests compare the two paths record by record).
 
@@ -26,22 +26,22 @@ from decimal import Decimal
 from functools import partial
 from typing import NamedTuple, Optional
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.dead_letters import RecordError
 from transforms.enrich.pseudonymize import Pseudonymizer
-from transforms.event_batches import as_numpy, from_batch, map_distinct, rows_of, schema_of
+from transforms.event_batches import as_numpy, map_distinct, rows_of, schema_of
 from transforms.event_time import EventTimeError, check_plausible
 from transforms.fixed_fields import string_bytes
 from transforms.parse.countries import iso_country
+from transforms.parse.csv_columns import csv_columns
 from transforms.parse.fixed_width import Column, ColumnError, Layout, convert
 from transforms.parse.line_chunks import ParsedChunk, plain_lines
 from transforms.parse.parse_fixed_orders import STEP as ORDERS_FIXED_STEP
 from transforms.parse.parse_fixed_orders import FixedWidthOrdersParser
-from transforms.parse.parse_line_chunks import ParseLineChunks
+from transforms.parse.parse_line_chunks import ParseRecordChunks
 from transforms.parse.parse_orders import (
   COLUMNS,
   MAX_QUANTITY,
@@ -54,9 +54,8 @@ from transforms.parse.parse_orders import (
   parse_local_time,
 )
 from transforms.parse.parse_orders import STEP as ORDERS_CSV_STEP
-from transforms.records import DEAD_LETTER_TAG, ORDER_LINES_TAG, LineChunk, OrderLine
+from transforms.records import ORDER_LINES_TAG, LineChunk, OrderLine
 
-_PLAIN_RECORD = '^[^",]*' + ',[^",]*' * (len(COLUMNS) - 1) + '$'
 _MONEY_TYPES = [pa.int64(), pa.string(), pa.string(), pa.bool_()]
 _NO_MONEY = (None, None, None, None)
 
@@ -186,14 +185,9 @@ class OrdersCsvChunkParser(OrdersCsvParser):
     """The order lines of the chunk's plain records, and its other records as RawRecords."""
     candidates = np.flatnonzero(plain_lines(chunk.lines))
     lines = rows_of(chunk.lines, candidates).cast(pa.string())
-    plain = as_numpy(pc.match_substring_regex(lines, _PLAIN_RECORD))
-    candidates = candidates[plain]
-    # Eight fields a record: flattened, field k of every record is every eighth value.
-    values = pc.list_flatten(pc.split_pattern(rows_of(lines, np.flatnonzero(plain)), ','))
-    width = len(COLUMNS)
-    invoice, stock, description, quantity, date, price, customer, country = (
-      values.take(pa.array(np.arange(k, len(values), width))) for k in range(width)
-    )
+    matched, fields = csv_columns(lines, len(COLUMNS))
+    candidates = candidates[matched]
+    invoice, stock, description, quantity, date, price, customer, country = fields
     # The header is left to the record parser too: "InvoiceDate" is no date.
     order_time = map_distinct([date], self.order_time, [pa.int64()])[0]
     quantity, unit_price, amount, negative = map_distinct(
@@ -335,27 +329,7 @@ class FixedWidthOrdersChunkParser(FixedWidthOrdersParser):
     return order_lines(self, chunk, candidates, fields)
 
 
-class _ParseOrderChunks(beam.PTransform):
-  """LineChunks of one order export kind to OrderLines on ORDER_LINES_TAG, the rest
-  filtered or dead-lettered on DEAD_LETTER_TAG.
-
-  Chunks are parsed on ``threads`` threads (ParseLineChunks); the lines go on as records,
-  which the order steps take (an export holds few lines next to the event streams).
-  """
-
-  def __init__(self, kind: str, parser, step: str, threads: int):
-    super().__init__()
-    self._parse = ParseLineChunks({kind: (parser, step)}, OrderLine, ORDER_LINES_TAG, threads)
-
-  def expand(self, chunks):
-    outputs = chunks | 'ParseChunks' >> self._parse
-    lines = outputs[ORDER_LINES_TAG] | 'OrderLines' >> beam.FlatMap(
-      partial(from_batch, OrderLine)
-    ).with_output_types(OrderLine)
-    return {ORDER_LINES_TAG: lines, DEAD_LETTER_TAG: outputs[DEAD_LETTER_TAG]}
-
-
-class ParseOrdersCsv(_ParseOrderChunks):
+class ParseOrdersCsv(ParseRecordChunks):
   """LineChunks of order CSV records (ReadLines with chunk_bytes) to OrderLines and
   DeadLetters."""
 
@@ -363,10 +337,10 @@ class ParseOrdersCsv(_ParseOrderChunks):
     self, pseudonymizer: Pseudonymizer, tz_name: str, currency: str, now_us: int, threads: int = 1
   ):
     parser = OrdersCsvChunkParser(pseudonymizer, tz_name, currency, now_us)
-    super().__init__('orders-csv', parser, ORDERS_CSV_STEP, threads)
+    super().__init__('orders-csv', parser, ORDERS_CSV_STEP, OrderLine, ORDER_LINES_TAG, threads)
 
 
-class ParseFixedWidthOrders(_ParseOrderChunks):
+class ParseFixedWidthOrders(ParseRecordChunks):
   """LineChunks of fixed-width order records (ReadLines with chunk_bytes, and the layout's
   record_length when it has no line ends) to OrderLines and DeadLetters."""
 
@@ -381,4 +355,4 @@ class ParseFixedWidthOrders(_ParseOrderChunks):
     threads: int = 1,
   ):
     parser = FixedWidthOrdersChunkParser(layout, encoding, pseudonymizer, tz_name, currency, now_us)
-    super().__init__('orders-fixed', parser, ORDERS_FIXED_STEP, threads)
+    super().__init__('orders-fixed', parser, ORDERS_FIXED_STEP, OrderLine, ORDER_LINES_TAG, threads)

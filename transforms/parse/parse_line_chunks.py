@@ -6,11 +6,13 @@ may be parsed on a small thread pool (pooled_dofn.py), and the second core of
 an in-process run parses while the first runs Python.
 
     chunks | ParseLineChunks({'access-log': (parser, 'parse_access_log')}, Event, 'events')
+    chunks | ParseRecordChunks('taxonomy', parser, 'parse_taxonomy', Category, 'parsed')
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from functools import partial
 from typing import NamedTuple, Union
 
 import apache_beam as beam
@@ -19,7 +21,7 @@ from apache_beam import pvalue
 
 from transforms import accounting
 from transforms.dead_letters import DeadLetter, ParseFn, kind_of_source, record_outcome
-from transforms.event_batches import to_batch
+from transforms.event_batches import from_batch, to_batch
 from transforms.pooled_dofn import PooledDoFn
 from transforms.records import DEAD_LETTER_TAG, LineChunk
 
@@ -114,3 +116,24 @@ class ParseLineChunks(beam.PTransform):
     ).with_outputs(DEAD_LETTER_TAG, main=self._main_tag)
     outputs[DEAD_LETTER_TAG].element_type = DeadLetter
     return outputs
+
+
+class ParseRecordChunks(beam.PTransform):
+  """ParseLineChunks of one kind whose records go on one by one, as the steps after it take
+  them (orders, the product dimension: few records next to the events): records on
+  ``main_tag``, DeadLetters on DEAD_LETTER_TAG."""
+
+  def __init__(
+    self, kind: str, parser: ParseFn, step: str, record_type: type, main_tag: str, threads=1
+  ):
+    super().__init__()
+    self._parse = ParseLineChunks({kind: (parser, step)}, record_type, main_tag, threads)
+    self._record_type = record_type
+    self._main_tag = main_tag
+
+  def expand(self, chunks):
+    outputs = chunks | 'ParseChunks' >> self._parse
+    records = outputs[self._main_tag] | 'Records' >> beam.FlatMap(
+      partial(from_batch, self._record_type)
+    ).with_output_types(self._record_type)
+    return {self._main_tag: records, DEAD_LETTER_TAG: outputs[DEAD_LETTER_TAG]}
