@@ -49,7 +49,7 @@ from beam_pipelines.pipelines.options import (
   parse_pipeline_options,
   worker_threads,
 )
-from transforms import accounting, day_window
+from transforms import accounting, day_window, event_chain
 from transforms.dead_letters import DateTimelessLetters, first_times_of_tables
 from transforms.enrich.events import EnrichEvents
 from transforms.enrich.product_dimension import PARSED_TAG, JoinProductDimension, KeyedDimension
@@ -205,9 +205,9 @@ def build_pipeline(
   events = []
   if event_files:
     events.append(
-      parsed[EVENTS_TAG]
-      | 'Enrich' >> EnrichEvents(pseudonymizer, opts.site_host)
-      | 'JoinProducts' >> join(pa.Table)
+      event_chain.enriched(
+        parsed[EVENTS_TAG], EnrichEvents(pseudonymizer, opts.site_host), join(pa.Table)
+      )
     )
   if window:
     events = [
@@ -217,11 +217,10 @@ def build_pipeline(
       for n, kind_events in enumerate(events)
     ]
   if events:
-    sessionized = (
-      tuple(events)
-      | 'Deduplicate' >> DeduplicateEvents(buckets, threads)
-      | 'Sessionize'
-      >> Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, buckets, threads)
+    sessionized = event_chain.sessionized(
+      tuple(events),
+      DeduplicateEvents(buckets, threads),
+      Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, buckets, threads),
     )
     day_events, day_sessions = sessionized[EVENTS_TAG], sessionized[SESSIONS_TAG]
     if window:

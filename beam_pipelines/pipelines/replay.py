@@ -65,7 +65,7 @@ from beam_pipelines.pipelines.options import (
   parse_pipeline_options,
   worker_threads,
 )
-from transforms import accounting, day_window
+from transforms import accounting, day_window, event_chain
 from transforms.dead_letters import (
   RecordError,
   RecordFiltered,
@@ -302,24 +302,23 @@ def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymize
   ]
   p = beam.Pipeline(options=options)
 
-  def join_products(records, record_type: type, label: str):
+  def product_join(record_type: type) -> Optional[beam.PTransform]:
     if not dimension:
-      return records
-    return records | label >> beam.ParDo(
-      RefreshingProductJoin(dimension, refresh_s=float('inf'))
-    ).with_output_types(record_type)
+      return None
+    return beam.ParDo(RefreshingProductJoin(dimension, refresh_s=float('inf'))).with_output_types(
+      record_type
+    )
 
   existing = p | 'ReadEvents' >> ReadTable(tables.EVENTS, output, context_days(plan.affected_days))
-  recovered = (
-    p
-    | 'Recovered' >> beam.Create(plan.recovered).with_output_types(Event)
-    | 'Enrich' >> EnrichEvents(pseudonymizer, opts.site_host)
+  recovered = event_chain.enriched(
+    p | 'Recovered' >> beam.Create(plan.recovered).with_output_types(Event),
+    EnrichEvents(pseudonymizer, opts.site_host),
+    product_join(Event),
   )
-  sessionized = (
-    (existing, join_products(recovered, Event, 'JoinProducts'))
-    | 'Deduplicate' >> DeduplicateEvents(buckets, threads)
-    | 'Sessionize'
-    >> Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, buckets, threads)
+  sessionized = event_chain.sessionized(
+    (existing, recovered),
+    DeduplicateEvents(buckets, threads),
+    Sessionize(opts.session_gap_minutes * 60, opts.max_session_hours * 3600, buckets, threads),
   )
   stored_lines = (
     p
@@ -329,10 +328,9 @@ def fold(plan: ReplayPlan, options: PipelineOptions, pseudonymizer: Pseudonymize
   recovered_lines = p | 'RecoveredLines' >> beam.Create(plan.recovered_lines).with_output_types(
     OrderLine
   )
-  orders = (
-    stored_lines,
-    join_products(recovered_lines, OrderLine, 'JoinProductsToLines'),
-  ) | 'BuildOrders' >> BuildOrders(buckets)
+  if dimension:
+    recovered_lines = recovered_lines | 'JoinProductsToLines' >> product_join(OrderLine)
+  orders = (stored_lines, recovered_lines) | 'BuildOrders' >> BuildOrders(buckets)
 
   def of_days(pcoll, days: list[str], time_of, record_type: type, label: str):
     if pcoll.element_type is pa.Table:  # the columnar steps' output: a replay is small

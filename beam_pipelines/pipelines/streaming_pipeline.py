@@ -44,6 +44,7 @@ from beam_pipelines.pipelines.batch_pipeline import (
   CountDeadLetters,
 )
 from beam_pipelines.pipelines.options import ShopstreamOptions, parse_pipeline_options
+from transforms import event_chain
 from transforms.enrich.events import EnrichEvents
 from transforms.enrich.product_dimension import PARSED_TAG, KeyedDimension
 from transforms.enrich.pseudonymize import Pseudonymizer, salt_from_environment
@@ -187,18 +188,19 @@ def build_streaming_pipeline(
     # of range).
     | 'Parse' >> ParseEventsJsonl(opts.default_currency, None)
   )
-  sessionized = (
-    parsed[EVENTS_TAG]
-    | 'Enrich' >> EnrichEvents(pseudonymizer, opts.site_host)
-    | 'JoinProducts' >> join.with_output_types(Event)
-    | 'EventTime' >> TimestampByEventTime()
-    | 'Deduplicate' >> DeduplicateStreaming(opts.dedup_hours * 3600)
-    | 'Sessionize'
-    >> SessionizeStreaming(
+  enriched = event_chain.enriched(
+    parsed[EVENTS_TAG],
+    EnrichEvents(pseudonymizer, opts.site_host),
+    join.with_output_types(Event),
+  )
+  sessionized = event_chain.sessionized(
+    enriched | 'EventTime' >> TimestampByEventTime(),
+    DeduplicateStreaming(opts.dedup_hours * 3600),
+    SessionizeStreaming(
       opts.session_gap_minutes * 60,
       opts.max_session_hours * 3600,
       opts.allowed_lateness_minutes * 60,
-    )
+    ),
   )
   rows = {
     tables.EVENTS.name: sessionized[EVENTS_TAG]

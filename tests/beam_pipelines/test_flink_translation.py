@@ -9,6 +9,7 @@ the SDK harness environment is the PROCESS one the nodes have.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import apache_beam as beam
@@ -21,6 +22,7 @@ from apache_beam.transforms import environments
 from beam_pipelines.pipelines import batch_pipeline, streaming_pipeline
 from beam_pipelines.pipelines.runner_config import IN_PROCESS_RUNNER, load_runner_config
 from tests.conftest import fixture_path
+from transforms import event_chain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _T = common_urns.primitives
@@ -132,3 +134,43 @@ def test_the_stream_declares_state_and_splittable_dofns(tmp_path):
     common_urns.requirements.REQUIRES_STATEFUL_PROCESSING.urn,
     common_urns.requirements.REQUIRES_SPLITTABLE_DOFN.urn,
   }
+
+
+def stateful_steps(proto) -> set[str]:
+  """The top-level steps holding a ParDo with state or timers (what a runner keeps state for)."""
+  names = set()
+  for transform in proto.components.transforms.values():
+    if transform.spec.urn != _T.PAR_DO.urn:
+      continue
+    payload = beam_runner_api_pb2.ParDoPayload.FromString(transform.spec.payload)
+    if payload.state_specs or payload.timer_family_specs:
+      names.add(transform.unique_name.split('/')[0])
+  return names
+
+
+@pytest.mark.parametrize('name', sorted(PIPELINES))
+def test_every_mode_runs_the_event_chain_in_its_order(name, tmp_path):
+  """event_chain.py's steps, top level and in order (a mode's own step may sit between the
+  halves); the stream's state lives in Deduplicate and Sessionize only, names a runner
+  maps state by."""
+  config, build, flags = PIPELINES[name]
+  proto = proto_of(config, build, flags(tmp_path))
+  transforms = proto.components.transforms
+  top = {t.unique_name: t for t in transforms.values() if t.unique_name.count('/') == 0}
+  assert set(event_chain.STEPS) <= set(top)
+  producer = {pcoll: step.unique_name for step in top.values() for pcoll in step.outputs.values()}
+
+  def upstream(step: str) -> set[str]:
+    seen, todo = set(), [step]
+    while todo:
+      for pcoll in top[todo.pop()].inputs.values():
+        if pcoll in producer and producer[pcoll] not in seen:
+          seen.add(producer[pcoll])
+          todo.append(producer[pcoll])
+    return seen
+
+  for earlier, later in itertools.pairwise(event_chain.STEPS):
+    assert earlier in upstream(later), (earlier, later)
+  assert event_chain.SESSIONIZE not in upstream(event_chain.ENRICH)
+  if 'stream' in name:
+    assert stateful_steps(proto) == {event_chain.DEDUPLICATE, event_chain.SESSIONIZE}
