@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 from transforms.dead_letters import RecordError, RecordFiltered, check_size
@@ -14,6 +15,23 @@ def records_of(lines: list, source: str) -> list[RawRecord]:
     RawRecord(source, n, line if isinstance(line, bytes) else line.encode(), 0)
     for n, line in enumerate(lines, 1)
   ]
+
+
+def mutated(rng: random.Random, lines: list, alphabet: bytes, deletes: float = 0.0) -> list:
+  """Each line with up to three bytes replaced by one of ``alphabet``'s, or (that often)
+  deleted: the shapes a chunk parser must tell from its plain ones."""
+  out = []
+  for line in lines:
+    data = bytearray(line if isinstance(line, bytes) else line.encode())
+    for _ in range(rng.randint(0, 3)):
+      if data:
+        at = rng.randrange(len(data))
+        if rng.random() < deletes:
+          del data[at]
+        else:
+          data[at] = rng.choice(alphabet)
+    out.append(bytes(data))
+  return out
 
 
 def line_outcome(parser, record: RawRecord):

@@ -116,11 +116,5 @@ def test_mutated_records(rng: random.Random):
     (CATALOG, PLAIN_CATALOG + OTHER_CATALOG, Product),
     (TAXONOMY, PLAIN_TAXONOMY + OTHER_TAXONOMY, Category),
   ):
-    mutated = []
-    for line in lines:
-      data = bytearray(line.encode())
-      for _ in range(rng.randint(0, 3)):
-        if data:
-          data[rng.randrange(len(data))] = rng.choice(alphabet)
-      mutated.append(bytes(data))
+    mutated = chunk_agreement.mutated(rng, lines, alphabet)
     chunk_agreement.assert_same_outcomes(parser, records_of(mutated, 'x'), record_type)

@@ -122,14 +122,7 @@ def test_an_empty_chunk():
 @given(st.randoms(use_true_random=False))
 def test_mutated_records(rng: random.Random):
   alphabet = b' ,"-+./:_\t\n\xe9CcaZ059'
-  lines = []
-  for line in PLAIN + OTHER:
-    data = bytearray(line.encode())
-    for _ in range(rng.randint(0, 3)):
-      if data:
-        data[rng.randrange(len(data))] = rng.choice(alphabet)
-    lines.append(bytes(data))
-  assert_same_outcomes(records_of(lines))
+  assert_same_outcomes(records_of(chunk_agreement.mutated(rng, PLAIN + OTHER, alphabet)))
 
 
 def test_a_pickled_parser_keeps_its_chunk_path():
@@ -207,17 +200,7 @@ def test_an_extra_column_must_convert_and_other_types_leave_every_record():
 @given(st.randoms(use_true_random=False), st.sampled_from(['cp1252', 'cp037']))
 def test_mutated_fixed_width_records(rng: random.Random, encoding: str):
   alphabet = b' -+0129Cc\r\t\x81\xe9\x40\xf0\xc3'
-  lines = []
-  for line in sample_records(encoding):
-    data = bytearray(line)
-    for _ in range(rng.randint(0, 3)):
-      if data:
-        at = rng.randrange(len(data))
-        if rng.random() < 0.1:
-          del data[at]
-        else:
-          data[at] = rng.choice(alphabet)
-    lines.append(bytes(data))
+  lines = chunk_agreement.mutated(rng, sample_records(encoding), alphabet, deletes=0.1)
   parser = fixed_parser(LAYOUTS[encoding])
   chunk_agreement.assert_same_outcomes(parser, fixed_records_of(lines), OrderLine)
 
