@@ -1,6 +1,7 @@
 """The ``shopstream`` command and what its commands do beyond assembling pipelines.
 
-    commands.py     the argument parser and one handler per command (``main``)
+    arguments.py    every command's arguments, defaults and help (``build_parser``)
+    commands.py     one handler per command, and ``main``
     report.py       ``shopstream report``: one HTML page about an output folder
     deploy_emr.py   ``shopstream deploy emr``: the jobs on Flink on Amazon EMR
 
