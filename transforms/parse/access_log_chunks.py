@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.dead_letters import RecordFiltered
-from transforms.event_batches import as_numpy, map_distinct, rows_of, schema_of
+from transforms.event_batches import as_numpy, map_distinct, schema_of
 from transforms.event_time import MAX_FUTURE_US, MIN_PLAUSIBLE_US, US_PER_SECOND
 from transforms.fixed_fields import days_from_civil, number_at, string_bytes
-from transforms.parse.line_chunks import ParsedChunk, plain_lines
+from transforms.parse.line_chunks import ParsedChunk, ascii_text, plain_lines
 from transforms.parse.normalize import content_id
 from transforms.parse.parse_access_log import AccessLogParser, page_request
 from transforms.records import Event, LineChunk
@@ -124,11 +124,9 @@ class AccessLogChunkParser(AccessLogParser):
   def parse_chunk(self, chunk: LineChunk) -> ParsedChunk:
     """The events of the chunk's plain lines, and its other lines as RawRecords."""
     payloads = chunk.lines
-    candidates = np.flatnonzero(plain_lines(payloads))
-    lines = rows_of(payloads, candidates).cast(pa.string())
-    matched = as_numpy(pc.match_substring_regex(lines, _PLAIN_LINE))
-    fields = line_fields(rows_of(lines, np.flatnonzero(matched)))
-    candidates = candidates[matched]
+    plain = plain_lines(payloads) & as_numpy(pc.match_substring_regex(payloads, _PLAIN_LINE))
+    candidates = np.flatnonzero(plain)
+    fields = line_fields(ascii_text(payloads, plain))
     event_time, real = log_times_us(fields['time'])
     in_bounds = (
       real & (event_time >= MIN_PLAUSIBLE_US) & (event_time <= self.now_us + MAX_FUTURE_US)

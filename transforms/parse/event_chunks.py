@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from transforms.dead_letters import FieldError
-from transforms.event_batches import as_numpy, map_distinct, rows_of, schema_of
+from transforms.event_batches import as_numpy, map_distinct, schema_of
 from transforms.event_time import (
   MAX_FUTURE_US,
   MILLIS_THRESHOLD,
@@ -41,7 +41,7 @@ from transforms.event_time import (
 )
 from transforms.fixed_fields import string_bytes
 from transforms.parse.event_types import canonical_event_type
-from transforms.parse.line_chunks import ParsedChunk, plain_lines
+from transforms.parse.line_chunks import ParsedChunk, ascii_text, plain_lines
 from transforms.parse.normalize import (
   KNOWN_FIELDS,
   MAX_ID_LENGTH,
@@ -66,10 +66,14 @@ _PLAIN_OBJECT = r'^ *\{ *' + _PAIR + r'(?: *, *' + _PAIR + r')* *\} *$'
 # word followed by a colon is a key: the text between a closing and the next
 # opening quote always holds a ',' or ':', which a word cannot.
 _INTEGER_VALUE = '(' + _KEY + r' *: *)(-?[0-9]+)'
+# Whether a plain line has one: a quote before a colon always ends a key.
+_INTEGER_AFTER_KEY = r'" *: *-?[0-9]'
 _NUMBER_TIME = r'"event_time" *: *-?[0-9]'
 # Beyond 2**53 a float no longer holds every integer, and Python's int / 1000
 # rounds once where numpy would round twice: the line parser decides those.
 _EXACT_FLOAT = 2**53
+# A Python value given to a compute function makes pyarrow 16 try to import pandas (as_numpy).
+_NEWLINE = pa.scalar('\n')
 
 _ID_FIELDS = ('user_id', 'anonymous_id', 'product_id', 'category_id', 'order_id', 'ip')
 _TEXT_FIELDS = ('page_url', 'referrer', 'user_agent')
@@ -107,12 +111,11 @@ class EventChunkParser(EventLineParser):
   def parse_chunk(self, chunk: LineChunk) -> ParsedChunk:
     """The events of the chunk's plain lines, and its other lines as RawRecords."""
     payloads = chunk.lines
-    candidates = np.flatnonzero(plain_lines(payloads))
-    lines = rows_of(payloads, candidates).cast(pa.string())
-    plain = as_numpy(pc.match_substring_regex(lines, _PLAIN_OBJECT))
-    candidates = candidates[plain]
-    lines = rows_of(lines, np.flatnonzero(plain))
-    table = _read_objects(lines) if len(lines) else None
+    plain = plain_lines(payloads) & as_numpy(pc.match_substring_regex(payloads, _PLAIN_OBJECT))
+    candidates = np.flatnonzero(plain)
+    lines = ascii_text(payloads, plain)
+    with_integer = as_numpy(pc.match_substring_regex(lines, _INTEGER_AFTER_KEY))
+    table = _read_objects(lines, with_integer) if len(lines) else None
     if table is None:  # none plain, or a key twice in a line: the line parser decides
       return ParsedChunk(pa.Table.from_pylist([], schema_of(Event)), {}, chunk.records())
 
@@ -130,7 +133,10 @@ class EventChunkParser(EventLineParser):
     keep &= event_type.is_valid().to_numpy(zero_copy_only=False)
     columns['event_type'] = event_type
 
-    is_number = pc.match_substring_regex(lines, _NUMBER_TIME).to_numpy(zero_copy_only=False)
+    is_number = np.zeros(len(lines), bool)  # only a line with an integer value can have one
+    is_number[with_integer] = as_numpy(
+      pc.match_substring_regex(lines.filter(pa.array(with_integer)), _NUMBER_TIME)
+    )
     event_time = self._event_times(table['event_time'].combine_chunks(), is_number)
     keep &= ~np.isnan(event_time)
     event_time = np.nan_to_num(event_time).astype(np.int64)
@@ -231,11 +237,18 @@ def _time_of_text(text: Optional[str]) -> float:
   return float(micros) if abs(micros) < _EXACT_FLOAT else float('nan')
 
 
-def _read_objects(lines: pa.Array) -> Optional[pa.Table]:
+def _read_objects(lines: pa.StringArray, with_integer: np.ndarray) -> Optional[pa.Table]:
   """The objects of plain lines as a table of text columns (every field the schema names,
-  plus any other key), or None when Arrow's reader refuses them."""
-  texts = pc.replace_substring_regex(lines, _INTEGER_VALUE, r'\1"\2"')
-  body = pc.binary_join_element_wise(texts, '\n', '').buffers()[2]
+  plus any other key), or None when Arrow's reader refuses them. Integer values are
+  rewritten as strings first, in the lines that have one only."""
+  texts = lines
+  if with_integer.all():
+    texts = pc.replace_substring_regex(lines, _INTEGER_VALUE, r'\1"\2"')
+  elif with_integer.any():
+    mask = pa.array(with_integer)
+    rewritten = pc.replace_substring_regex(lines.filter(mask), _INTEGER_VALUE, r'\1"\2"')
+    texts = pc.replace_with_mask(lines, mask, rewritten)
+  body = pc.binary_join_element_wise(texts, _NEWLINE, '').buffers()[2]
   try:
     table = pa_json.read_json(
       pa.BufferReader(body),

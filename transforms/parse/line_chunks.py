@@ -35,3 +35,15 @@ def plain_lines(payloads: pa.BinaryArray) -> np.ndarray:
   plain[np.searchsorted(offsets, unusual + offsets[0], side='right') - 1] = False
   lengths = np.diff(offsets)
   return plain & (lengths > 0) & (lengths <= MAX_RECORD_BYTES)
+
+
+def ascii_text(payloads: pa.BinaryArray, plain: np.ndarray) -> pa.StringArray:
+  """The plain lines (plain_lines, and whatever a parser asks more) as text.
+
+  Printable ASCII is UTF-8, so this is a view, not a checked cast. A parser's own
+  pattern runs on the bytes of every line before: one filter after it copies less
+  than a take of the plain lines before it and another after (measured).
+  """
+  if plain.all():
+    return payloads.view(pa.string())
+  return payloads.filter(pa.array(plain)).view(pa.string())
