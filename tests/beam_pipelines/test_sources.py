@@ -1,5 +1,6 @@
 import gzip
 import io
+import zlib
 
 import apache_beam as beam
 import pytest
@@ -86,6 +87,32 @@ def test_a_truncated_gzip_keeps_what_was_read_and_reports_the_rest(tmp_path):
       read[DEAD_LETTER_TAG] | beam.Map(lambda d: (d.reason, d.step)),
       equal_to([('unreadable_input', 'read_lines')]),
       label='dead letter',
+    )
+
+
+def test_a_truncated_fixed_length_export_reports_the_record_it_stopped_after(tmp_path):
+  """Without line ends a position counts records, and every record before the failure
+  is read, also those of an array not yet full."""
+  data = gzip.compress(b''.join(b'R%07d' % n for n in range(20000)))
+  cut = data[: len(data) // 2]
+  (tmp_path / 'cut.txt.gz').write_bytes(cut)
+  readable = len(zlib.decompressobj(wbits=31).decompress(cut)) // 8
+  assert 0 < readable % 10_000  # the failure comes inside an array of records
+  files = expand_inputs([parse_source_spec(f'orders-fixed={tmp_path}/cut.txt.gz')])
+  with beam_pipeline() as p:
+    read = p | ReadLines(files, record_length=8)
+    assert_that(
+      read['records'] | beam.combiners.Count.Globally(), equal_to([readable]), label='records'
+    )
+    assert_that(
+      read[DEAD_LETTER_TAG]
+      | beam.Map(
+        lambda d: (
+          int(d.position) > 1,
+          d.detail.startswith(f'input unreadable after record {int(d.position) - 1}: '),
+        )
+      ),
+      equal_to([(True, True)]),
     )
 
 
