@@ -47,7 +47,8 @@ _BATCH = coders.FastPrimitivesCoder()
 
 
 class LineChunkCoder(coders.Coder):
-  """records.LineChunk: its source, position and time, and its lines as one list.
+  """records.LineChunk: its source, position and time, its lines as one list, and the
+  records' line offsets (a list, or None).
 
   Chunks are parsed where they are read (the two steps fuse), so this runs
   only where a runner moves one between workers. The runner sizes the first
@@ -55,16 +56,23 @@ class LineChunkCoder(coders.Coder):
   """
 
   def encode(self, value) -> bytes:
-    source, first_position, input_time, lines = value
-    return _BATCH.encode((source, first_position, input_time, lines.to_pylist()))
+    source, first_position, input_time, lines, line_offsets = value
+    offsets = None if line_offsets is None else line_offsets.to_pylist()
+    return _BATCH.encode((source, first_position, input_time, lines.to_pylist(), offsets))
 
   def decode(self, encoded: bytes):
     import pyarrow as pa
 
     from transforms.records import LineChunk
 
-    source, first_position, input_time, lines = _BATCH.decode(encoded)
-    return LineChunk(source, first_position, input_time, pa.array(lines, pa.binary()))
+    source, first_position, input_time, lines, offsets = _BATCH.decode(encoded)
+    return LineChunk(
+      source,
+      first_position,
+      input_time,
+      pa.array(lines, pa.binary()),
+      None if offsets is None else pa.array(offsets, pa.int64()),
+    )
 
   def estimate_size(self, value) -> int:
     return value.lines.nbytes + 64

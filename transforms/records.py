@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Optional
 
+import numpy as np
 import pyarrow as pa
 from apache_beam import coders
 
@@ -279,37 +280,53 @@ class RetentionCohort(NamedTuple):
 
 
 class LineChunk(NamedTuple):
-  """Consecutive lines of one input as one Arrow array, handed on as one element (ReadLines).
+  """Consecutive records of one input as one Arrow array, handed on as one element
+  (ReadLines): lines, or CSV records, some of which may span lines.
 
-  No Python object per line: the chunk parsers read ``lines`` as a column,
-  and only the lines they leave to a line parser become RawRecords.
+  No Python object per record: the chunk parsers read ``lines`` as a column,
+  and only the records they leave to a line parser become RawRecords.
   """
 
   source: str
-  first_position: int  # the position of lines[0]; the others follow one by one
+  first_position: int  # the position of lines[0]
   input_time: int
   lines: pa.BinaryArray
+  # Each record's position less first_position, when a record spans lines (CSV);
+  # None when the positions follow one by one.
+  line_offsets: Optional[pa.Int64Array] = None
 
   @classmethod
   def of_records(cls, records: Sequence[RawRecord]) -> LineChunk:
-    """The chunk of consecutive RawRecords of one source (as tests build them)."""
+    """The chunk of RawRecords of one source, in order (as tests build them)."""
     first = records[0] if records else RawRecord('', 1, b'', 0)
+    offsets = [r.position - first.position for r in records]
     return cls(
       first.source,
       first.position,
       first.input_time,
       pa.array([r.payload for r in records], pa.binary()),
+      None if offsets == list(range(len(records))) else pa.array(offsets, pa.int64()),
     )
 
+  def positions(self) -> np.ndarray:
+    """The position of each record."""
+    if self.line_offsets is None:
+      return np.arange(len(self.lines), dtype=np.int64) + self.first_position
+    return self.line_offsets.to_numpy() + self.first_position
+
   def records(self, indices: Optional[Iterable[int]] = None) -> list[RawRecord]:
-    """The lines at ``indices`` (default: all), as RawRecords."""
+    """The records at ``indices`` (default: all), as RawRecords."""
     if indices is None:
-      indices = range(len(self.lines))
-    indices = list(indices)
-    payloads = self.lines.take(pa.array(indices, pa.int64())).to_pylist() if indices else []
+      payloads, positions = self.lines.to_pylist(), self.positions().tolist()
+    else:
+      indices = list(indices)
+      if not indices:
+        return []
+      payloads = self.lines.take(pa.array(indices, pa.int64())).to_pylist()
+      positions = self.positions()[indices].tolist()
     return [
-      RawRecord(self.source, self.first_position + i, payload, self.input_time)
-      for i, payload in zip(indices, payloads, strict=True)
+      RawRecord(self.source, position, payload, self.input_time)
+      for position, payload in zip(positions, payloads, strict=True)
     ]
 
 

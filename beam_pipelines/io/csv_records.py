@@ -6,15 +6,15 @@ it; ``csv_record_arrays`` joins such lines back into one record (with b'\\n'
 between them), deciding where a record ends exactly as Python's csv module
 does, the module the line parsers split fields with.
 
-    for records, lines_spanned in csv_record_arrays(line_arrays(stream)):
-        ...  # records[i] is at line first + i; only the last may span lines
+    for records, lines_spanned, line_offsets in csv_record_arrays(line_arrays(stream)):
+        ...  # records[i] is at line first + line_offsets[i] (first + i if None)
 
 Only lines holding a quote can open such a record, so lines without one pass
-through as they are (no Python object per line). A record that spans lines
-always ends its array, so the position of every record stays the line it
-starts on. A quote left open for more than MAX_RECORD_LINES lines, or at the
-end of the input, opens nothing: its line is a record of its own, and the line
-parser says what is wrong with it.
+through as they are (no Python object per line). The records of an array keep
+the line each starts on (``line_offsets``), so an export whose records mostly
+span lines still comes in arrays of many records. A quote left open for more
+than MAX_RECORD_LINES lines, or at the end of the input, opens nothing: its
+line is a record of its own, and the line parser says what is wrong with it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import itertools
 from collections.abc import Iterator
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -63,30 +63,52 @@ def record_line_count(lines: pa.BinaryArray, start: int) -> Optional[int]:
   return None
 
 
-def _cut(lines: pa.BinaryArray, final: bool) -> Iterator[tuple[pa.BinaryArray, int]]:
-  """(records, lines they span) of ``lines``; ends with (the lines from the first record
-  still open, -1) unless ``final``."""
+class RecordArray(NamedTuple):
+  """Records of one input, as the readers hand them on."""
+
+  records: pa.BinaryArray
+  lines: int  # how many lines of the input they span
+  # The line of each record, counted from the first record's (0), when one of them spans
+  # lines; None when each record is one line, so that record i is at line i.
+  line_offsets: Optional[pa.Int64Array] = None
+
+
+def _cut(lines: pa.BinaryArray, final: bool) -> tuple[Optional[RecordArray], pa.BinaryArray]:
+  """(the records of ``lines``, or None if there are none; the lines from the first record
+  still open at the end, empty when ``final``)."""
+  pieces: list[pa.BinaryArray] = []  # runs of one-line records, and joined records
+  offsets: list[np.ndarray] = []  # each piece's records' lines
+  joined = False
   start = 0  # the first line not yet handed on
+  held = lines[len(lines) :]
   for i in lines_with_quotes(lines).tolist():
     if i < start:
       continue  # inside a record already joined
     count = record_line_count(lines, i)
     if count is None and not final and len(lines) - i < MAX_RECORD_LINES:
-      if i > start:
-        yield lines[start:i], i - start
-      yield lines[i:], -1
-      return
+      held = lines[i:]  # the next array may close it
+      break
     if count is None or count == 1:
       continue  # open to the end of the input, or too long: a line on its own
-    record = b'\n'.join(lines[i : i + count].to_pylist())
-    yield pa.concat_arrays([lines[start:i], pa.array([record], pa.binary())]), i - start + count
+    pieces += [
+      lines[start:i],
+      pa.array([b'\n'.join(lines[i : i + count].to_pylist())], pa.binary()),
+    ]
+    offsets += [np.arange(start, i), np.array([i])]
+    joined = True
     start = i + count
-  if start < len(lines):
-    yield lines[start:], len(lines) - start
+  end = len(lines) - len(held)
+  pieces.append(lines[start:end])
+  offsets.append(np.arange(start, end))
+  records = pa.concat_arrays(pieces) if len(pieces) > 1 else pieces[0]
+  if not len(records):
+    return None, held
+  line_offsets = pa.array(np.concatenate(offsets), pa.int64()) if joined else None
+  return RecordArray(records, end, line_offsets), held
 
 
-def csv_record_arrays(arrays: Iterator[pa.BinaryArray]) -> Iterator[tuple[pa.BinaryArray, int]]:
-  """(an array of CSV records, how many lines they span) for the line arrays of one input.
+def csv_record_arrays(arrays: Iterator[pa.BinaryArray]) -> Iterator[RecordArray]:
+  """The CSV records of the line arrays of one input, an array at a time.
 
   An array is cut once the next one is known (or known not to come). When reading the
   next fails, the records before it are still handed on, then the error is raised.
@@ -100,13 +122,11 @@ def csv_record_arrays(arrays: Iterator[pa.BinaryArray]) -> Iterator[tuple[pa.Bin
       following = next(arrays, None)
     except Exception as e:  # the reader's own: a corrupt gzip, say
       following, error = None, e
-    if held is not None:
-      lines, held = pa.concat_arrays([held, lines]), None
-    for records, spanned in _cut(lines, final=following is None):
-      if spanned < 0:
-        held = records
-      else:
-        yield records, spanned
+    if held is not None and len(held):
+      lines = pa.concat_arrays([held, lines])
+    records, held = _cut(lines, final=following is None)
+    if records is not None:
+      yield records
     if error is not None:
       raise error
     lines = following

@@ -23,7 +23,7 @@ from apache_beam import pvalue
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.io.csv_records import csv_record_arrays
+from beam_pipelines.io.csv_records import RecordArray, csv_record_arrays
 from beam_pipelines.io.file_ranges import (
   RANGE_BYTES,
   FileRange,
@@ -243,15 +243,17 @@ def fixed_record_arrays(stream, record_length: int) -> Iterator[pa.BinaryArray]:
 
 def record_arrays(
   stream, kind: str, record_length: Optional[int] = None, chunk_bytes: int = CHUNK_BYTES
-) -> Iterator[tuple[pa.BinaryArray, int]]:
-  """(records, how many lines they span) of a stream of one kind: lines, fixed-length
-  records, or for the CSV kinds CSV records, which may span lines."""
+) -> Iterator[RecordArray]:
+  """The records of a stream of one kind, an array at a time: lines, fixed-length records
+  (a position counts them), or for the CSV kinds CSV records, which may span lines."""
   if record_length is not None:
-    return ((records, len(records)) for records in fixed_record_arrays(stream, record_length))
+    return (
+      RecordArray(records, len(records)) for records in fixed_record_arrays(stream, record_length)
+    )
   arrays = line_arrays(stream, chunk_bytes)
   if kind in CSV_KINDS:
     return csv_record_arrays(arrays)
-  return ((lines, len(lines)) for lines in arrays)
+  return (RecordArray(lines, len(lines)) for lines in arrays)
 
 
 def record_parsers(opts, layout, pseudonymizer, now_us: int) -> dict[str, tuple]:
@@ -298,9 +300,9 @@ def parse_file(file: InputFile, parse, record_length: Optional[int] = None) -> I
   raw, stream = open_input(file.path)
   try:
     position = 1
-    for records, spanned in record_arrays(stream, file.kind, record_length):
-      for n, payload in enumerate(records.to_pylist(), position):
-        record = RawRecord(file.source, n, payload, file.mtime_us)
+    for records, spanned, line_offsets in record_arrays(stream, file.kind, record_length):
+      chunk = LineChunk(file.source, position, file.mtime_us, records, line_offsets)
+      for record in chunk.records():
         try:
           check_size(record)
           yield record, parse(record)
@@ -336,18 +338,19 @@ class _ReadFileLines(beam.DoFn):
   def process(self, file_range: tuple[InputFile, FileRange]) -> Iterator:
     file, _ = file_range
     source, mtime_us = file.source, file.mtime_us
-    for first, lines in self._line_arrays(*file_range):
-      if isinstance(lines, pvalue.TaggedOutput):
-        yield lines
-      elif self._chunk_bytes is not None:
-        yield LineChunk(source, first, mtime_us, lines)
+    for first, records in self._line_arrays(*file_range):
+      if isinstance(records, pvalue.TaggedOutput):
+        yield records
+        continue
+      chunk = LineChunk(source, first, mtime_us, records.records, records.line_offsets)
+      if self._chunk_bytes is not None:
+        yield chunk
       else:
-        for n, payload in enumerate(lines.to_pylist(), first):
-          yield RawRecord(source, n, payload, mtime_us)
+        yield from chunk.records()
 
   def _line_arrays(self, file: InputFile, byte_range: FileRange) -> Iterator:
-    """(position of the first, an array of lines) a chunk at a time, then a dead letter if
-    the rest is unreadable."""
+    """(position of the first, a RecordArray) a chunk at a time, then a dead letter if the
+    rest is unreadable."""
     source = file.source
     raw, stream = open_input(file.path)
     if (byte_range.start, byte_range.end) != (0, file.size):
@@ -361,9 +364,9 @@ class _ReadFileLines(beam.DoFn):
       arrays = record_arrays(
         stream, file.kind, self._record_length, self._chunk_bytes or CHUNK_BYTES
       )
-      for lines, spanned in arrays:
-        yield position + 1, lines
-        position += spanned
+      for records in arrays:
+        yield position + 1, records
+        position += records.lines
         if progress is not None:
           progress.update(raw.tell() - byte_range.start - progress.n)
     except (EOFError, OSError, zlib.error) as e:

@@ -8,8 +8,10 @@ input line counts, and scans every written table for PII from the inputs.
 
 from __future__ import annotations
 
+import csv
 import glob
 import gzip
+import io
 import json
 import os
 import re
@@ -21,6 +23,7 @@ import pytest
 from beam_pipelines import cli
 from beam_pipelines.dev.sample_data import GeneratorConfig, generate
 from tests.conftest import fixture_path
+from transforms.parse.parse_line_chunks import FEWEST_FOR_COLUMNS
 
 SNAPSHOT_TABLES = ('interactions', 'item_pairs', 'customers', 'retention_cohorts')
 GAP_US = 30 * 60 * 1_000_000
@@ -490,3 +493,40 @@ def test_a_line_break_in_a_quoted_field_stays_in_its_order_line(tmp_path):
   assert [row[:4] for row in got] == referee
   assert got[0][2] == 'WHITE HANGING HEART\nT-LIGHT HOLDER'
   assert [row[4] for row in got] == [2, 4, 5, 8]
+
+
+def test_an_export_of_many_records_with_line_breaks_keeps_every_position(tmp_path):
+  """Enough records for the column path, a third of them spanning lines: DuckDB's CSV
+  reader says what each line holds, Python's csv module which line each starts on."""
+  header = b'InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n'
+  rows = [
+    b'5%05d,%d,"%s",%d,12/1/2010 8:26,2.55,17850.0,EIRE\n'
+    % (n // 4, 20000 + n, b'TWO\nLINES' if n % 3 == 0 else b'ONE LINE', n % 7 + 1)
+    for n in range(2 * FEWEST_FOR_COLUMNS)
+  ]
+  source = tmp_path / 'orders.csv'
+  source.write_bytes(header + b''.join(rows))
+  out = tmp_path / 'out'
+  argv = ['run', '--source', f'orders-csv={source}', '--output', str(out), '--progress', 'never']
+  assert run_cli([*argv, '--reference-time', '2026-06-01T00:00:00Z']) == 0
+  assert not os.path.exists(out / 'dead_letter')
+  con = duckdb.connect()
+  got = con.execute(
+    'select order_id, product_id, description, quantity, position '
+    f"from read_parquet('{out}/order_lines/*/*.parquet') order by position"
+  ).fetchall()
+  referee = con.execute(
+    f"""select InvoiceNo, StockCode, Description, Quantity::bigint
+      from read_csv('{source}', header = true, all_varchar = true, quote = '"', escape = '"')"""
+  ).fetchall()
+  reader = csv.reader(io.StringIO(source.read_text(), newline=''))
+  next(reader)
+  starts = []
+  while True:
+    line = reader.line_num + 1
+    if next(reader, None) is None:
+      break
+    starts.append(line)
+  assert [row[:4] for row in got] == referee
+  assert [row[4] for row in got] == starts
+  assert starts[:4] == [2, 4, 5, 6]

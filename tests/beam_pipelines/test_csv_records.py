@@ -13,15 +13,16 @@ from hypothesis import strategies as st
 
 from beam_pipelines.io.csv_records import MAX_RECORD_LINES, csv_record_arrays, lines_with_quotes
 from beam_pipelines.io.sources import line_arrays
+from transforms.records import LineChunk
 
 
 def numbered_records(data: bytes, chunk_bytes: int) -> list[tuple[int, bytes]]:
   """(position, record) as the reader hands them on: positions count lines."""
   out, position = [], 1
-  for records, spanned in csv_record_arrays(line_arrays(io.BytesIO(data), chunk_bytes)):
-    records = records.to_pylist()
-    out.extend(enumerate(records, position))
-    position += spanned
+  for array in csv_record_arrays(line_arrays(io.BytesIO(data), chunk_bytes)):
+    chunk = LineChunk('orders-csv:test', position, 0, array.records, array.line_offsets)
+    out.extend((record.position, record.payload) for record in chunk.records())
+    position += array.lines
   return out
 
 
@@ -70,6 +71,19 @@ def test_a_line_break_in_a_quoted_field_joins_the_lines():
   ]
 
 
+def test_records_that_span_lines_share_an_array():
+  """An export whose every description has a line break comes in big arrays, not one
+  array per record, each record at the line it starts on."""
+  data = b''.join(b'%d,"first\nsecond",x\n' % n for n in range(5000))
+  arrays = list(csv_record_arrays(line_arrays(io.BytesIO(data), 1 << 16)))
+  assert sum(len(array.records) for array in arrays) == 5000
+  assert len(arrays) < 5000 // 100
+  assert numbered_records(data, 1 << 16)[-2:] == [
+    (9997, b'4998,"first\nsecond",x'),
+    (9999, b'4999,"first\nsecond",x'),
+  ]
+
+
 def test_a_quote_open_at_the_end_or_too_long_leaves_each_line_alone():
   assert numbered_records(b'1,x\n2,"open\n3,y', 1 << 20) == [
     (1, b'1,x'),
@@ -90,8 +104,8 @@ def test_records_before_a_failed_read_are_handed_on():
   stream = gzip.GzipFile(fileobj=io.BytesIO(broken))
   got = []
   with pytest.raises(EOFError):
-    for arrays, _ in csv_record_arrays(line_arrays(stream, 1024)):
-      got.extend(arrays.to_pylist())
+    for array in csv_record_arrays(line_arrays(stream, 1024)):
+      got.extend(array.records.to_pylist())
   # Every record read before the failure, each whole, the last perhaps as its first line.
   assert len(got) > 1000
   assert got[:-1] == records[: len(got) - 1]

@@ -74,8 +74,8 @@ def records_in(kind: str, data: bytes) -> int:
   if kind != 'orders-csv':
     return data.count(b'\n')
   arrays = list(csv_record_arrays(line_arrays(io.BytesIO(data))))
-  assert sum(spanned for _, spanned in arrays) == data.count(b'\n')
-  return sum(len(records) for records, _ in arrays)
+  assert sum(array.lines for array in arrays) == data.count(b'\n')
+  return sum(len(array.records) for array in arrays)
 
 
 TABLE_NAMES = {'events', 'sessions', 'orders', 'order_lines', 'dead_letter'}

@@ -13,11 +13,18 @@ from transforms.event_batches import from_batch
 from transforms.parse import parse_access_log, parse_events
 from transforms.parse.access_log_chunks import AccessLogChunkParser
 from transforms.parse.event_chunks import EventChunkParser
-from transforms.parse.parse_line_chunks import ParseChunks, ParseLineChunks, parse_chunk
+from transforms.parse.parse_line_chunks import (
+  FEWEST_FOR_COLUMNS,
+  ParseChunks,
+  ParseLineChunks,
+  parse_chunk,
+)
 from transforms.records import DEAD_LETTER_TAG, EVENTS_TAG, Event, LineChunk, RawRecord
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'fixtures')
 LINES_PER_CHUNK = 7
+# Chunks this small go to the line parser by default: these tests hold the column path.
+COLUMNS = {'fewest_for_columns': 1}
 
 
 def fixture_chunks(kind: str, name: str) -> list[LineChunk]:
@@ -45,11 +52,12 @@ def chunks():
   return fixture_chunks('events-jsonl', 'events.jsonl') + fixture_chunks('access-log', 'access.log')
 
 
-def one_by_one(chunks, parsers):
-  """Every chunk's outcome, parsed in order on this thread, without Beam."""
+def one_by_one(chunks, parsers, fewest_for_columns=1):
+  """Every chunk's outcome, parsed in order on this thread, without Beam (by default the
+  chunk parsers' column path, whatever a chunk's size)."""
   events, letters, counts = [], [], accounting.Counts()
   for chunk in chunks:
-    outcome = parse_chunk(chunk, parsers, Event)
+    outcome = parse_chunk(chunk, parsers, Event, fewest_for_columns)
     events += [event for table in outcome.tables for event in from_batch(Event, table)]
     letters += outcome.dead_letters
     for (kind, subject), n in outcome.counts.items():
@@ -76,7 +84,7 @@ def test_a_pipeline_gives_the_same_rows_letters_and_counts_on_any_number_of_thre
   outputs = (
     p
     | beam.Create(chunks, reshuffle=False)
-    | ParseLineChunks(parsers, Event, EVENTS_TAG, threads=threads)
+    | ParseLineChunks(parsers, Event, EVENTS_TAG, threads=threads, **COLUMNS)
   )
   rows = outputs[EVENTS_TAG] | beam.FlatMap(lambda table: from_batch(Event, table))
   assert_that(rows, equal_to(events), label='Events')
@@ -97,7 +105,7 @@ def test_a_failing_parser_fails_the_bundle_on_a_pool_thread_too(chunks, parsers)
     def parse_chunk(self, chunk):
       raise RuntimeError('parser bug')
 
-  dofn = ParseChunks({**parsers, 'events-jsonl': (Broken(), 'step')}, Event, threads=2)
+  dofn = ParseChunks({**parsers, 'events-jsonl': (Broken(), 'step')}, Event, 2, **COLUMNS)
   dofn.setup()
   dofn.start_bundle()
   with pytest.raises(RuntimeError, match='parser bug'):
@@ -105,3 +113,23 @@ def test_a_failing_parser_fails_the_bundle_on_a_pool_thread_too(chunks, parsers)
       list(dofn.process(chunk))
     list(dofn.finish_bundle())
   dofn.teardown()
+
+
+def test_a_chunk_of_few_lines_goes_to_the_line_parser_with_the_same_outcome(chunks, parsers):
+  class ColumnsRefused:
+    """The event parser as a line parser; its column path must not be asked."""
+
+    def __call__(self, record):
+      return parsers['events-jsonl'][0](record)
+
+    def parse_chunk(self, chunk):
+      raise AssertionError(f'a chunk of {len(chunk.lines)} lines took the column path')
+
+  assert all(len(chunk.lines) < FEWEST_FOR_COLUMNS for chunk in chunks)
+  by_line = {**parsers, 'events-jsonl': (ColumnsRefused(), parsers['events-jsonl'][1])}
+  events, letters, counts = one_by_one(chunks, by_line, fewest_for_columns=FEWEST_FOR_COLUMNS)
+  column_events, column_letters, column_counts = one_by_one(chunks, parsers)
+  # The column path hands on a chunk's column-decided events before the rest.
+  assert sorted(events, key=repr) == sorted(column_events, key=repr)
+  assert letters == column_letters
+  assert dict(counts) == dict(column_counts)

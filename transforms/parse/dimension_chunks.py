@@ -112,7 +112,7 @@ class CatalogCsvChunkParser:
       'price': price.take(rows),
       'currency': currency.take(rows),
       'source': pa.array([chunk.source] * len(kept), pa.string()),
-      'position': pa.array(kept + chunk.first_position, pa.int64()),
+      'position': pa.array(chunk.positions()[kept], pa.int64()),
     }
     return ParsedChunk(_table(Product, columns), {}, _rest(chunk, kept))
 
@@ -138,7 +138,7 @@ class TaxonomyChunkParser:
       'category_id': category_id,
       'category_path': pc.binary_join(trimmed, ' > '),
       'source': pa.array([chunk.source] * len(candidates), pa.string()),
-      'position': pa.array(candidates + chunk.first_position, pa.int64()),
+      'position': pa.array(chunk.positions()[candidates], pa.int64()),
     }
     return ParsedChunk(_table(Category, columns), {}, _rest(chunk, candidates))
 

@@ -145,7 +145,7 @@ def order_lines(
     'country': map_distinct([country_name], iso_country, [pa.string()])[0],
     'country_name': country_name,
     'source': pa.array([chunk.source] * len(rows), pa.string()),
-    'position': pa.array(candidates[keep] + chunk.first_position, pa.int64()),
+    'position': pa.array(chunk.positions()[candidates[keep]], pa.int64()),
   }
   schema = schema_of(OrderLine)
   table = pa.Table.from_arrays(

@@ -25,6 +25,15 @@ from transforms.event_batches import from_batch, to_batch
 from transforms.pooled_dofn import PooledDoFn
 from transforms.records import DEAD_LETTER_TAG, LineChunk
 
+# Fewer records than this go to the line parser whole. A chunk parser makes dozens
+# of Arrow calls whose cost does not shrink with the chunk (each compiles its pattern
+# anew, and pyarrow 16 looks for pandas on every Python value): 6-17 ms a chunk,
+# against 0.01-0.03 ms a record for the line parsers, which were still 1.3-4x faster
+# at 256 events, access-log or order lines (measured on a loaded machine). Small
+# chunks are the ends of files and byte ranges, and small files (dimension files,
+# the fixtures of most tests).
+FEWEST_FOR_COLUMNS = 256
+
 
 class ChunkOutcome(NamedTuple):
   """What one chunk gave: tables of parsed records, dead letters, and its counts."""
@@ -35,19 +44,22 @@ class ChunkOutcome(NamedTuple):
 
 
 def parse_chunk(
-  chunk: LineChunk, parsers: Mapping[str, tuple[ParseFn, str]], record_type: type
+  chunk: LineChunk,
+  parsers: Mapping[str, tuple[ParseFn, str]],
+  record_type: type,
+  fewest_for_columns: int = FEWEST_FOR_COLUMNS,
 ) -> ChunkOutcome:
   """Parses one chunk with the parser of its kind, touching no Beam state (safe on any thread).
 
   A parse function with a ``parse_chunk(chunk)`` method parses most lines as
-  columns and leaves the rest to itself as a line parser; any other parses
-  each line.
+  columns and leaves the rest to itself as a line parser; any other, and any
+  chunk of fewer than ``fewest_for_columns`` lines, parses each line.
   """
   parse, step = parsers[kind_of_source(chunk.source)]
   counts = accounting.Counts()
   tables: list[pa.Table] = []
   chunk_parser = getattr(parse, 'parse_chunk', None)
-  if chunk_parser is None:
+  if chunk_parser is None or len(chunk.lines) < fewest_for_columns:
     rest = chunk.records()
   else:
     parsed_chunk = chunk_parser(chunk)
@@ -78,14 +90,19 @@ class ParseChunks(PooledDoFn):
   """
 
   def __init__(
-    self, parsers: Mapping[str, tuple[ParseFn, str]], record_type: type, threads: int = 1
+    self,
+    parsers: Mapping[str, tuple[ParseFn, str]],
+    record_type: type,
+    threads: int = 1,
+    fewest_for_columns: int = FEWEST_FOR_COLUMNS,
   ):
     super().__init__(threads)
     self._parsers = dict(parsers)
     self._record_type = record_type
+    self._fewest_for_columns = fewest_for_columns
 
   def work(self, chunk: LineChunk) -> ChunkOutcome:
-    return parse_chunk(chunk, self._parsers, self._record_type)
+    return parse_chunk(chunk, self._parsers, self._record_type, self._fewest_for_columns)
 
   def emit(self, outcome: ChunkOutcome) -> Iterator[Union[pa.Table, pvalue.TaggedOutput]]:
     self.add_counts(outcome.counts)
@@ -105,9 +122,10 @@ class ParseLineChunks(beam.PTransform):
     record_type: type,
     main_tag: str,
     threads: int = 1,
+    fewest_for_columns: int = FEWEST_FOR_COLUMNS,
   ):
     super().__init__()
-    self._dofn = ParseChunks(parsers, record_type, threads)
+    self._dofn = ParseChunks(parsers, record_type, threads, fewest_for_columns)
     self._main_tag = main_tag
 
   def expand(self, chunks):
