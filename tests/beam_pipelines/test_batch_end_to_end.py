@@ -464,6 +464,25 @@ def test_events_and_order_lines_carry_the_product_dimension(run_output):
   )
 
 
+def order_lines_and_referee(source, out) -> tuple[list, list]:
+  """Runs the batch CLI on an orders CSV (which must give no dead letter), then gives its
+  order lines (order_id, product_id, description, quantity, position) by position and
+  DuckDB's read of the same CSV (InvoiceNo, StockCode, Description without carriage returns, Quantity)."""
+  argv = ['run', '--source', f'orders-csv={source}', '--output', str(out), '--progress', 'never']
+  assert run_cli([*argv, '--reference-time', '2026-06-01T00:00:00Z']) == 0
+  assert not os.path.exists(out / 'dead_letter')
+  con = duckdb.connect()
+  got = con.execute(
+    'select order_id, product_id, description, quantity, position '
+    f"from read_parquet('{out}/order_lines/*/*.parquet') order by position"
+  ).fetchall()
+  referee = con.execute(
+    f"""select InvoiceNo, StockCode, replace(Description, chr(13), ''), Quantity::bigint
+      from read_csv('{source}', header = true, all_varchar = true, quote = '"', escape = '"')"""
+  ).fetchall()
+  return got, referee
+
+
 def test_a_line_break_in_a_quoted_field_stays_in_its_order_line(tmp_path):
   """DuckDB's CSV reader is the referee: the same lines, descriptions and all; each line's
   position is the line of the file it starts on."""
@@ -476,20 +495,9 @@ def test_a_line_break_in_a_quoted_field_stays_in_its_order_line(tmp_path):
     b'536366,22632,HAND WARMER RED,6,12/1/2010 8:28,1.85,17850.0,EIRE\r\n'
   )
   out = tmp_path / 'out'
-  argv = ['run', '--source', f'orders-csv={source}', '--output', str(out), '--progress', 'never']
-  assert run_cli([*argv, '--reference-time', '2026-06-01T00:00:00Z']) == 0
+  got, referee = order_lines_and_referee(source, out)
   summary = json.loads((out / '_summary.json').read_text())
   assert summary['sources'][f'orders-csv:{source}']['read'] == 5  # the header and 4 records
-  assert not os.path.exists(out / 'dead_letter')
-  con = duckdb.connect()
-  got = con.execute(
-    'select order_id, product_id, description, quantity, position '
-    f"from read_parquet('{out}/order_lines/*/*.parquet') order by position"
-  ).fetchall()
-  referee = con.execute(
-    f"""select InvoiceNo, StockCode, replace(Description, chr(13), ''), Quantity::bigint
-      from read_csv('{source}', header = true, all_varchar = true, quote = '"', escape = '"')"""
-  ).fetchall()
   assert [row[:4] for row in got] == referee
   assert got[0][2] == 'WHITE HANGING HEART\nT-LIGHT HOLDER'
   assert [row[4] for row in got] == [2, 4, 5, 8]
@@ -506,19 +514,7 @@ def test_an_export_of_many_records_with_line_breaks_keeps_every_position(tmp_pat
   ]
   source = tmp_path / 'orders.csv'
   source.write_bytes(header + b''.join(rows))
-  out = tmp_path / 'out'
-  argv = ['run', '--source', f'orders-csv={source}', '--output', str(out), '--progress', 'never']
-  assert run_cli([*argv, '--reference-time', '2026-06-01T00:00:00Z']) == 0
-  assert not os.path.exists(out / 'dead_letter')
-  con = duckdb.connect()
-  got = con.execute(
-    'select order_id, product_id, description, quantity, position '
-    f"from read_parquet('{out}/order_lines/*/*.parquet') order by position"
-  ).fetchall()
-  referee = con.execute(
-    f"""select InvoiceNo, StockCode, Description, Quantity::bigint
-      from read_csv('{source}', header = true, all_varchar = true, quote = '"', escape = '"')"""
-  ).fetchall()
+  got, referee = order_lines_and_referee(source, tmp_path / 'out')
   reader = csv.reader(io.StringIO(source.read_text(), newline=''))
   next(reader)
   starts = []
