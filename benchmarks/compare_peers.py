@@ -19,6 +19,10 @@ process so that its peak RSS is its own:
 
 It prints one JSON line per run and a table with events/s, peak RSS, the
 ratios full/naive and duckdb/full, and how time and memory grow with size.
+With --repeat N the kinds run in N interleaved rounds (full, naive, duckdb,
+full, naive, ...), so that the machine's drift touches each alike; the table
+then gives each kind's median seconds with the range, and each ratio as the
+median of the rounds' own ratios (a round's runs are minutes apart, not hours).
 With --stage-times the in-process full run also reports where its time went:
 wall and CPU seconds of each of the runner's fused stages, named by the
 pipeline steps in them.
@@ -30,6 +34,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -336,10 +341,19 @@ def main() -> None:
     help='Also report wall and CPU seconds per fused stage of the full run (in-process '
     'runner only: with workers of their own the bundles run elsewhere).',
   )
+  parser.add_argument(
+    '--repeat',
+    type=int,
+    default=1,
+    help='Rounds of every kind at each size, interleaved; the table gives medians '
+    '(one run of each kind on this machine varied by 10-20%%).',
+  )
   parser.add_argument('--one', choices=sorted(RUNNERS), help=argparse.SUPPRESS)
   parser.add_argument('--inputs', help=argparse.SUPPRESS)
   parser.add_argument('--output', help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.repeat < 1:
+    parser.error(f'--repeat must be at least 1, got {args.repeat}')
   # Synthetic input, perhaps cached from before generate() marked its folders.
   os.environ.setdefault('SHOPSTREAM_PII_SALT', 'bench')
   if args.one:
@@ -355,7 +369,9 @@ def main() -> None:
       started = time.monotonic()
       generate(GeneratorConfig(output_dir=inputs, events=size, days=args.days))
       print(f'generated {size:,} events in {time.monotonic() - started:.0f} s', file=sys.stderr)
-    for kind in args.kinds.split(','):
+    for round_number, kind in (
+      (r, k) for r in range(1, args.repeat + 1) for k in args.kinds.split(',')
+    ):
       command = [
         sys.executable,
         os.path.abspath(__file__),
@@ -371,44 +387,72 @@ def main() -> None:
       ]
       done = subprocess.run(command, capture_output=True, text=True, check=True)
       result = json.loads(done.stdout.strip().splitlines()[-1])
-      result['events'] = size
+      result.update(events=size, round=round_number)
       print(json.dumps(result), flush=True)
       results.append(result)
   print_table(results)
   print_stages(results)
 
 
+def _runs(results: list[dict]) -> dict[tuple[int, str], list[dict]]:
+  """The runs of each (events, kind), in round order."""
+  by: dict[tuple[int, str], list[dict]] = {}
+  for r in results:
+    by.setdefault((r['events'], r['kind']), []).append(r)
+  return by
+
+
+def _median_seconds(runs: list[dict]) -> float:
+  return statistics.median(r['seconds'] for r in runs)
+
+
+def _spread(values: list[float], unit: str) -> str:
+  """'median' for one value, else 'median (least-most, N runs)'."""
+  middle = statistics.median(values)
+  if len(values) == 1:
+    return f'{middle:.2f}{unit}'
+  return f'{middle:.2f}{unit} ({min(values):.2f}-{max(values):.2f}, {len(values)} runs)'
+
+
 def print_table(results: list[dict]) -> None:
-  by = {(r['events'], r['kind']): r for r in results}
+  by = _runs(results)
   sizes = sorted({r['events'] for r in results})
   print('\n| events | run | seconds | events/s | peak RSS MB | sessions | vs full |')
   print('|---|---|---|---|---|---|---|')
   for size in sizes:
-    full = by.get((size, 'full'))
+    full = {r['round']: r for r in by.get((size, 'full'), [])}
     for kind in ('full', 'naive', 'duckdb', 'plain'):
-      r = by.get((size, kind))
-      if not r:
+      runs = by.get((size, kind))
+      if not runs:
         continue
-      ratio = f'{r["seconds"] / full["seconds"]:.2f}x time' if full and kind != 'full' else ''
+      seconds = _median_seconds(runs)
+      # Each round's own ratio, so that a slow hour weighs on both sides of it.
+      ratios = [r['seconds'] / full[r['round']]['seconds'] for r in runs if r['round'] in full]
+      ratio = _spread(ratios, 'x time') if ratios and kind != 'full' else ''
       print(
-        f'| {size:,} | {kind} | {r["seconds"]} | {size / r["seconds"]:,.0f} | '
-        f'{r["peak_rss_mb"]:,} | {r["sessions"]:,} | {ratio} |'
+        f'| {size:,} | {kind} | {_spread([r["seconds"] for r in runs], "")} | '
+        f'{size / seconds:,.0f} | {max(r["peak_rss_mb"] for r in runs):,} | '
+        f'{runs[0]["sessions"]:,} | {ratio} |'
       )
   if len(sizes) > 1 and all((s, 'full') in by for s in sizes):
     small, large = by[(sizes[0], 'full')], by[(sizes[-1], 'full')]
+    memory = max(r['peak_rss_mb'] for r in large) / max(r['peak_rss_mb'] for r in small)
     print(
       f'\nfull, {sizes[0]:,} -> {sizes[-1]:,} events ({sizes[-1] / sizes[0]:.0f}x): time '
-      f'{large["seconds"] / small["seconds"]:.1f}x, peak RSS '
-      f'{large["peak_rss_mb"] / small["peak_rss_mb"]:.1f}x'
+      f'{_median_seconds(large) / _median_seconds(small):.1f}x (medians), peak RSS '
+      f'{memory:.1f}x'
     )
 
 
 def print_stages(results: list[dict]) -> None:
-  """Where the full runs' time went, stage by stage (runs made with --stage-times)."""
-  for r in results:
-    if not r.get('stages'):
+  """Where the full runs' time went, stage by stage (runs made with --stage-times): the
+  run of median seconds at each size."""
+  for (size, kind), runs in _runs(results).items():
+    runs = [r for r in runs if r.get('stages')]
+    if kind != 'full' or not runs:
       continue
-    print(f"\nfull, {r['events']:,} events, {r['seconds']} s: the runner's stages")
+    r = sorted(runs, key=lambda run: run['seconds'])[(len(runs) - 1) // 2]
+    print(f"\nfull, {size:,} events, {r['seconds']} s (round {r['round']}): the runner's stages")
     print('| stage | seconds | CPU seconds |')
     print('|---|---|---|')
     for stage in r['stages']:
