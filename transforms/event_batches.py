@@ -137,6 +137,13 @@ def split_by(table: pa.Table, values: np.ndarray) -> Iterator[tuple[int, pa.Tabl
     yield value, ordered.slice(start, count)
 
 
+def dictionary_encoded(column) -> pa.DictionaryArray:
+  """A column as a DictionaryArray, for several map_distinct calls over it to share."""
+  if isinstance(column, pa.ChunkedArray):
+    column = column.combine_chunks()
+  return pc.dictionary_encode(column)
+
+
 def map_distinct(columns: Sequence, fn: Callable, types: Sequence[pa.DataType]) -> list[pa.Array]:
   """``fn(*values)`` of each row, called once per distinct combination of the columns.
 
@@ -171,10 +178,13 @@ def map_distinct(columns: Sequence, fn: Callable, types: Sequence[pa.DataType]) 
 
 
 def _distinct_codes(column) -> tuple[list, np.ndarray]:
-  """(the column's distinct values, None last if it has nulls; each row's index into them)."""
+  """(the column's distinct values, None last if it has nulls; each row's index into them).
+
+  A column already dictionary-encoded (dictionary_encoded) is taken as it is.
+  """
   if isinstance(column, pa.ChunkedArray):
     column = column.combine_chunks()
-  encoded = pc.dictionary_encode(column)
+  encoded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
   values = encoded.dictionary.to_pylist()
   indices = encoded.indices
   if indices.null_count:

@@ -40,6 +40,11 @@ PLAIN = [
   '10.0.0.4 - - [01/Mar/2026:10:00:00 +0100] "GET /missing HTTP/1.1" 404 9 "-" "a"',
   '10.0.0.5 - - [01/Mar/2026:10:00:00 +0100] "GET /c/12?page=2 HTTP/1.1" 200 9 "-" "a"',
   '10.0.0.5 - - [01/Mar/2026:10:00:00 +0100] "GET /p/%E2%82%AC HTTP/1.1" 200 9 "ref"',
+  # Near misses of the referrer and agent: the request's fields are still read.
+  '10.0.0.6 - - [01/Mar/2026:10:00:00 +0100] "GET / HTTP/1.1" 200 9  "-" "a"',
+  '10.0.0.6 - - [01/Mar/2026:10:00:00 +0100] "GET / HTTP/1.1" 200 9x "-" "a"',
+  '10.0.0.6 - - [01/Mar/2026:10:00:00 +0100] "GET / HTTP/1.1" 200 9 "-"  "a"',
+  '10.0.0.6 - - [01/Mar/2026:10:00:00 +0100] "GET / HTTP/1.1" 200 9 "-" "a',
 ]
 # Lines the line parser must decide: escapes, bytes, hosts, bad times and shapes.
 OTHER = [
@@ -76,7 +81,7 @@ def test_plain_lines_take_the_column_path_with_the_line_parsers_outcome():
   assert assert_same_outcomes(records) == set()
   chunk = PARSER.parse_chunk(LineChunk.of_records(records))
   assert chunk.filtered == {'static_asset': 1, 'non_page_method': 1, 'status_4xx': 1}
-  assert chunk.table.num_rows == 7
+  assert chunk.table.num_rows == 11
 
 
 def test_other_lines_are_left_to_the_line_parser():

@@ -19,7 +19,7 @@ from transforms.enrich.geo import country_for_ip
 from transforms.enrich.marketing import Utm, classify_channel, referrer_host, utm_parameters
 from transforms.enrich.pseudonymize import Pseudonymizer
 from transforms.enrich.user_agent import parse_user_agent
-from transforms.event_batches import map_distinct
+from transforms.event_batches import dictionary_encoded, map_distinct
 from transforms.records import Event
 
 _INDEX = {name: i for i, name in enumerate(Event._fields)}
@@ -82,17 +82,28 @@ def enrich_table(
   """enrich_event for a table of Events (event_batches), one call per distinct value."""
   scrub = pseudonymizer.scrub
   string, boolean = pa.string(), pa.bool_()
+  # Encoded once for the three steps that read the page URL and the two that read the referrer.
+  page_url, referrer = (
+    dictionary_encoded(events['page_url']),
+    dictionary_encoded(events['referrer']),
+  )
   derived = {
-    name: map_distinct([events[name]], scrub, [string])[0]
-    for name in ('user_id', 'anonymous_id', 'page_url', 'referrer', 'properties')
+    name: map_distinct([column], scrub, [string])[0]
+    for name, column in (
+      ('user_id', events['user_id']),
+      ('anonymous_id', events['anonymous_id']),
+      ('page_url', page_url),
+      ('referrer', referrer),
+      ('properties', events['properties']),
+    )
   }
   agent = map_distinct([events['user_agent']], parse_user_agent, [string, string, string, boolean])
   derived.update(zip(Event._fields[_AGENT], agent, strict=True))
-  utm = map_distinct([events['page_url']], utm_parameters, [string] * len(Utm._fields))
+  utm = map_distinct([page_url], utm_parameters, [string] * len(Utm._fields))
   derived.update(zip(Event._fields[_UTM], utm, strict=True))
   derived['country'] = map_distinct([events['ip']], country_for_ip, [string])[0]
   (derived['channel'],) = map_distinct(
-    [events['page_url'], events['referrer']],
+    [page_url, referrer],
     lambda page_url, referrer: channel_of(page_url, referrer, site_host),
     [string],
   )

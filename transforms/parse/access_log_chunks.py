@@ -42,6 +42,10 @@ _PLAIN_LINE = (
 )
 # The optional referrer and user agent of COMBINED_LOG, present.
 _WITH_AGENT = _PLAIN_LINE + r' "[^"]*" "[^"]*"'
+# How line_fields tells _WITH_AGENT on a _PLAIN_LINE line without matching it again.
+_PIECES_WITH_AGENT = pa.scalar(11, pa.int32())
+_BEFORE_REFERRER = r'^ \d{3} (?:\d+|-) $'
+_SPACE = pa.scalar(' ')
 _PAGE_TYPES = (pa.string(), pa.string(), pa.string(), pa.string(), pa.int64(), pa.string())
 
 
@@ -87,8 +91,18 @@ def line_fields(lines: pa.Array) -> dict[str, pa.Array]:
   quoted = pc.split_pattern(pc.binary_join_element_wise(lines, '""""', ''), '"')
   prefix = pc.split_pattern(pc.list_element(quoted, 0), ' ')
   request = pc.split_pattern(pc.list_element(quoted, 1), ' ')
-  after_request = pc.split_pattern(pc.list_element(quoted, 2), ' ')
-  has_agent = pc.match_substring_regex(lines, _WITH_AGENT)
+  between = pc.list_element(quoted, 2)  # ' status bytes' and what follows, up to a quote
+  after_request = pc.split_pattern(between, ' ')
+  # _WITH_AGENT, read off the pieces: six quotes of the line's own (eleven pieces with
+  # the four added), exactly ' status bytes ' before the referrer and ' ' between it and
+  # the agent. Matching the whole line again cost a tenth of the parser (py-spy).
+  has_agent = pc.and_(
+    pc.and_(
+      pc.greater_equal(pc.list_value_length(quoted), _PIECES_WITH_AGENT),
+      pc.match_substring_regex(between, _BEFORE_REFERRER),
+    ),
+    pc.equal(pc.list_element(quoted, 4), _SPACE),
+  )
   absent = pa.nulls(len(lines), pa.string())
   return {
     'ip': pc.list_element(prefix, 0),
