@@ -24,7 +24,7 @@ from transforms.event_batches import as_numpy, map_distinct, schema_of
 from transforms.event_time import MAX_FUTURE_US, MIN_PLAUSIBLE_US, US_PER_SECOND
 from transforms.fixed_fields import days_from_civil, number_at, string_bytes
 from transforms.parse.line_chunks import ParsedChunk, ascii_text, plain_lines
-from transforms.parse.normalize import content_id
+from transforms.parse.normalize import content_ids
 from transforms.parse.parse_access_log import AccessLogParser, page_request
 from transforms.records import Event, LineChunk
 
@@ -169,9 +169,7 @@ class AccessLogChunkParser(AccessLogParser):
     )[0]
     event_type, product_id, category_id, quantity, order_id = page
     columns = {
-      'event_id': pa.array(
-        [content_id(payload) for payload in payloads.take(kept).to_pylist()], pa.string()
-      ),
+      'event_id': pa.array(content_ids(payloads.take(kept).to_pylist()), pa.string()),
       'event_type': event_type,
       'event_time': pa.array(event_time[keep.to_numpy(zero_copy_only=False)], pa.int64()),
       'user_id': _absent(fields['user']),
