@@ -2,13 +2,7 @@ import orjson
 import pytest
 
 from transforms.dead_letters import RecordError
-from transforms.parse.normalize import (
-  canonical_event,
-  content_id,
-  content_ids,
-  to_money,
-  to_quantity,
-)
+from transforms.parse.normalize import canonical_event, content_id, to_money, to_quantity
 
 NOW = 1_780_272_000_000_000
 
@@ -37,19 +31,14 @@ def test_derived_event_id_depends_on_content_not_formatting():
   assert event(BASE).event_id != event({**BASE, 'anonymous_id': 'a2'}).event_id
 
 
-def test_content_ids_of_a_chunk_are_each_lines_content_id():
-  contents = [
-    b'',
-    b'a',
-    b'a',
-    b'10.0.0.1 - - [01/Mar/2026:10:00:00 +0100] "GET /"',
-    bytes(range(256)),
-  ]
-  ids = content_ids(contents)
-  assert ids == [content_id(c) for c in contents]
-  # The known blake2b-128 of nothing: the shared empty hash is never updated in place.
-  assert ids[0] == 'h-cae66941d9efbd404e4d88758ea67670' == content_ids([b''])[0]
-  assert len(set(ids)) == 4
+def test_content_id_is_blake2b_of_the_content_and_leaves_the_shared_hash_empty():
+  import hashlib
+
+  contents = [b'', b'a', b'10.0.0.1 - - [01/Mar/2026:10:00:00 +0100] "GET /"', bytes(range(256))]
+  ids = [content_id(c) for c in contents]
+  assert ids == ['h-' + hashlib.blake2b(c, digest_size=16).hexdigest() for c in contents]
+  # The known blake2b-128 of nothing, after other contents: the shared hash was never updated.
+  assert content_id(b'') == 'h-cae66941d9efbd404e4d88758ea67670'
 
 
 def test_given_event_id_is_kept_and_numbers_become_strings():

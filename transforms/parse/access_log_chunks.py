@@ -24,7 +24,7 @@ from transforms.event_batches import as_numpy, map_distinct, schema_of
 from transforms.event_time import MAX_FUTURE_US, MIN_PLAUSIBLE_US, US_PER_SECOND
 from transforms.fixed_fields import days_from_civil, number_at, string_bytes
 from transforms.parse.line_chunks import ParsedChunk, ascii_text, plain_lines
-from transforms.parse.normalize import content_ids
+from transforms.parse.normalize import content_id
 from transforms.parse.parse_access_log import AccessLogParser, page_request
 from transforms.records import Event, LineChunk
 
@@ -40,9 +40,8 @@ _PLAIN_LINE = (
   r'^[^\s"]+ [^\s"]+ [^\s"]+ \[\d{2}/[A-Za-z]{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] '
   r'"[A-Z]+ (?:/[^/"\s][^"\s]*|/)(?: HTTP/\d(?:\.\d)?)?" \d{3} (?:\d+|-)'
 )
-# The optional referrer and user agent of COMBINED_LOG, present.
-_WITH_AGENT = _PLAIN_LINE + r' "[^"]*" "[^"]*"'
-# How line_fields tells _WITH_AGENT on a _PLAIN_LINE line without matching it again.
+# A _PLAIN_LINE line has COMBINED_LOG's optional referrer and user agent when
+# ' "[^"]*" "[^"]*"' follows its bytes; line_fields reads that off its pieces.
 _PIECES_WITH_AGENT = pa.scalar(11, pa.int32())
 _BEFORE_REFERRER = r'^ \d{3} (?:\d+|-) $'
 _SPACE = pa.scalar(' ')
@@ -93,7 +92,7 @@ def line_fields(lines: pa.Array) -> dict[str, pa.Array]:
   request = pc.split_pattern(pc.list_element(quoted, 1), ' ')
   between = pc.list_element(quoted, 2)  # ' status bytes' and what follows, up to a quote
   after_request = pc.split_pattern(between, ' ')
-  # _WITH_AGENT, read off the pieces: six quotes of the line's own (eleven pieces with
+  # Referrer and agent present, read off the pieces: six quotes of the line's own (eleven pieces with
   # the four added), exactly ' status bytes ' before the referrer and ' ' between it and
   # the agent. Matching the whole line again cost a tenth of the parser (py-spy).
   has_agent = pc.and_(
@@ -169,7 +168,9 @@ class AccessLogChunkParser(AccessLogParser):
     )[0]
     event_type, product_id, category_id, quantity, order_id = page
     columns = {
-      'event_id': pa.array(content_ids(payloads.take(kept).to_pylist()), pa.string()),
+      'event_id': pa.array(
+        [content_id(payload) for payload in payloads.take(kept).to_pylist()], pa.string()
+      ),
       'event_type': event_type,
       'event_time': pa.array(event_time[keep.to_numpy(zero_copy_only=False)], pa.int64()),
       'user_id': _absent(fields['user']),

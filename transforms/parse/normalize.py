@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Optional
 
@@ -149,24 +149,16 @@ KNOWN_FIELDS = frozenset(
 )
 
 
-def content_id(content: bytes) -> str:
-  """A deterministic event id derived from a record's content."""
-  return 'h-' + hashlib.blake2b(content, digest_size=16).hexdigest()
-
-
+# Copying an empty hash costs less than building one from keywords (0.54 s against
+# 0.64 s for the ids of 200k log lines); copies never touch it.
 _EMPTY_ID_HASH = hashlib.blake2b(digest_size=16)
 
 
-def content_ids(contents: Iterable[bytes]) -> list[str]:
-  """content_id of each content, for a chunk's lines: copying an empty hash costs less
-  than building one from keywords (0.54 s against 0.64 s for 200k log lines)."""
-  ids: list[str] = []
-  append = ids.append
-  for content in contents:
-    digest = _EMPTY_ID_HASH.copy()
-    digest.update(content)
-    append('h-' + digest.hexdigest())
-  return ids
+def content_id(content: bytes) -> str:
+  """A deterministic event id derived from a record's content."""
+  digest = _EMPTY_ID_HASH.copy()
+  digest.update(content)
+  return 'h-' + digest.hexdigest()
 
 
 def canonical_event(
