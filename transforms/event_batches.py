@@ -62,7 +62,7 @@ def to_batch(record_type: type, records: Sequence[tuple]) -> pa.RecordBatch:
 def from_batch(record_type: type, batch: Table) -> list:
   """The records of a batch (or table) of ``schema_of(record_type)``, in order."""
   make = record_type._make  # type: ignore[attr-defined]
-  columns = [batch.column(name).to_pylist() for name in record_type._fields]  # type: ignore[attr-defined]
+  columns = [python_values(batch.column(name)) for name in record_type._fields]  # type: ignore[attr-defined]
   return [make(row) for row in zip(*columns, strict=True)]
 
 
@@ -116,6 +116,48 @@ def as_numpy(array) -> np.ndarray:
       bits = np.unpackbits(np.frombuffer(array.buffers()[1], np.uint8), bitorder='little')
       return bits[array.offset : array.offset + len(array)].astype(bool)
   return array.to_numpy(zero_copy_only=False)
+
+
+_OFFSET_TYPES = {
+  pa.string(): np.int32,
+  pa.binary(): np.int32,
+  pa.large_string(): np.int64,
+  pa.large_binary(): np.int64,
+}
+
+
+def python_values(array) -> list:
+  """array.to_pylist() of a column, about 7x faster for strings and binaries.
+
+  pyarrow 16 makes a Scalar per value in to_pylist (~1.4 us a string), and its
+  to_numpy tries to import pandas on every call (~100 us): the session keys,
+  enrichment's distinct values and the lines of a chunk spent ~1.5 s of held
+  GIL in to_pylist at 1M events (py-spy). Here strings and binaries are cut
+  from the column's buffers instead; other types go to to_pylist.
+  """
+  if isinstance(array, pa.ChunkedArray):
+    array = array.combine_chunks()
+  offset_type = _OFFSET_TYPES.get(array.type)
+  if offset_type is None or len(array) == 0:
+    return array.to_pylist()
+  _, offset_buffer, data = array.buffers()
+  offsets = np.frombuffer(offset_buffer, offset_type)[array.offset : array.offset + len(array) + 1]
+  first, last = int(offsets[0]), int(offsets[-1])
+  raw = data.slice(first, last - first).to_pybytes() if data is not None else b''
+  bounds = (offsets - first).tolist()
+  pairs = zip(bounds[:-1], bounds[1:], strict=True)
+  if array.type in (pa.binary(), pa.large_binary()):
+    values = [raw[start:end] for start, end in pairs]
+  elif raw.isascii():
+    # One decode: an ASCII byte offset is also the character's offset.
+    text = raw.decode('ascii')
+    values = [text[start:end] for start, end in pairs]
+  else:
+    values = [raw[start:end].decode() for start, end in pairs]
+  if array.null_count:
+    for row in np.flatnonzero(as_numpy(array.is_null())).tolist():
+      values[row] = None
+  return values
 
 
 def rows_of(array: pa.Array, rows: np.ndarray) -> pa.Array:
@@ -185,7 +227,7 @@ def _distinct_codes(column) -> tuple[list, np.ndarray]:
   if isinstance(column, pa.ChunkedArray):
     column = column.combine_chunks()
   encoded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
-  values = encoded.dictionary.to_pylist()
+  values = python_values(encoded.dictionary)
   indices = encoded.indices
   if indices.null_count:
     values.append(None)

@@ -84,6 +84,37 @@ def test_as_numpy_gives_to_numpys_values(array, start):
   )
 
 
+_TEXTS = st.lists(st.one_of(st.none(), st.text(max_size=8)), max_size=40)
+
+
+@given(
+  st.one_of(
+    _TEXTS.map(lambda v: pa.array(v, pa.string())),
+    _TEXTS.map(lambda v: pa.array(v, pa.large_string())),
+    _TEXTS.map(lambda v: pa.array([t and t.encode() for t in v], pa.binary())),
+    _TEXTS.map(lambda v: pa.array([t and t.encode() for t in v], pa.large_binary())),
+    st.lists(st.one_of(st.none(), st.integers(-5, 5))).map(lambda v: pa.array(v, pa.int64())),
+  ),
+  st.integers(0, 9),
+  st.integers(0, 9),
+)
+def test_python_values_gives_to_pylists_values(array, start, stop_before_end):
+  # Sliced at both ends: the offsets and the data buffer no longer start at 0.
+  start = min(start, len(array))
+  sliced = array.slice(start, max(0, len(array) - start - stop_before_end))
+  assert event_batches.python_values(sliced) == sliced.to_pylist()
+  assert event_batches.python_values(pa.chunked_array([sliced, sliced], sliced.type)) == (
+    sliced.to_pylist() * 2
+  )
+
+
+def test_python_values_keeps_text_that_is_not_ascii_and_empty_strings():
+  array = pa.array(['Zürich', '', None, 'ÿ', 'a'])
+  assert event_batches.python_values(array) == ['Zürich', '', None, 'ÿ', 'a']
+  assert event_batches.python_values(array.slice(3)) == ['ÿ', 'a']
+  assert event_batches.python_values(pa.array([], pa.string())) == []
+
+
 def test_rows_of_takes_the_rows_and_keeps_the_array_when_they_are_all_of_them():
   array = pa.array(['a', None, 'c'])
   assert event_batches.rows_of(array, np.array([0, 2])).to_pylist() == ['a', 'c']

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.dead_letters import RecordFiltered
-from transforms.event_batches import as_numpy, map_distinct, schema_of
+from transforms.event_batches import as_numpy, map_distinct, python_values, schema_of
 from transforms.event_time import MAX_FUTURE_US, MIN_PLAUSIBLE_US, US_PER_SECOND
 from transforms.fixed_fields import days_from_civil, number_at, string_bytes
 from transforms.parse.line_chunks import ParsedChunk, ascii_text, plain_lines
@@ -169,7 +169,7 @@ class AccessLogChunkParser(AccessLogParser):
     event_type, product_id, category_id, quantity, order_id = page
     columns = {
       'event_id': pa.array(
-        [content_id(payload) for payload in payloads.take(kept).to_pylist()], pa.string()
+        [content_id(payload) for payload in python_values(payloads.take(kept))], pa.string()
       ),
       'event_type': event_type,
       'event_time': pa.array(event_time[keep.to_numpy(zero_copy_only=False)], pa.int64()),

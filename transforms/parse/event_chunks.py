@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from transforms.dead_letters import FieldError
-from transforms.event_batches import as_numpy, map_distinct, schema_of
+from transforms.event_batches import as_numpy, map_distinct, python_values, schema_of
 from transforms.event_time import (
   MAX_FUTURE_US,
   MILLIS_THRESHOLD,
@@ -92,7 +92,7 @@ def _by_rule(
   the line parser gives the reason."""
   encoded = pc.dictionary_encode(column.combine_chunks())
   values, accepted = [], []
-  for text in encoded.dictionary.to_pylist():
+  for text in python_values(encoded.dictionary):
     try:
       values.append(rule(name, text))
       accepted.append(True)
@@ -170,7 +170,7 @@ class EventChunkParser(EventLineParser):
     properties: list[Optional[str]] = [None] * len(candidates)
     rows = np.flatnonzero(keep & (missing_id | has_extra))
     for row, payload in zip(
-      rows.tolist(), payloads.take(candidates[rows]).to_pylist(), strict=True
+      rows.tolist(), python_values(payloads.take(candidates[rows])), strict=True
     ):
       obj = orjson.loads(payload)
       if missing_id[row]:

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam import pvalue
 
-from transforms.event_batches import as_numpy, from_batch, schema_of, to_batch
+from transforms.event_batches import as_numpy, from_batch, python_values, schema_of, to_batch
 from transforms.event_time import US_PER_SECOND
 from transforms.parse import event_types
 from transforms.pooled_dofn import PooledDoFn
@@ -99,7 +99,7 @@ def sessionize_table(
   last = np.append(first[1:], n) - 1
   session_of_row = np.cumsum(starts) - 1
 
-  session_keys = key.take(pa.array(first)).to_pylist()
+  session_keys = python_values(key.take(pa.array(first)))
   session_start = times[first]
   session_ids = [
     make_session_id(k, int(t)) for k, t in zip(session_keys, session_start, strict=True)
@@ -200,9 +200,9 @@ def _revenue(table: pa.Table, session_of_row: np.ndarray, sessions: int):
   currencies: dict[int, set] = {}
   for session, price, quantity, code in zip(
     session_of_row[rows].tolist(),
-    table['price'].take(indices).to_pylist(),
+    python_values(table['price'].take(indices)),
     table['quantity'].take(indices).to_pylist(),
-    table['currency'].take(indices).to_pylist(),
+    python_values(table['currency'].take(indices)),
     strict=True,
   ):
     totals[session] = totals.get(session, Decimal(0)) + Decimal(price) * (quantity or 1)
