@@ -449,7 +449,9 @@ class ReadLines(beam.PTransform):
     splits = self._splits()
     ranges = (
       pbegin
-      | 'ListFiles' >> beam.Create(self._files)
+      # Create's own reshuffle spreads the files over the workers; where the
+      # ranges are spread below it would be a second shuffle of the same work.
+      | 'ListFiles' >> beam.Create(self._files, reshuffle=not splits)
       | 'PlanRanges'
       >> beam.FlatMap(file_ranges, self._range_bytes if splits else None).with_output_types(
         tuple[InputFile, FileRange]
