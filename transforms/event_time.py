@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.event_batches import as_numpy
 from transforms.fixed_fields import days_from_civil, number_at, string_bytes
 
 US_PER_SECOND = 1_000_000
@@ -124,9 +125,7 @@ def iso_times_us(texts) -> tuple[np.ndarray, np.ndarray]:
   elsewhere (any other shape, a field out of range, a time a float64 cannot hold).
   """
   texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
-  decided = pc.fill_null(pc.match_substring_regex(texts, _COMMON_ISO), False).to_numpy(
-    zero_copy_only=False
-  )
+  decided = as_numpy(pc.fill_null(pc.match_substring_regex(texts, _COMMON_ISO), False))
   micros = np.full(len(texts), np.nan)
   rows = np.flatnonzero(decided)
   if not len(rows):

@@ -325,6 +325,6 @@ def split_by_day(spec: TableSpec, table: pa.Table) -> Iterator[tuple[str, pa.Tab
   """(dt partition, its rows) of a table of ``spec.row_type`` records, as partition_day says."""
   if spec.time_column is None:
     raise ValueError(f'table {spec.name} takes rows, not Arrow tables')
-  day_numbers = np.floor_divide(table[spec.time_column].to_numpy(), US_PER_DAY)
+  day_numbers = np.floor_divide(event_batches.as_numpy(table[spec.time_column]), US_PER_DAY)
   for number, rows in event_batches.split_by(table, day_numbers):
     yield utc_day(number * US_PER_DAY), rows

@@ -155,7 +155,7 @@ class AccessLogChunkParser(AccessLogParser):
       for entry in pc.value_counts(reason.drop_null())
     }
     keep = reason.is_null()
-    kept = candidates[keep.to_numpy(zero_copy_only=False)]
+    kept = candidates[as_numpy(keep)]
     fields = {name: column.filter(keep) for name, column in fields.items()}
     page = [column.filter(keep) for column in page]
 
@@ -172,7 +172,7 @@ class AccessLogChunkParser(AccessLogParser):
         [content_id(payload) for payload in python_values(payloads.take(kept))], pa.string()
       ),
       'event_type': event_type,
-      'event_time': pa.array(event_time[keep.to_numpy(zero_copy_only=False)], pa.int64()),
+      'event_time': pa.array(event_time[as_numpy(keep)], pa.int64()),
       'user_id': _absent(fields['user']),
       'anonymous_id': anonymous_id,
       'product_id': product_id,

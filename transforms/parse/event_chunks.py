@@ -102,7 +102,7 @@ def _by_rule(
   rows = encoded.indices
   taken = pa.array(values, kind).take(rows)  # a null index takes null
   ok = pc.fill_null(pa.array(accepted, pa.bool_()).take(rows), True)
-  return taken, ok.to_numpy(zero_copy_only=False)
+  return taken, as_numpy(ok)
 
 
 class EventChunkParser(EventLineParser):
@@ -130,7 +130,7 @@ class EventChunkParser(EventLineParser):
       columns[name] = pc.if_else(pa.array(lengths == 0), pa.scalar(None, pa.string()), text)
 
     event_type = map_distinct([table['event_type']], _event_type, [pa.string()])[0]
-    keep &= event_type.is_valid().to_numpy(zero_copy_only=False)
+    keep &= as_numpy(event_type.is_valid())
     columns['event_type'] = event_type
 
     is_number = np.zeros(len(lines), bool)  # only a line with an integer value can have one
@@ -142,9 +142,7 @@ class EventChunkParser(EventLineParser):
     event_time = np.nan_to_num(event_time).astype(np.int64)
     now_us = self.now_us if self.now_us is not None else chunk.input_time
     keep &= (event_time >= MIN_PLAUSIBLE_US) & (event_time <= now_us + MAX_FUTURE_US)
-    keep &= columns['user_id'].is_valid().to_numpy(zero_copy_only=False) | columns[
-      'anonymous_id'
-    ].is_valid().to_numpy(zero_copy_only=False)
+    keep &= as_numpy(columns['user_id'].is_valid()) | as_numpy(columns['anonymous_id'].is_valid())
 
     for name, rule, kind in (
       ('price', to_money, pa.string()),
@@ -153,7 +151,7 @@ class EventChunkParser(EventLineParser):
     ):
       columns[name], accepted = _by_rule(table[name], name, rule, kind)
       keep &= accepted
-    keep &= ~table['properties'].is_valid().to_numpy(zero_copy_only=False)  # not an object
+    keep &= ~as_numpy(table['properties'].is_valid())  # not an object
     columns['currency'] = pc.if_else(
       pc.and_(columns['price'].is_valid(), columns['currency'].is_null()),
       self.default_currency,
@@ -164,8 +162,8 @@ class EventChunkParser(EventLineParser):
     extra = [name for name in table.column_names if name not in KNOWN_FIELDS]
     has_extra = np.zeros(len(candidates), bool)
     for name in extra:
-      has_extra |= table[name].is_valid().to_numpy(zero_copy_only=False)
-    missing_id = columns['event_id'].is_null().to_numpy(zero_copy_only=False)
+      has_extra |= as_numpy(table[name].is_valid())
+    missing_id = as_numpy(columns['event_id'].is_null())
     event_ids: list[Optional[str]] = [None] * len(candidates)
     properties: list[Optional[str]] = [None] * len(candidates)
     rows = np.flatnonzero(keep & (missing_id | has_extra))
@@ -200,9 +198,9 @@ class EventChunkParser(EventLineParser):
     """UTC microseconds as float64 (exact below 2**53), NaN where parse_event_time would
     reject the value or the line parser must decide."""
     result = np.full(len(text), np.nan)
-    numbers = np.flatnonzero(is_number & text.is_valid().to_numpy(zero_copy_only=False))
+    numbers = np.flatnonzero(is_number & as_numpy(text.is_valid()))
     if len(numbers):
-      value = pc.cast(text.take(pa.array(numbers)), pa.int64()).to_numpy().astype(np.float64)
+      value = as_numpy(pc.cast(text.take(pa.array(numbers)), pa.int64())).astype(np.float64)
       exact = np.abs(value) < _EXACT_FLOAT
       # parse_event_time: ms / 1000 then * 1e6, rounded half to even; seconds * 1e6 exactly.
       micros = np.where(
@@ -218,7 +216,7 @@ class EventChunkParser(EventLineParser):
       others = texts[~decided]
       if len(others):
         parsed = map_distinct([text.take(pa.array(others))], _time_of_text, [pa.float64()])[0]
-        result[others] = parsed.to_numpy(zero_copy_only=False)
+        result[others] = as_numpy(parsed)
     return result
 
 
