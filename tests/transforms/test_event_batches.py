@@ -1,3 +1,5 @@
+from unittest import mock
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -102,16 +104,20 @@ def test_python_values_gives_to_pylists_values(array, start, stop_before_end):
   # Sliced at both ends: the offsets and the data buffer no longer start at 0.
   start = min(start, len(array))
   sliced = array.slice(start, max(0, len(array) - start - stop_before_end))
-  assert event_batches.python_values(sliced) == sliced.to_pylist()
-  assert event_batches.python_values(pa.chunked_array([sliced, sliced], sliced.type)) == (
-    sliced.to_pylist() * 2
-  )
+  # Every length through the buffers, not only the long ones.
+  with mock.patch.object(event_batches, '_FEWEST_FROM_BUFFERS', 0):
+    assert event_batches.python_values(sliced) == sliced.to_pylist()
+    assert event_batches.python_values(pa.chunked_array([sliced, sliced], sliced.type)) == (
+      sliced.to_pylist() * 2
+    )
 
 
 def test_python_values_keeps_text_that_is_not_ascii_and_empty_strings():
-  array = pa.array(['Zürich', '', None, 'ÿ', 'a'])
-  assert event_batches.python_values(array) == ['Zürich', '', None, 'ÿ', 'a']
-  assert event_batches.python_values(array.slice(3)) == ['ÿ', 'a']
+  values = ['Zürich', '', None, 'ÿ', 'a'] * 10  # long enough for the buffers
+  array = pa.array(values)
+  assert event_batches.python_values(array) == values
+  assert event_batches.python_values(array.slice(3)) == values[3:]
+  assert event_batches.python_values(pa.array(values[:5])) == values[:5]
   assert event_batches.python_values(pa.array([], pa.string())) == []
 
 
